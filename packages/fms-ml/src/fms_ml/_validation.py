@@ -1,0 +1,256 @@
+"""Input checking shared by every estimator.
+
+scikit-learn's lesson: validation lives in one place, so every estimator rejects bad input the same
+way, with a message that names the argument, what was received and what was expected. Each helper
+here raises a `ValueError` (or `TypeError` for a wrong type) and never
+silently repairs the data.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "NotFittedError",
+    "check_X_y",
+    "check_array",
+    "check_classification_targets",
+    "check_consistent_length",
+    "check_is_fitted",
+    "check_n_features",
+    "check_random_state",
+    "check_sample_weight",
+    "column_or_1d",
+]
+
+FloatArray = NDArray[np.float64]
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when an estimator is used before `fit`.
+
+    It subclasses `ValueError` (the issue's contract) and
+    `AttributeError` (so `hasattr(est, "predict_proba")`-style probes and
+    scikit-learn's own checks behave as they do with scikit-learn's `NotFittedError`).
+    """
+
+
+def _describe(x: Any) -> str:
+    shape = getattr(x, "shape", None)
+    if shape is not None:
+        return f"array of shape {tuple(shape)} and dtype {getattr(x, 'dtype', '?')}"
+    return f"{type(x).__name__}"
+
+
+def check_array(
+    X: ArrayLike,
+    name: str = "X",
+    *,
+    ensure_2d: bool = True,
+    allow_nd: bool = False,
+    dtype: Any = np.float64,
+    ensure_finite: bool = True,
+    ensure_min_samples: int = 1,
+    ensure_min_features: int = 1,
+) -> NDArray[Any]:
+    """Convert `X` to a numpy array and check it.
+
+    Args:
+        X: array-like input.
+        name: the argument's name, used in error messages.
+        ensure_2d: require exactly two dimensions `(n_samples, n_features)`; otherwise one.
+        allow_nd: with `ensure_2d`, accept more than two dimensions.
+        dtype: target dtype; `None` keeps the input's dtype (used for labels).
+        ensure_finite: reject NaN and infinity (numeric dtypes only).
+        ensure_min_samples: smallest number of rows accepted.
+        ensure_min_features: smallest number of columns accepted (2-d only).
+
+    Returns:
+        The validated array (a copy only when a conversion was needed).
+
+    Raises:
+        TypeError: `X` cannot be converted to the dtype.
+        ValueError: wrong number of dimensions, empty, too few samples/features, or non-finite.
+    """
+    if X is None:
+        raise ValueError(f"{name} is None; expected an array-like of numbers.")
+    try:
+        arr = np.asarray(X) if dtype is None else np.asarray(X, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{name} could not be converted to {np.dtype(dtype).name if dtype else 'an array'}: "
+            f"{exc}; got {_describe(X)}."
+        ) from exc
+    if arr.dtype == object and dtype is None:
+        pass
+    if ensure_2d:
+        if arr.ndim < 2:
+            raise ValueError(
+                f"{name} must be 2-d of shape (n_samples, n_features); got {arr.ndim}-d array "
+                f"of shape {arr.shape}. Reshape with X.reshape(-1, 1) for one feature or "
+                f"X.reshape(1, -1) for one sample."
+            )
+        if arr.ndim > 2 and not allow_nd:
+            raise ValueError(
+                f"{name} must be 2-d of shape (n_samples, n_features); got {arr.ndim}-d array "
+                f"of shape {arr.shape}."
+            )
+    elif arr.ndim != 1:
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr.ravel()
+        else:
+            raise ValueError(f"{name} must be 1-d of shape (n_samples,); got shape {arr.shape}.")
+    n_samples = arr.shape[0]
+    if n_samples < ensure_min_samples:
+        raise ValueError(
+            f"{name} is empty or too small: got {n_samples} sample(s) (shape {arr.shape}); "
+            f"expected at least {ensure_min_samples}."
+        )
+    if ensure_2d and arr.shape[1] < ensure_min_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} feature(s) (shape {arr.shape}); expected at least "
+            f"{ensure_min_features}."
+        )
+    if ensure_finite and arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        n_nan = int(np.isnan(arr).sum())
+        n_inf = int(np.isinf(arr).sum())
+        raise ValueError(
+            f"{name} contains non-finite values ({n_nan} NaN, {n_inf} inf); expected only finite "
+            f"numbers. Impute or drop them first."
+        )
+    return arr
+
+
+def column_or_1d(y: ArrayLike, name: str = "y") -> NDArray[Any]:
+    """Return `y` as a 1-d array; accepts shape `(n,)` or `(n, 1)`."""
+    return check_array(y, name, ensure_2d=False, dtype=None, ensure_finite=False)
+
+
+def check_consistent_length(**arrays: Any) -> None:
+    """Raise if the named arrays do not all have the same number of samples."""
+    lengths = {k: len(v) for k, v in arrays.items() if v is not None}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise ValueError(f"Inconsistent numbers of samples: {detail}; expected them equal.")
+
+
+def check_X_y(
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    y_numeric: bool = False,
+    multi_output: bool = False,
+    ensure_min_samples: int = 1,
+) -> tuple[FloatArray, NDArray[Any]]:
+    """Validate a design matrix `X` and its targets `y` together.
+
+    Args:
+        X: `(n_samples, n_features)` features.
+        y: `(n_samples,)` targets (or `(n_samples, n_outputs)` with `multi_output`).
+        y_numeric: convert `y` to float64 and require it finite (regression).
+        multi_output: accept a 2-d `y`.
+        ensure_min_samples: smallest number of rows accepted.
+
+    Returns:
+        `(X, y)` as arrays.
+    """
+    Xa = check_array(X, "X", ensure_min_samples=ensure_min_samples)
+    if y is None:
+        raise ValueError("y is None; this estimator needs targets y of shape (n_samples,).")
+    if multi_output:
+        ya = np.asarray(y, dtype=np.float64 if y_numeric else None)
+        if ya.ndim not in (1, 2):
+            raise ValueError(f"y must be 1-d or 2-d; got shape {ya.shape}.")
+        if ya.ndim == 2 and ya.shape[1] == 1:
+            ya = ya.ravel()
+    else:
+        ya = column_or_1d(y)
+    if y_numeric:
+        try:
+            ya = ya.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"y must be numeric for a regressor; got dtype {ya.dtype}.") from exc
+        if not np.isfinite(ya).all():
+            raise ValueError(
+                f"y contains non-finite values ({int(np.isnan(ya).sum())} NaN, "
+                f"{int(np.isinf(ya).sum())} inf); expected only finite numbers."
+            )
+    elif ya.dtype.kind == "f" and not np.isfinite(ya).all():
+        raise ValueError("y contains NaN or inf; expected finite labels.")
+    check_consistent_length(X=Xa, y=ya)
+    return Xa, ya
+
+
+def check_classification_targets(y: NDArray[Any]) -> None:
+    """Raise unless `y` holds discrete labels with at least two classes."""
+    if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+        raise ValueError(
+            "Unknown label type: y holds continuous values (e.g. "
+            f"{y[np.mod(y, 1) != 0][:3].tolist()}); a classifier needs discrete labels."
+        )
+    n_classes = len(np.unique(y))
+    if n_classes < 2:
+        raise ValueError(
+            f"y has a single class ({np.unique(y).tolist()}); a classifier needs at least 2 classes."
+        )
+
+
+def check_is_fitted(estimator: Any, attributes: Sequence[str] | None = None) -> None:
+    """Raise `NotFittedError` unless `estimator` was fitted.
+
+    Without `attributes`, any public attribute ending in `_` counts as fitted state.
+    """
+    if attributes is None:
+        fitted = any(
+            k.endswith("_") and not k.startswith("__") and not k.startswith("_")
+            for k in vars(estimator)
+        )
+    else:
+        fitted = all(hasattr(estimator, a) for a in attributes)
+    if not fitted:
+        raise NotFittedError(
+            f"This {type(estimator).__name__} instance is not fitted yet; call fit(X, y) before "
+            f"using it."
+        )
+
+
+def check_n_features(estimator: Any, X: NDArray[Any]) -> None:
+    """Raise if `X` has a different number of columns from the data `estimator` was fitted on."""
+    expected = getattr(estimator, "n_features_in_", None)
+    if expected is not None and X.shape[1] != expected:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {type(estimator).__name__} was fitted with "
+            f"{expected} features; expected X of shape (n_samples, {expected})."
+        )
+
+
+def check_random_state(seed: Any) -> np.random.Generator:
+    """Turn `seed` (None, int, or a Generator) into a `numpy.random.Generator`."""
+    if seed is None or isinstance(seed, numbers.Integral):
+        return np.random.default_rng(None if seed is None else int(seed))
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, np.random.RandomState):
+        return np.random.default_rng(int(seed.randint(0, 2**31 - 1)))
+    raise TypeError(
+        f"random_state must be None, an int or a numpy Generator; got {type(seed).__name__}."
+    )
+
+
+def check_sample_weight(sample_weight: ArrayLike | None, n_samples: int) -> FloatArray:
+    """Return sample weights as a float array of length `n_samples` (ones when None)."""
+    if sample_weight is None:
+        return np.ones(n_samples)
+    w = check_array(sample_weight, "sample_weight", ensure_2d=False)
+    if w.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight has {w.shape[0]} entries; expected {n_samples} (one per sample)."
+        )
+    if (w < 0).any():
+        raise ValueError("sample_weight has negative entries; expected non-negative weights.")
+    return w.astype(np.float64)

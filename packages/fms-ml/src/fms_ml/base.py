@@ -1,0 +1,252 @@
+"""The estimator contract shared by every model: parameters, cloning, scoring, labels.
+
+The scikit-learn contract, written out:
+
+* `__init__` stores each hyper-parameter under its own name, untouched;
+* [`get_params`][fms_ml.base.BaseEstimator.get_params] reads them back by introspecting the
+  signature of `__init__`, and [`set_params`][fms_ml.base.BaseEstimator.set_params] writes them
+  (nested as `step__param` for meta-estimators);
+* [`clone`][fms_ml.base.clone] builds an unfitted copy with the same parameters (scikit-learn's own
+  `sklearn.base.clone` works on our estimators too, because it only uses `get_params`);
+* `fit` validates, learns attributes whose names end in `_`, and returns `self`.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import sys
+from typing import Any, ClassVar, Self
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fms_ml._validation import (
+    check_array,
+    check_classification_targets,
+    check_is_fitted,
+    check_n_features,
+)
+
+__all__ = [
+    "BaseEstimator",
+    "ClassifierMixin",
+    "ClusterMixin",
+    "LabelEncoder",
+    "RegressorMixin",
+    "TransformerMixin",
+    "clone",
+]
+
+
+class BaseEstimator:
+    """Base class: parameter introspection, `repr`, and scikit-learn interoperability.
+
+    Subclasses declare every hyper-parameter as an explicit keyword in `__init__` and store it as
+    an attribute of the same name; nothing else happens in `__init__`.
+    """
+
+    _estimator_type: ClassVar[str | None] = None
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        init = cls.__init__
+        if init is object.__init__:
+            return []
+        sig = inspect.signature(init)
+        names = []
+        for p in sig.parameters.values():
+            if p.name == "self":
+                continue
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise TypeError(
+                    f"{cls.__name__}.__init__ must list its parameters explicitly; "
+                    f"*args/**kwargs ({p.name}) are not allowed."
+                )
+            names.append(p.name)
+        return sorted(names)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Return the hyper-parameters as a dict.
+
+        Args:
+            deep: also return the parameters of nested estimators as `name__param`.
+        """
+        out: dict[str, Any] = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params().items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params: Any) -> Self:
+        """Set hyper-parameters; nested ones as `name__param`. Returns `self`."""
+        if not params:
+            return self
+        valid = self.get_params(deep=True)
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in params.items():
+            name, sep, sub = key.partition("__")
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for estimator {type(self).__name__}; valid "
+                    f"parameters are {sorted(self._get_param_names())}."
+                )
+            if sep:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+                valid[name] = value
+        for name, sub_params in nested.items():
+            valid[name].set_params(**sub_params)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            p.name: p.default
+            for p in inspect.signature(type(self).__init__).parameters.values()
+            if p.name != "self"
+        }
+        changed = []
+        for k, v in self.get_params(deep=False).items():
+            d = defaults.get(k, inspect.Parameter.empty)
+            same = False
+            try:
+                same = bool(v is d or (type(v) is type(d) and v == d))
+            except (TypeError, ValueError):
+                same = False
+            if not same:
+                changed.append(f"{k}={v!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self) -> Any:
+        """Describe this estimator to scikit-learn (only called by scikit-learn itself).
+
+        fms_ml never imports scikit-learn; when scikit-learn asks for tags it is already loaded,
+        so its `Tags` classes are taken from `sys.modules`.
+        """
+        sku = sys.modules.get("sklearn.utils")
+        if sku is None:
+            raise AttributeError("__sklearn_tags__ is only meaningful once sklearn is imported.")
+        tags = sku.Tags(estimator_type=self._estimator_type, target_tags=sku.TargetTags(False))
+        if self._estimator_type == "classifier":
+            tags.classifier_tags = sku.ClassifierTags()
+            tags.target_tags.required = True
+        elif self._estimator_type == "regressor":
+            tags.regressor_tags = sku.RegressorTags()
+            tags.target_tags.required = True
+        if isinstance(self, TransformerMixin):
+            tags.transformer_tags = sku.TransformerTags()
+        return tags
+
+    # -- helpers for subclasses ------------------------------------------------------------------
+    def _validate_predict_input(self, X: ArrayLike) -> NDArray[np.float64]:
+        """Check that the estimator is fitted and `X` has the fitted number of features."""
+        check_is_fitted(self, ["n_features_in_"])
+        Xa = check_array(X, "X")
+        check_n_features(self, Xa)
+        return Xa
+
+
+def clone(estimator: Any) -> Any:
+    """Return an unfitted copy of `estimator` with deep-copied parameters.
+
+    Lists and tuples of estimators are cloned element-wise. Equivalent to `sklearn.base.clone`.
+    """
+    if isinstance(estimator, list | tuple):
+        return type(estimator)(clone(e) for e in estimator)
+    if not hasattr(estimator, "get_params") or isinstance(estimator, type):
+        return copy.deepcopy(estimator)
+    params = estimator.get_params(deep=False)
+    new_params = {
+        k: clone(v) if hasattr(v, "get_params") else copy.deepcopy(v) for k, v in params.items()
+    }
+    return type(estimator)(**new_params)
+
+
+class LabelEncoder:
+    """Map arbitrary labels (strings, ints, bools...) to `0..n_classes-1` and back.
+
+    `classes_` is the sorted array of distinct labels, as `numpy.unique` returns it, which is the
+    order scikit-learn uses for `predict_proba` columns.
+    """
+
+    classes_: NDArray[Any]
+
+    def fit(self, y: ArrayLike) -> LabelEncoder:
+        """Learn the sorted distinct labels of `y`."""
+        self.classes_ = np.unique(np.asarray(y))
+        return self
+
+    def fit_transform(self, y: ArrayLike) -> NDArray[np.intp]:
+        """Learn the labels and return `y` encoded as integers."""
+        self.classes_, codes = np.unique(np.asarray(y), return_inverse=True)
+        return codes.astype(np.intp).ravel()
+
+    def transform(self, y: ArrayLike) -> NDArray[np.intp]:
+        """Encode `y`; labels unseen at fit raise `ValueError`."""
+        ya = np.asarray(y)
+        idx = np.searchsorted(self.classes_, ya)
+        idx = np.clip(idx, 0, len(self.classes_) - 1)
+        bad = self.classes_[idx] != ya
+        if np.any(bad):
+            raise ValueError(
+                f"y contains labels unseen at fit: {np.unique(ya[bad])[:5].tolist()}; "
+                f"known labels are {self.classes_.tolist()}."
+            )
+        return idx.astype(np.intp)
+
+    def inverse_transform(self, codes: ArrayLike) -> NDArray[Any]:
+        """Map integer codes back to the original labels."""
+        return self.classes_[np.asarray(codes, dtype=np.intp)]
+
+
+class ClassifierMixin:
+    """Mixin for classifiers: `score` is accuracy; label encoding helper."""
+
+    _estimator_type: ClassVar[str | None] = "classifier"
+    classes_: NDArray[Any]
+
+    def _encode_labels(self, y: NDArray[Any]) -> NDArray[np.intp]:
+        """Check `y` holds >= 2 discrete classes, set `classes_`, return integer codes."""
+        check_classification_targets(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        return codes.astype(np.intp).ravel()
+
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
+        """Mean accuracy of `self.predict(X)` against `y`."""
+        pred = self.predict(X)  # type: ignore[attr-defined]
+        return float(np.mean(pred == np.asarray(y)))
+
+
+class RegressorMixin:
+    """Mixin for regressors: `score` is the coefficient of determination $R^2$."""
+
+    _estimator_type: ClassVar[str | None] = "regressor"
+
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
+        r"""$R^2 = 1 - \sum_i (y_i - \hat y_i)^2 / \sum_i (y_i - \bar y)^2$ on `(X, y)`."""
+        from fms_ml.metrics import r2_score
+
+        return r2_score(y, self.predict(X))  # type: ignore[attr-defined]
+
+
+class TransformerMixin:
+    """Mixin for transformers: `fit_transform` = `fit` then `transform`."""
+
+    def fit_transform(self, X: ArrayLike, y: ArrayLike | None = None) -> NDArray[np.float64]:
+        """Fit to `X` and return it transformed."""
+        return self.fit(X, y).transform(X)  # type: ignore[attr-defined, no-any-return]
+
+
+class ClusterMixin:
+    """Mixin for clusterers: `fit_predict` returns `labels_`."""
+
+    _estimator_type: ClassVar[str | None] = "clusterer"
+    labels_: NDArray[np.intp]
+
+    def fit_predict(self, X: ArrayLike, y: ArrayLike | None = None) -> NDArray[np.intp]:
+        """Fit to `X` and return the cluster label of each sample."""
+        self.fit(X)  # type: ignore[attr-defined]
+        return self.labels_
