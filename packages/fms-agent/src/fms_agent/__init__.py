@@ -1,4 +1,7 @@
-"""fms_agent."""
+"""Layer 6 of Foundation Model Systems: agents (tool use, dialogue, planning, memory).
+
+The package sits on ``fms_mm`` in the chain; its components are planned and not yet written.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -1,4 +1,7 @@
-"""fms_mm."""
+"""Layer 5 of Foundation Model Systems: multimodal models (vision, audio, image-to-LLM).
+
+The package sits on ``fms_llm`` in the chain; its components are planned and not yet written.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
