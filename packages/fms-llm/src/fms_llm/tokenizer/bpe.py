@@ -407,6 +407,13 @@ class BPETokenizer:
         Memory is $O(\\text{block\\_size} + \\text{cache})$, independent of the stream length, as
         long as the text has pre-token boundaries (a gigabyte with no whitespace is one piece).
         """
+        for block in self._encode_blocks(lines, block_size):
+            yield from block
+
+    def _encode_blocks(
+        self, lines: Iterable[str], block_size: int = 1 << 16
+    ) -> Iterator[list[int]]:
+        """[encode_iterable][fms_llm.tokenizer.BPETokenizer.encode_iterable], a block of ids at a time."""
         pending: list[str] = []
         size = 0
         margin = self._max_special_len + _PATTERN_LOOKAHEAD
@@ -417,10 +424,10 @@ class BPETokenizer:
                 continue
             buffer = "".join(pending)
             ids, consumed = self._encode_prefix(buffer, len(buffer) - margin)
-            yield from ids
+            yield ids
             rest = buffer[consumed:]
             pending, size = [rest], len(rest)
-        yield from self.encode("".join(pending))
+        yield self.encode("".join(pending))
 
     def _encode_prefix(self, buffer: str, limit: int) -> tuple[list[int], int]:
         """Encode the part of `buffer` that is final whatever text follows it.
@@ -438,8 +445,17 @@ class BPETokenizer:
                 ids += self._encode_ordinary(buffer[start : match.start()])
                 ids.append(self._specials[match.group()])
                 start = match.end()
-        cut = start
         cache = self._cache
+        tail = buffer[start:]
+        pieces = self._pattern.findall(tail)
+        if sum(map(len, pieces)) == len(tail):  # the pieces tile the text (true of the built-ins)
+            k, end = len(pieces), len(tail)
+            while k > 0 and start + end > limit:
+                k -= 1
+                end -= len(pieces[k])
+            ids += chain.from_iterable(map(cache.__getitem__, pieces[:k]))
+            return ids, start + end
+        cut = start  # a pattern that skips characters: find the piece ends one by one
         for m in self._pattern.finditer(buffer, start):
             if m.end() > limit:
                 break
