@@ -1,0 +1,502 @@
+"""Atomic, verified checkpoints in safetensors: model, optimiser, RNG states and a JSON manifest.
+
+A run directory looks like this:
+
+```text
+run/
+  latest                      # one line: "step-00000200" (replaced atomically)
+  step-00000100/
+    model.safetensors         # model.state_dict() (tied weights stored once)
+    optimizer.safetensors     # optimizer state tensors; param groups and scalars as JSON metadata
+    rng.safetensors           # every RNG state as uint8 tensors (fms_dl.torch.seed)
+    state.json                # step, extra, format version, size and sha256 of every file
+  step-00000200/
+    ...
+```
+
+**Never pickle.** `torch.save`/`torch.load` run arbitrary code from the file; safetensors holds
+only tensors and a JSON header. Everything that is not a tensor (step counts, hyper-parameters of
+each parameter group) is JSON.
+
+**Atomic.** A step directory is first written as a hidden temporary sibling; every file is
+fsynced, then the directory itself, then it is renamed into place and the parent is fsynced. A
+crash at any point leaves either the old state or the new one, never a half-written checkpoint
+that looks complete: a step directory exists only once all its files are durable. The `latest`
+pointer is then replaced the same way (write a temporary file, fsync, `os.replace`, fsync the
+parent). Stale temporaries from a crashed writer are removed by the next save.
+
+**Verified.** `state.json` records the size and SHA-256 of each file; loading checks them before
+touching the model, then checks keys and shapes strictly, and only then copies anything, so a
+failed load leaves the model, optimiser and RNG as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import uuid
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import Tensor, nn
+
+from fms_dl.torch.seed import capture_rng_state, restore_rng_state
+
+__all__ = ["CheckpointError", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = "fms-dl-checkpoint"
+FORMAT_VERSION = 1
+_MODEL = "model.safetensors"
+_OPTIM = "optimizer.safetensors"
+_RNG = "rng.safetensors"
+_STATE = "state.json"
+_LATEST = "latest"
+_TMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, truncated, corrupt or does not match the model/optimiser.
+
+    The message names the file (and the key, where one is at fault).
+    """
+
+
+def _step_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def _fsync(fd: int) -> None:
+    """`os.fsync`, kept as a module function so that crash tests can intercept it."""
+    os.fsync(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        _fsync(f.fileno())
+
+
+# ---------------------------------------------------------------------------------------------
+# Flattening: model and optimiser state <-> {key: tensor} + JSON
+# ---------------------------------------------------------------------------------------------
+
+
+def _model_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """`model.state_dict()` with tied tensors stored once: (tensors, {alias: stored key})."""
+    tensors: dict[str, Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[Any, ...], str] = {}
+    storages: set[int] = set()
+    for key, value in model.state_dict().items():
+        if not isinstance(value, Tensor):
+            raise TypeError(
+                f"save_checkpoint: model.state_dict()[{key!r}] is a {type(value).__name__}; "
+                "only tensors can be stored in safetensors"
+            )
+        t = value.detach()
+        ident = (
+            t.untyped_storage().data_ptr(),
+            t.storage_offset(),
+            tuple(t.shape),
+            tuple(t.stride()),
+            t.dtype,
+        )
+        if t.numel() > 0 and ident in seen:
+            aliases[key] = seen[ident]
+            continue
+        seen[ident] = key
+        ptr = t.untyped_storage().data_ptr()
+        # a view sharing storage with an already stored tensor must be copied for safetensors
+        tensors[key] = (
+            t.contiguous().clone() if ptr in storages and t.numel() > 0 else t.contiguous()
+        )
+        storages.add(ptr)
+    return tensors, aliases
+
+
+def _encode(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
+    """JSON-able copy of `obj`, with every tensor moved to `tensors[<path>]` and tuples tagged."""
+    if isinstance(obj, Tensor):
+        tensors[prefix] = obj.detach().contiguous().cpu()
+        return {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str | int) for k in obj):
+            raise TypeError(f"save_checkpoint: optimizer state at {prefix!r} has non-str/int keys")
+        items = [[k, _encode(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]
+        return {"__dict__": items}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(
+        f"save_checkpoint: optimizer state at {prefix!r} holds a {type(obj).__name__}, "
+        "which is neither a tensor nor JSON-serialisable"
+    )
+
+
+def _decode(obj: Any, tensors: dict[str, Tensor], file: Path) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors, file) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            key = obj["__tensor__"]
+            if key not in tensors:
+                raise CheckpointError(f"{file}: optimizer tensor {key!r} is missing")
+            return tensors[key]
+        if "__tuple__" in obj:
+            return tuple(_decode(v, tensors, file) for v in obj["__tuple__"])
+        if "__dict__" in obj:
+            return {k: _decode(v, tensors, file) for k, v in obj["__dict__"]}
+        raise CheckpointError(f"{file}: unexpected JSON object {sorted(obj)} in optimizer metadata")
+    return obj
+
+
+def _safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
+    return bytes(safetensors.torch.save(tensors, metadata=metadata))
+
+
+def _read_safetensors(path: Path, data: bytes) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Parse a safetensors blob: (tensors, header metadata); any failure is a CheckpointError."""
+    try:
+        (n,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + n])
+        metadata = header.get("__metadata__", {}) or {}
+        tensors = safetensors.torch.load(data)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return dict(tensors), dict(metadata)
+
+
+# ---------------------------------------------------------------------------------------------
+# Save
+# ---------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    directory: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int,
+    extra: dict[str, Any] | None = None,
+    rng: bool = True,
+    keep_last: int | None = None,
+) -> Path:
+    """Write `directory/step-{step:08d}/` atomically and point `directory/latest` at it.
+
+    Args:
+        directory: The run directory (created if needed).
+        model: Its `state_dict()` goes to `model.safetensors`. Tied parameters are stored once.
+        optimizer: Its `state_dict()` goes to `optimizer.safetensors`: every tensor under a key
+            such as `optim.state.3.exp_avg`, everything else (param groups, integer step counts)
+            as JSON in the file's metadata, with the shape of every parameter (checked on load).
+        step: The number of optimiser steps completed (>= 0).
+        extra: JSON-serialisable data stored in `state.json` and returned by `load_checkpoint`.
+        rng: Also save every RNG state ([capture_rng_state][fms_dl.torch.seed.capture_rng_state]).
+        keep_last: If set, delete all but the newest `keep_last` step directories afterwards.
+
+    Returns:
+        The step directory.
+
+    Raises:
+        TypeError: a state entry is neither a tensor nor JSON-serialisable.
+        ValueError: `step` or `keep_last` is invalid.
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"save_checkpoint: step must be an int >= 0, got {step!r}")
+    if keep_last is not None and keep_last < 1:
+        raise ValueError(f"save_checkpoint: keep_last must be >= 1 or None, got {keep_last!r}")
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        extra_json = json.dumps(extra or {})
+    except TypeError as exc:
+        raise TypeError(f"save_checkpoint: extra must be JSON-serialisable ({exc})") from exc
+
+    # Build every blob in memory first: a serialisation error then writes nothing at all.
+    tensors, aliases = _model_tensors(model)
+    blobs = {_MODEL: _safetensors_bytes(tensors, {"aliases": json.dumps(aliases)})}
+    if optimizer is not None:
+        opt_tensors: dict[str, Tensor] = {}
+        meta = _encode(optimizer.state_dict(), "optim", opt_tensors)
+        shapes = [list(p.shape) for g in optimizer.param_groups for p in g["params"]]
+        opt_meta = {"state_dict": json.dumps(meta), "param_shapes": json.dumps(shapes)}
+        blobs[_OPTIM] = _safetensors_bytes(opt_tensors, opt_meta)
+    if rng:
+        blobs[_RNG] = _safetensors_bytes(capture_rng_state(), {})
+
+    for stale in root.glob(f"{_TMP_PREFIX}*"):  # left behind by a writer that crashed
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+    final = root / _step_name(step)
+    tmp = root / f"{_TMP_PREFIX}{_step_name(step)}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        files = {}
+        for name, data in blobs.items():
+            _write_durable(tmp / name, data)
+            files[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        state = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "step": step,
+            "extra": json.loads(extra_json),
+            "files": files,
+            "torch_version": torch.__version__,
+        }
+        _write_durable(tmp / _STATE, json.dumps(state, indent=1).encode())
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving a step: move the old copy aside, then drop it
+            old = root / f"{_TMP_PREFIX}old-{_step_name(step)}-{uuid.uuid4().hex[:8]}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    pointer = root / f"{_TMP_PREFIX}latest-{uuid.uuid4().hex[:8]}"
+    try:
+        _write_durable(pointer, (final.name + "\n").encode())
+        os.replace(pointer, root / _LATEST)
+        _fsync_dir(root)
+    except BaseException:
+        pointer.unlink(missing_ok=True)
+        raise
+
+    if keep_last is not None:
+        for old_dir in _step_dirs(root)[:-keep_last]:
+            if old_dir != final:
+                shutil.rmtree(old_dir, ignore_errors=True)
+    return final
+
+
+# ---------------------------------------------------------------------------------------------
+# Find and load
+# ---------------------------------------------------------------------------------------------
+
+
+def _step_dirs(root: Path) -> list[Path]:
+    """Complete step directories (they exist only after their atomic rename), oldest first."""
+    found = []
+    for p in root.glob("step-*"):
+        suffix = p.name[5:]
+        if p.is_dir() and suffix.isdigit():
+            found.append((int(suffix), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    """The newest checkpoint of a run directory, or `None` if it holds none.
+
+    The `latest` pointer is authoritative. If it is absent or names a directory that does not
+    exist (a crash between the directory rename and the pointer update, or manual deletion),
+    the highest-numbered complete `step-*` directory is returned instead.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        return None
+    pointer = root / _LATEST
+    if pointer.is_file():
+        name = pointer.read_text().strip()
+        if name and "/" not in name and (root / name).is_dir():
+            return root / name
+    dirs = _step_dirs(root)
+    return dirs[-1] if dirs else None
+
+
+def _read_verified(step_dir: Path, name: str, files: dict[str, Any]) -> bytes:
+    path = step_dir / name
+    if name not in files:
+        raise CheckpointError(f"{step_dir / _STATE}: no entry for {name}")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file is missing")
+    data = path.read_bytes()
+    expected = files[name]
+    if len(data) != expected["size"]:
+        raise CheckpointError(
+            f"{path}: size {len(data)} bytes, expected {expected['size']} (truncated or replaced)"
+        )
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected["sha256"]:
+        raise CheckpointError(
+            f"{path}: sha256 {digest} does not match {expected['sha256']} (corrupt)"
+        )
+    return data
+
+
+def _resolve(path: Path) -> Path:
+    if (path / _STATE).is_file():
+        return path
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is not None:
+            return found
+        raise CheckpointError(
+            f"{path}: no checkpoint found (no state.json and no step-* directory)"
+        )
+    raise CheckpointError(f"{path}: checkpoint directory does not exist")
+
+
+def _check_model(
+    file: Path, model: nn.Module, tensors: dict[str, Tensor], aliases: dict[str, str]
+) -> dict[str, Tensor]:
+    for alias, target in aliases.items():
+        if target not in tensors:
+            raise CheckpointError(f"{file}: tied key {alias!r} refers to missing key {target!r}")
+        tensors[alias] = tensors[target]
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{file}: keys do not match the model: missing {missing}, unexpected {unexpected}"
+        )
+    wrong = [
+        f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if tuple(tensors[k].shape) != tuple(v.shape)
+    ]
+    if wrong:
+        raise CheckpointError(f"{file}: shape mismatch for {'; '.join(wrong)}")
+    return tensors
+
+
+def _check_optimizer(
+    file: Path, optimizer: torch.optim.Optimizer, sd: Any, shapes: list[list[int]] | None
+) -> dict[str, Any]:
+    if not isinstance(sd, dict) or "state" not in sd or "param_groups" not in sd:
+        raise CheckpointError(f"{file}: metadata is not an optimizer state_dict")
+    groups = optimizer.param_groups
+    saved = sd["param_groups"]
+    if len(saved) != len(groups):
+        raise CheckpointError(
+            f"{file}: {len(saved)} parameter groups saved, the optimizer has {len(groups)}"
+        )
+    index_to_param: dict[int, Tensor] = {}
+    for i, (g_saved, g_now) in enumerate(zip(saved, groups, strict=True)):
+        if len(g_saved["params"]) != len(g_now["params"]):
+            raise CheckpointError(
+                f"{file}: parameter group {i} has {len(g_saved['params'])} parameters saved, "
+                f"{len(g_now['params'])} in the optimizer"
+            )
+        index_to_param.update(zip(g_saved["params"], g_now["params"], strict=True))
+        for key, value in g_now.items():  # JSON turns tuples into lists: restore the live type
+            if isinstance(value, tuple) and isinstance(g_saved.get(key), list):
+                g_saved[key] = tuple(g_saved[key])
+    live = [p for g in groups for p in g["params"]]
+    if shapes is not None:
+        for i, (saved_shape, p) in enumerate(zip(shapes, live, strict=True)):
+            if tuple(saved_shape) != tuple(p.shape):
+                raise CheckpointError(
+                    f"{file}: optimizer parameter {i} has shape {tuple(saved_shape)} in the "
+                    f"checkpoint, {tuple(p.shape)} in the optimizer"
+                )
+    for idx in sd["state"]:
+        if int(idx) not in index_to_param:
+            raise CheckpointError(f"{file}: state for unknown parameter index {idx}")
+    sd["state"] = {int(k): v for k, v in sd["state"].items()}
+    return sd
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    restore_rng: bool = True,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Verify and load a checkpoint into `model` (and `optimizer`, and the RNGs).
+
+    Everything is read, hash-checked and matched against the model and optimiser before any of
+    them is modified, so a failing load changes nothing.
+
+    Args:
+        path: A step directory, or a run directory (its newest checkpoint is used, see
+            [latest_checkpoint][fms_dl.torch.checkpoint.latest_checkpoint]).
+        model: Receives the weights; keys and shapes must match exactly.
+        optimizer: Receives the optimiser state, if given.
+        restore_rng: Restore every RNG state (needed for a bitwise-exact resume).
+        map_location: Device the tensors are loaded to before being copied into the model
+            (optimiser state follows its parameters' device, as in `torch.optim`).
+
+    Returns:
+        `{"step": int, "extra": dict}`.
+
+    Raises:
+        CheckpointError: no checkpoint, a missing/truncated/corrupt file, or keys/shapes that
+            do not match; the message names the file and key.
+    """
+    step_dir = _resolve(Path(path))
+    state_path = step_dir / _STATE
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{state_path}: unreadable manifest ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{state_path}: not an {FORMAT} manifest")
+    if state.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{state_path}: format version {state.get('version')!r}, this code reads {FORMAT_VERSION}"
+        )
+    files = state["files"]
+
+    model_file = step_dir / _MODEL
+    tensors, meta = _read_safetensors(model_file, _read_verified(step_dir, _MODEL, files))
+    tensors = _check_model(model_file, model, tensors, json.loads(meta.get("aliases", "{}")))
+
+    opt_sd = None
+    if optimizer is not None:
+        opt_file = step_dir / _OPTIM
+        if _OPTIM not in files:
+            raise CheckpointError(f"{opt_file}: this checkpoint was saved without an optimizer")
+        opt_tensors, meta = _read_safetensors(opt_file, _read_verified(step_dir, _OPTIM, files))
+        try:
+            encoded = json.loads(meta["state_dict"])
+            shapes = json.loads(meta.get("param_shapes", "null"))
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{opt_file}: missing or unreadable optimizer metadata") from exc
+        opt_sd = _check_optimizer(
+            opt_file, optimizer, _decode(encoded, opt_tensors, opt_file), shapes
+        )
+
+    rng_state = None
+    if restore_rng:
+        rng_file = step_dir / _RNG
+        if _RNG not in files:
+            raise CheckpointError(
+                f"{rng_file}: this checkpoint was saved with rng=False; pass restore_rng=False"
+            )
+        rng_state, _ = _read_safetensors(rng_file, _read_verified(step_dir, _RNG, files))
+
+    # All checks passed: now mutate.
+    device = torch.device(map_location)
+    model.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=True)
+    if optimizer is not None and opt_sd is not None:
+        optimizer.load_state_dict(opt_sd)
+    if rng_state is not None:
+        restore_rng_state(rng_state)
+    return {"step": int(state["step"]), "extra": state.get("extra", {})}
