@@ -1,0 +1,388 @@
+r"""GPT-2 and Llama: one decoder-only language model, two configs.
+
+Read top-down: the configs, then the model (embeddings, a stack of
+[fms_transformer.blocks.DecoderBlock][], a final norm, the language-model head), its
+initialisation, parameter and FLOP counts, and the Hugging Face round trip.
+
+A decoder-only language model maps tokens $x_1..x_T$ to next-token distributions
+
+$$p_\theta(x_{t+1} \mid x_{\le t}) = \mathrm{softmax}(W_{out}\, h^{(L)}_t), \qquad
+  h^{(\ell)} = \mathrm{Block}_\ell(h^{(\ell-1)}), \quad h^{(0)}_t = E[x_t] (+ P[t]),$$
+
+each block being pre-norm causal self-attention then a feed-forward network, each residual:
+$h \leftarrow h + \mathrm{Attn}(\mathrm{Norm}(h))$, $h \leftarrow h + \mathrm{FFN}(\mathrm{Norm}(h))$.
+
+The two families differ only in their parts (as in litgpt, one class serves both):
+
+| part | GPT-2 (Radford et al., 2019) | Llama (Touvron et al., 2023) |
+| --- | --- | --- |
+| positions | learned table $P$ added to the input | rotary (RoPE, split-half) in attention |
+| norm | LayerNorm with bias | RMSNorm |
+| FFN | GELU (tanh) MLP, $4d$ hidden, biases | SwiGLU, about $\tfrac83 d$ hidden, no bias |
+| attention | multi-head, biases | grouped-query ($H_{kv} \le H$), no bias |
+| head | tied to the token embedding | its own matrix |
+
+Weights load from and save to the exact key layout of Hugging Face's `GPT2LMHeadModel` and
+`LlamaForCausalLM` ([fms_llm.models.hf][]), so a model moves both ways between fms-llm and
+transformers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fms_transformer.blocks import DecoderBlock, make_norm
+from fms_transformer.init import init_gpt2_
+from fms_transformer.kv_cache import KVCache
+from fms_transformer.positional import LearnedPositionalEmbedding
+
+__all__ = ["GPT", "GPTConfig", "Llama", "LlamaConfig", "ModelConfig", "ModelConfigError", "lm_loss"]
+
+
+class ModelConfigError(ValueError):
+    """An impossible model configuration (the message names the field and the value)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """The shape and parts of a decoder-only language model.
+
+    Args:
+        vocab_size: Number of token ids.
+        n_layers: Number of blocks $L$.
+        d_model: Residual-stream width $d$.
+        n_heads: Query heads $H$.
+        n_kv_heads: Key/value heads $H_{kv}$ (`None`: $H$); must divide $H$.
+        d_ff: Feed-forward hidden size (`None`: the family's default).
+        max_seq_len: Longest context (size of the learned position table for GPT-2).
+        norm: `"layernorm"` or `"rmsnorm"`.
+        norm_eps: The norms' $\epsilon$.
+        ffn: `"gelu_tanh_mlp"`, `"gelu_mlp"` or `"swiglu"`.
+        positional: `"learned"` (added to the input) or `"rope"` (in attention).
+        rope_theta: RoPE base.
+        bias: Biases in the attention and feed-forward linear layers.
+        tie_embeddings: The head reuses the token-embedding matrix.
+        dropout: Dropout on embeddings, attention probabilities and residual branches.
+        init_std: Standard deviation of the normal initialisation.
+    """
+
+    family: ClassVar[str] = "custom"
+
+    vocab_size: int = 50257
+    n_layers: int = 12
+    d_model: int = 768
+    n_heads: int = 12
+    n_kv_heads: int | None = None
+    d_ff: int | None = None
+    max_seq_len: int = 1024
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_eps: float = 1e-5
+    ffn: Literal["gelu_tanh_mlp", "gelu_mlp", "swiglu"] = "gelu_tanh_mlp"
+    positional: Literal["learned", "rope"] = "learned"
+    rope_theta: float = 10000.0
+    bias: bool = True
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_layers", "d_model", "n_heads", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ModelConfigError(f"{name} must be a positive int, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ModelConfigError(
+                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}"
+            )
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads:
+            raise ModelConfigError(
+                f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}"
+            )
+        if self.d_ff is None:
+            self.d_ff = self.default_d_ff(self.d_model)
+        if self.d_ff < 1:
+            raise ModelConfigError(f"d_ff must be >= 1, got {self.d_ff}")
+        if self.positional == "rope" and self.head_dim % 2:
+            raise ModelConfigError(f"RoPE needs an even head_dim, got {self.head_dim}")
+        if self.norm not in ("layernorm", "rmsnorm"):
+            raise ModelConfigError(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
+        if self.ffn not in ("gelu_tanh_mlp", "gelu_mlp", "swiglu"):
+            raise ModelConfigError(f"ffn must be gelu_tanh_mlp, gelu_mlp or swiglu, got {self.ffn!r}")
+        if self.positional not in ("learned", "rope"):
+            raise ModelConfigError(f"positional must be 'learned' or 'rope', got {self.positional!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ModelConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @staticmethod
+    def default_d_ff(d_model: int) -> int:
+        """GPT-2's feed-forward width, $4d$."""
+        return 4 * d_model
+
+    @property
+    def head_dim(self) -> int:
+        """Per-head size $d / H$."""
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict, with `family`."""
+        return {"family": self.family, **dataclasses.asdict(self)}
+
+
+@dataclass
+class GPTConfig(ModelConfig):
+    """GPT-2: learned positions, LayerNorm, GELU-tanh MLP ($4d$), biases, tied head.
+
+    The defaults are GPT-2 small (124M parameters).
+    """
+
+    family: ClassVar[str] = "gpt"
+
+
+@dataclass
+class LlamaConfig(ModelConfig):
+    """Llama: RoPE, RMSNorm, SwiGLU (about $\\tfrac83 d$, a multiple of 32), no biases, own head.
+
+    The defaults are a small Llama; set `n_kv_heads < n_heads` for grouped-query attention.
+    """
+
+    family: ClassVar[str] = "llama"
+
+    vocab_size: int = 32000
+    max_seq_len: int = 2048
+    norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
+    norm_eps: float = 1e-6
+    ffn: Literal["gelu_tanh_mlp", "gelu_mlp", "swiglu"] = "swiglu"
+    positional: Literal["learned", "rope"] = "rope"
+    bias: bool = False
+    tie_embeddings: bool = False
+
+    @staticmethod
+    def default_d_ff(d_model: int) -> int:
+        """$\\tfrac23 \\cdot 4d$ (same parameters as a $4d$ MLP), rounded up to a multiple of 32."""
+        return 32 * math.ceil(8 * d_model / 3 / 32)
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------
+
+
+def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean next-token cross-entropy in nats, $-\\frac1N \\sum \\log p_\\theta(y_i)$, in float32.
+
+    Args:
+        logits: `(batch, seq, vocab)`.
+        targets: `(batch, seq)` ids.
+    """
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model, GPT-2 or Llama by its config.
+
+    Args:
+        config: a [GPTConfig][fms_llm.models.GPTConfig] or [LlamaConfig][fms_llm.models.LlamaConfig].
+
+    Example:
+        >>> model = GPT(GPTConfig(vocab_size=100, n_layers=2, d_model=32, n_heads=4, max_seq_len=16))
+        >>> model(torch.zeros(1, 5, dtype=torch.long)).shape
+        torch.Size([1, 5, 100])
+    """
+
+    config_class: ClassVar[type[ModelConfig]] = GPTConfig
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
+        self.config = config
+        c = config
+        assert c.d_ff is not None
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        self.pos_emb = (
+            LearnedPositionalEmbedding(c.max_seq_len, c.d_model, c.init_std)
+            if c.positional == "learned"
+            else None
+        )
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            DecoderBlock(
+                c.d_model,
+                c.n_heads,
+                c.d_ff,
+                n_kv_heads=c.n_kv_heads,
+                cross_attention=False,
+                dropout=c.dropout,
+                norm=c.norm,
+                norm_eps=c.norm_eps,
+                ffn=c.ffn,
+                bias=c.bias,
+                positional="rope" if c.positional == "rope" else None,
+                rope_theta=c.rope_theta,
+                backend="torch",  # F.scaled_dot_product_attention: the fused fast path
+            )
+            for _ in range(c.n_layers)
+        )
+        self.norm_f = make_norm(c.norm, c.d_model, c.norm_eps)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.reset_parameters()
+
+    # -- properties used by generation and the trainer --------------------------------------------
+
+    @property
+    def n_layers(self) -> int:
+        """Number of blocks (the number of layers of a [KVCache][fms_transformer.kv_cache.KVCache])."""
+        return self.config.n_layers
+
+    @property
+    def max_seq_len(self) -> int:
+        """The longest context the model accepts."""
+        return self.config.max_seq_len
+
+    # -- initialisation -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The published initialisations.
+
+        GPT-2: $\\mathcal N(0, 0.02^2)$ for every matrix and embedding, zero biases, and the
+        residual output projections (`out_proj`, `down_proj`) at $0.02/\\sqrt{2L}$.
+        Llama (as in Hugging Face's `LlamaPreTrainedModel`): $\\mathcal N(0, 0.02^2)$ everywhere.
+        Norms start at weight 1, bias 0.
+        """
+        c = self.config
+        if c.family == "llama":
+            for m in self.modules():
+                if isinstance(m, nn.Linear | nn.Embedding):
+                    nn.init.normal_(m.weight, 0.0, c.init_std)
+                    if isinstance(m, nn.Linear) and m.bias is not None:
+                        nn.init.zeros_(m.bias)
+        else:
+            init_gpt2_(self, c.n_layers, c.init_std)
+        if self.pos_emb is not None:
+            nn.init.normal_(self.pos_emb.weight, 0.0, c.init_std)
+        for block in self.blocks:
+            for norm in (block.attn_norm, block.ffn_norm):
+                nn.init.ones_(norm.weight)
+                if getattr(norm, "bias", None) is not None:
+                    nn.init.zeros_(norm.bias)
+
+    # -- forward --------------------------------------------------------------------------------
+
+    def forward(self, idx: Tensor, *, kv_cache: KVCache | None = None) -> Tensor:
+        """Next-token logits for every position.
+
+        Args:
+            idx: token ids `(batch, seq)`.
+            kv_cache: for incremental decoding: the new tokens sit at positions
+                `kv_cache.offset ...`, and every block appends its keys and values to it.
+
+        Returns:
+            logits `(batch, seq, vocab_size)`.
+        """
+        if idx.ndim != 2:
+            raise ValueError(f"idx must be (batch, seq), got shape {tuple(idx.shape)}")
+        offset = kv_cache.offset if kv_cache is not None else 0
+        seq = idx.shape[1]
+        if offset + seq > self.config.max_seq_len:
+            raise ValueError(
+                f"sequence of {offset + seq} tokens (offset {offset} + {seq} new) exceeds "
+                f"max_seq_len={self.config.max_seq_len}"
+            )
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(offset, offset + seq, device=idx.device))
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, is_causal=True, kv_cache=kv_cache, layer_idx=i)
+        logits: Tensor = self.lm_head(self.norm_f(x))
+        return logits
+
+    # -- counting ---------------------------------------------------------------------------------
+
+    def num_parameters(self, *, non_embedding: bool = False) -> int:
+        """Number of distinct parameters (a tied head counts once).
+
+        With `non_embedding=True`, the token and position tables are left out (the $N$ of the
+        scaling laws of Kaplan et al., 2020); an untied head is kept, as it does matmul work.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.tok_emb.weight.numel()
+            if self.pos_emb is not None:
+                n -= self.pos_emb.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: $6N + 12 L d T$ (Kaplan et al., 2020; PaLM appendix B).
+
+        $N$ counts every weight used in a matrix multiply per token: the blocks' linear layers and
+        the head (so the token table counts once, through the head, when tied); the factor 6 is 2
+        for the forward multiply-add and 4 for the backward pass. $12 L d T$ is attention's
+        scores and weighted sum over a context of $T$ (`seq_len`, default `max_seq_len`),
+        forward and backward. Model FLOPs utilisation is then
+        $\\mathrm{MFU} = \\text{tokens/s} \\times \\text{flops\\_per\\_token} / \\text{peak FLOP/s}$.
+        """
+        c = self.config
+        t = c.max_seq_len if seq_len is None else seq_len
+        n_matmul = sum(
+            m.weight.numel() for m in self.blocks.modules() if isinstance(m, nn.Linear)
+        ) + self.lm_head.weight.numel()
+        return 6.0 * n_matmul + 12.0 * c.n_layers * c.d_model * t
+
+    # -- Hugging Face round trip ------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write `config.json` and `model.safetensors` in the Hugging Face layout (atomically).
+
+        A GPT-2-family model is saved as `GPT2LMHeadModel`, a Llama-family one as
+        `LlamaForCausalLM`; `transformers.AutoModelForCausalLM.from_pretrained(directory)` loads
+        either.
+        """
+        from fms_llm.models.hf import save_pretrained
+
+        return save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, *, map_location: str | torch.device = "cpu"
+    ) -> GPT:
+        """Load a model saved by [save_pretrained][fms_llm.models.GPT.save_pretrained] or by
+        transformers (`GPT2LMHeadModel`, `LlamaForCausalLM`); the family comes from `config.json`.
+
+        Raises:
+            fms_llm.models.hf.ModelFileError: missing or corrupt files, unsupported architecture,
+                missing/unexpected/mis-shaped weights.
+        """
+        from fms_llm.models.hf import load_pretrained
+
+        return load_pretrained(directory, map_location=map_location)
+
+
+class Llama(GPT):
+    """The same network as [GPT][fms_llm.models.GPT] with a [LlamaConfig][fms_llm.models.LlamaConfig].
+
+    Example:
+        >>> cfg = LlamaConfig(vocab_size=100, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2)
+        >>> Llama(cfg)(torch.zeros(1, 3, dtype=torch.long)).shape
+        torch.Size([1, 3, 100])
+    """
+
+    config_class: ClassVar[type[ModelConfig]] = LlamaConfig
