@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import pytest
-
+# Before numpy loads: multi-threaded OpenBLAS on a small shared machine is slower, not faster.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

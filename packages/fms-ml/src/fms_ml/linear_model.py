@@ -1,0 +1,733 @@
+r"""Linear models: least squares, ridge, lasso/elastic net, logistic regression, SGD.
+
+All of them predict with $\hat y = X w + b$ (or a link of it) and differ in the risk they minimise:
+
+| model | objective |
+|---|---|
+| [`LinearRegression`][fms_ml.linear_model.LinearRegression] | $\lVert y - Xw - b\rVert_2^2$ |
+| [`Ridge`][fms_ml.linear_model.Ridge] | $\lVert y - Xw - b\rVert_2^2 + \alpha \lVert w\rVert_2^2$ |
+| [`ElasticNet`][fms_ml.linear_model.ElasticNet] | $\frac{1}{2n}\lVert y - Xw - b\rVert_2^2 + \alpha\rho \lVert w\rVert_1 + \frac{\alpha(1-\rho)}{2}\lVert w\rVert_2^2$ |
+| [`Lasso`][fms_ml.linear_model.Lasso] | elastic net with $\rho = 1$ |
+| [`LogisticRegression`][fms_ml.linear_model.LogisticRegression] | $\sum_i -\log p(y_i \mid x_i) + \frac{1}{2C}\lVert W\rVert_2^2$ |
+
+The scalings are scikit-learn's, so the same `alpha` or `C` gives the same coefficients. The
+intercept $b$ is never penalised: with a squared loss it is removed by centring $X$ and $y$, and
+recovered as $b = \bar y - \bar x^\top w$.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fms_ml._optim import lbfgs, newton
+from fms_ml._validation import check_random_state, check_X_y
+from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+__all__ = [
+    "ElasticNet",
+    "Lasso",
+    "LinearRegression",
+    "LogisticRegression",
+    "Ridge",
+    "SGDClassifier",
+    "SGDRegressor",
+    "enet_path",
+]
+
+FloatArray = NDArray[np.float64]
+
+
+def _center(
+    X: FloatArray, y: FloatArray, fit_intercept: bool
+) -> tuple[FloatArray, FloatArray, FloatArray, Any]:
+    """Centre `X` and `y` when fitting an intercept; return offsets for `b = y_off - x_off @ w`."""
+    if not fit_intercept:
+        return X, y, np.zeros(X.shape[1]), np.zeros(y.shape[1:]) if y.ndim > 1 else 0.0
+    x_off, y_off = X.mean(axis=0), y.mean(axis=0)
+    return X - x_off, y - y_off, x_off, y_off
+
+
+class _LinearRegressorBase(RegressorMixin, BaseEstimator):
+    coef_: FloatArray
+    intercept_: Any
+
+    def predict(self, X: ArrayLike) -> FloatArray:
+        """$\\hat y = X w + b$, shape `(n_samples,)` (or `(n_samples, n_targets)`)."""
+        Xa = self._validate_predict_input(X)
+        return Xa @ self.coef_.T + self.intercept_
+
+    def _set_intercept(self, x_off: FloatArray, y_off: Any) -> None:
+        self.intercept_ = y_off - x_off @ self.coef_.T
+        if np.ndim(self.intercept_) == 0:
+            self.intercept_ = float(self.intercept_)
+
+
+class LinearRegression(_LinearRegressorBase):
+    r"""Ordinary least squares, $\min_w \lVert y - Xw - b\rVert_2^2$, solved by `numpy.linalg.lstsq`.
+
+    `lstsq` uses the SVD of the centred $X$, so rank-deficient designs get the minimum-norm
+    solution, as scikit-learn's (which also calls LAPACK's `gelsd`).
+
+    Attributes:
+        coef_: `(n_features,)` or `(n_targets, n_features)` weights.
+        intercept_: the intercept(s).
+        rank_: rank of the centred design; singular_: its singular values.
+    """
+
+    def __init__(self, *, fit_intercept: bool = True) -> None:
+        self.fit_intercept = fit_intercept
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> LinearRegression:
+        """Fit by least squares."""
+        Xa, ya = check_X_y(X, y, y_numeric=True, multi_output=True)
+        self.n_features_in_ = Xa.shape[1]
+        Xc, yc, x_off, y_off = _center(Xa, ya, self.fit_intercept)
+        coef, _, self.rank_, self.singular_ = np.linalg.lstsq(Xc, yc, rcond=None)
+        self.coef_ = coef.T
+        self._set_intercept(x_off, y_off)
+        return self
+
+
+class Ridge(_LinearRegressorBase):
+    r"""Least squares with an $\ell_2$ penalty: $\min_w \lVert y - Xw - b\rVert_2^2 + \alpha\lVert w\rVert_2^2$.
+
+    Closed form on centred data: $w = (X^\top X + \alpha I)^{-1} X^\top y$ (solver `"cholesky"`,
+    or its dual $w = X^\top (X X^\top + \alpha I)^{-1} y$ when $p > n$), or through the SVD
+    $X = U S V^\top$, $w = V \operatorname{diag}\!\big(\tfrac{s}{s^2 + \alpha}\big) U^\top y$ (solver
+    `"svd"`, robust to near-singular designs). As a prior: the MAP estimate under
+    $w \sim \mathcal N(0, \tfrac{\sigma^2}{\alpha} I)$.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        *,
+        fit_intercept: bool = True,
+        solver: Literal["auto", "cholesky", "svd"] = "auto",
+    ) -> None:
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Ridge:
+        """Fit in closed form."""
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0; got {self.alpha}.")
+        if self.solver not in ("auto", "cholesky", "svd"):
+            raise ValueError(f"solver must be 'auto', 'cholesky' or 'svd'; got {self.solver!r}.")
+        Xa, ya = check_X_y(X, y, y_numeric=True, multi_output=True)
+        self.n_features_in_ = Xa.shape[1]
+        Xc, yc, x_off, y_off = _center(Xa, ya, self.fit_intercept)
+        n, p = Xc.shape
+        a = float(self.alpha)
+        coef: FloatArray | None = None
+        if self.solver in ("auto", "cholesky"):
+            try:
+                if p <= n:
+                    coef = np.linalg.solve(Xc.T @ Xc + a * np.eye(p), Xc.T @ yc)
+                else:
+                    coef = Xc.T @ np.linalg.solve(Xc @ Xc.T + a * np.eye(n), yc)
+            except np.linalg.LinAlgError:
+                coef = None  # singular (alpha = 0 on a rank-deficient design): fall back to SVD
+        if coef is None:
+            U, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                d = np.where(s > 1e-15 * s.max(), s / (s**2 + a), 0.0)
+            coef = Vt.T @ (d[:, None] * (U.T @ yc.reshape(n, -1)))
+            coef = coef.reshape((p, *yc.shape[1:]))
+        self.coef_ = coef.T
+        self._set_intercept(x_off, y_off)
+        return self
+
+
+def _enet_cd(
+    G: FloatArray,
+    Xty: FloatArray,
+    yty: float,
+    l1: float,
+    l2: float,
+    w: FloatArray,
+    max_iter: int,
+    tol: float,
+) -> tuple[FloatArray, float, int]:
+    r"""Cyclic coordinate descent on the Gram matrix (scikit-learn's `enet_coordinate_descent_gram`).
+
+    Minimises $\tfrac12 w^\top G w - w^\top X^\top y + l_1 \lVert w\rVert_1 + \tfrac{l_2}{2}\lVert w\rVert_2^2$
+    (the elastic-net objective times $n$). Each coordinate has the closed-form update
+
+    $$w_j \leftarrow \frac{S\big(X_j^\top r + G_{jj} w_j,\ l_1\big)}{G_{jj} + l_2},\qquad S(z, t) = \operatorname{sign}(z)\max(|z| - t, 0),$$
+
+    where $X^\top r = X^\top y - G w$ is kept up to date in $O(p)$ per coordinate. Stops when the
+    duality gap is below `tol` (checked when the largest update is small, as scikit-learn does).
+    """
+    p = G.shape[0]
+    diag = np.diag(G).copy()
+    Xtr = Xty - G @ w  # X^T r
+    gap = math.inf
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        w_max = d_w_max = 0.0
+        for j in range(p):
+            gjj = diag[j]
+            if gjj == 0.0:
+                continue
+            wj = w[j]
+            z = Xtr[j] + gjj * wj
+            new = math.copysign(max(abs(z) - l1, 0.0), z) / (gjj + l2)
+            if new != wj:
+                Xtr -= (new - wj) * G[:, j]
+                w[j] = new
+            d_w_max = max(d_w_max, abs(new - wj))
+            w_max = max(w_max, abs(new))
+        if w_max == 0.0 or d_w_max / w_max <= tol or n_iter == max_iter:
+            gap = _enet_gap(w, Xtr, Xty, yty, l1, l2)
+            if gap <= tol * yty:
+                break
+    return w, gap, n_iter
+
+
+def _enet_gap(
+    w: FloatArray, Xtr: FloatArray, Xty: FloatArray, yty: float, l1: float, l2: float
+) -> float:
+    """Duality gap of the (n-scaled) elastic-net problem, from Gram-form quantities."""
+    # ||r||^2 = y'y - 2 w'X'y + w'Gw, and w'Gw = w'(X'y - X'r)
+    r_norm2 = yty - 2.0 * (w @ Xty) + w @ (Xty - Xtr)
+    r_y = yty - w @ Xty
+    XtA = Xtr - l2 * w
+    dual_norm = np.max(np.abs(XtA)) if XtA.size else 0.0
+    if dual_norm > l1:
+        const = l1 / dual_norm
+        gap = 0.5 * (r_norm2 + r_norm2 * const**2)
+    else:
+        const = 1.0
+        gap = r_norm2
+    gap += l1 * np.abs(w).sum() - const * r_y + 0.5 * l2 * (1.0 + const**2) * (w @ w)
+    return float(gap)
+
+
+class ElasticNet(_LinearRegressorBase):
+    r"""Linear regression with combined $\ell_1$ and $\ell_2$ penalties, by coordinate descent.
+
+    $$\min_w \frac{1}{2n}\lVert y - Xw - b\rVert_2^2 + \alpha\rho\lVert w\rVert_1 + \frac{\alpha(1-\rho)}{2}\lVert w\rVert_2^2,$$
+
+    with $\rho$ = `l1_ratio` (scikit-learn's scaling). The $\ell_1$ term is a Laplace prior: it
+    sets coefficients exactly to zero. Solved by cyclic coordinate descent on the Gram matrix
+    $X^\top X$ (one pass is $O(p^2)$ whatever $n$), stopped on the duality gap
+    $\le$ `tol` $\cdot\, y^\top y$ as in scikit-learn.
+
+    Attributes:
+        coef_, intercept_, n_iter_, dual_gap_.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        *,
+        l1_ratio: float = 0.5,
+        fit_intercept: bool = True,
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        warm_start: bool = False,
+    ) -> None:
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.warm_start = warm_start
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> ElasticNet:
+        """Fit by coordinate descent."""
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0; got {self.alpha}.")
+        if not 0.0 <= self.l1_ratio <= 1.0:
+            raise ValueError(f"l1_ratio must lie in [0, 1]; got {self.l1_ratio}.")
+        Xa, ya = check_X_y(X, y, y_numeric=True)
+        self.n_features_in_ = Xa.shape[1]
+        Xc, yc, x_off, y_off = _center(Xa, ya, self.fit_intercept)
+        n, p = Xc.shape
+        w0 = (
+            self.coef_.copy()
+            if self.warm_start and getattr(self, "coef_", np.empty(0)).shape == (p,)
+            else np.zeros(p)
+        )
+        G, Xty, yty = Xc.T @ Xc, Xc.T @ yc, float(yc @ yc)
+        l1 = self.alpha * self.l1_ratio * n
+        l2 = self.alpha * (1.0 - self.l1_ratio) * n
+        self.coef_, self.dual_gap_, self.n_iter_ = _enet_cd(
+            G, Xty, yty, l1, l2, w0, self.max_iter, self.tol
+        )
+        self.dual_gap_ /= n
+        self._set_intercept(x_off, y_off)
+        return self
+
+
+class Lasso(ElasticNet):
+    r"""$\ell_1$-penalised least squares: $\min_w \frac{1}{2n}\lVert y - Xw - b\rVert_2^2 + \alpha\lVert w\rVert_1$.
+
+    [`ElasticNet`][fms_ml.linear_model.ElasticNet] with `l1_ratio=1`.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        *,
+        fit_intercept: bool = True,
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        warm_start: bool = False,
+    ) -> None:
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.warm_start = warm_start
+
+    @property
+    def l1_ratio(self) -> float:  # type: ignore[override]
+        """Always 1: pure $\\ell_1$ penalty."""
+        return 1.0
+
+    @l1_ratio.setter
+    def l1_ratio(self, value: float) -> None:
+        if value != 1.0:
+            raise ValueError("Lasso has l1_ratio=1; use ElasticNet for other values.")
+
+
+def enet_path(
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    l1_ratio: float = 1.0,
+    alphas: ArrayLike | None = None,
+    n_alphas: int = 100,
+    eps: float = 1e-3,
+    fit_intercept: bool = True,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+) -> tuple[FloatArray, FloatArray]:
+    r"""Elastic-net (lasso with `l1_ratio=1`) coefficients along a decreasing grid of `alpha`.
+
+    The default grid is log-spaced from $\alpha_\max = \max_j |X_j^\top y| / (n\rho)$ (the smallest
+    $\alpha$ with $w = 0$) down to `eps` $\cdot\,\alpha_\max$; each fit starts from the previous
+    solution (warm start), which makes the whole path cost a few single fits.
+
+    Returns:
+        `(alphas, coefs)` with `coefs` of shape `(n_features, n_alphas)`.
+    """
+    Xa, ya = check_X_y(X, y, y_numeric=True)
+    Xc, yc, _, _ = _center(Xa, ya, fit_intercept)
+    n, p = Xc.shape
+    G, Xty, yty = Xc.T @ Xc, Xc.T @ yc, float(yc @ yc)
+    if alphas is None:
+        a_max = np.max(np.abs(Xty)) / (n * max(l1_ratio, 1e-3))
+        grid = np.geomspace(a_max, a_max * eps, n_alphas)
+    else:
+        grid = np.sort(np.asarray(alphas, dtype=float))[::-1]
+    coefs = np.empty((p, grid.size))
+    w = np.zeros(p)
+    for k, a in enumerate(grid):
+        w, _, _ = _enet_cd(G, Xty, yty, a * l1_ratio * n, a * (1 - l1_ratio) * n, w, max_iter, tol)
+        coefs[:, k] = w
+    return grid, coefs
+
+
+# ------------------------------------------------------------------------------------------------
+# Logistic regression
+# ------------------------------------------------------------------------------------------------
+def _log1pexp(z: FloatArray) -> FloatArray:
+    """$\\log(1 + e^z)$ without overflow."""
+    return np.logaddexp(0.0, z)
+
+
+def _sigmoid(z: FloatArray) -> FloatArray:
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+def _softmax(Z: FloatArray) -> FloatArray:
+    Z = Z - Z.max(axis=1, keepdims=True)
+    np.exp(Z, out=Z)
+    Z /= Z.sum(axis=1, keepdims=True)
+    return Z
+
+
+class LogisticRegression(ClassifierMixin, BaseEstimator):
+    r"""Logistic regression, binary or multinomial, with an $\ell_2$ penalty or none.
+
+    Binary ($y \in \{0, 1\}$, $z = x^\top w + b$, $p = \sigma(z)$):
+    $$\min_{w,b}\ \sum_i \big[\log(1 + e^{z_i}) - y_i z_i\big] + \frac{1}{2C}\lVert w\rVert_2^2,$$
+    gradient $X^\top(p - y) + w/C$, Hessian $X^\top \operatorname{diag}(p(1-p)) X + I/C$.
+
+    Multinomial ($K > 2$ classes, one weight vector per class, softmax link):
+    $$\min_{W,b}\ \sum_i \Big[\log \sum_k e^{z_{ik}} - z_{i y_i}\Big] + \frac{1}{2C}\lVert W\rVert_F^2,$$
+    gradient $(P - Y)^\top X + W/C$. This is scikit-learn's objective (its `C` means the same),
+    so coefficients agree once both solvers converge.
+
+    Args:
+        penalty: `"l2"` or `None` (no penalty; same as `C=inf`).
+        C: inverse regularisation strength.
+        fit_intercept: learn $b$ (never penalised).
+        solver: `"lbfgs"` (default) or `"newton"` (exact Hessian; binary problems only).
+        tol: stop when the largest gradient entry of the mean loss is below `tol`.
+        max_iter: iteration cap.
+
+    Attributes:
+        classes_, coef_ (`(1, p)` binary or `(K, p)`), intercept_, n_iter_.
+    """
+
+    def __init__(
+        self,
+        penalty: Literal["l2"] | None = "l2",
+        *,
+        C: float = 1.0,
+        fit_intercept: bool = True,
+        solver: Literal["lbfgs", "newton"] = "lbfgs",
+        tol: float = 1e-4,
+        max_iter: int = 100,
+    ) -> None:
+        self.penalty = penalty
+        self.C = C
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> LogisticRegression:
+        """Fit by L-BFGS (or Newton)."""
+        if self.penalty not in ("l2", None):
+            raise ValueError(f"penalty must be 'l2' or None; got {self.penalty!r}.")
+        if self.C <= 0:
+            raise ValueError(f"C must be positive; got {self.C}.")
+        if self.solver not in ("lbfgs", "newton"):
+            raise ValueError(f"solver must be 'lbfgs' or 'newton'; got {self.solver!r}.")
+        Xa, ya = check_X_y(X, y)
+        codes = self._encode_labels(ya)
+        self.n_features_in_ = Xa.shape[1]
+        n, p = Xa.shape
+        K = self.classes_.size
+        lam = 0.0 if self.penalty is None or math.isinf(self.C) else 1.0 / self.C
+        fi = self.fit_intercept
+        if K == 2:
+            yb = codes.astype(np.float64)
+
+            def fun(theta: FloatArray) -> tuple[float, FloatArray]:
+                w, b = theta[:p], theta[p] if fi else 0.0
+                z = Xa @ w + b
+                loss = float(np.sum(_log1pexp(z) - yb * z)) + 0.5 * lam * float(w @ w)
+                r = _sigmoid(z) - yb
+                g = np.empty_like(theta)
+                g[:p] = Xa.T @ r + lam * w
+                if fi:
+                    g[p] = r.sum()
+                return loss / n, g / n
+
+            def hess(theta: FloatArray) -> FloatArray:
+                z = Xa @ theta[:p] + (theta[p] if fi else 0.0)
+                s = _sigmoid(z)
+                d = s * (1 - s)
+                Xb = np.c_[Xa, np.ones(n)] if fi else Xa
+                H = (Xb.T * d) @ Xb
+                H[np.arange(p), np.arange(p)] += lam
+                return H / n
+
+            theta0 = np.zeros(p + int(fi))
+            if self.solver == "newton":
+                theta, self.n_iter_, _ = newton(
+                    fun, hess, theta0, tol=self.tol, max_iter=self.max_iter
+                )
+            else:
+                theta, self.n_iter_, _ = lbfgs(fun, theta0, tol=self.tol, max_iter=self.max_iter)
+            self.coef_ = theta[:p].reshape(1, p)
+            self.intercept_ = np.array([theta[p] if fi else 0.0])
+            return self
+
+        if self.solver == "newton":
+            raise ValueError("solver='newton' supports binary problems only; use 'lbfgs'.")
+        Y = np.zeros((n, K))
+        Y[np.arange(n), codes] = 1.0
+
+        def fun_multi(theta: FloatArray) -> tuple[float, FloatArray]:
+            W = theta[: K * p].reshape(K, p)
+            b = theta[K * p :] if fi else np.zeros(K)
+            Z = Xa @ W.T + b
+            zmax = Z.max(axis=1, keepdims=True)
+            lse = np.log(np.exp(Z - zmax).sum(axis=1)) + zmax[:, 0]
+            loss = float(np.sum(lse - Z[np.arange(n), codes])) + 0.5 * lam * float(np.sum(W * W))
+            R = np.exp(Z - lse[:, None]) - Y
+            gW = R.T @ Xa + lam * W
+            g = np.concatenate([gW.ravel(), R.sum(axis=0)]) if fi else gW.ravel()
+            return loss / n, g / n
+
+        theta0 = np.zeros(K * p + (K if fi else 0))
+        theta, self.n_iter_, _ = lbfgs(fun_multi, theta0, tol=self.tol, max_iter=self.max_iter)
+        self.coef_ = theta[: K * p].reshape(K, p)
+        self.intercept_ = theta[K * p :] if fi else np.zeros(K)
+        return self
+
+    def decision_function(self, X: ArrayLike) -> FloatArray:
+        """Scores $Xw + b$: `(n_samples,)` for binary, `(n_samples, n_classes)` otherwise."""
+        Xa = self._validate_predict_input(X)
+        Z = Xa @ self.coef_.T + self.intercept_
+        return Z[:, 0] if Z.shape[1] == 1 else Z
+
+    def predict_proba(self, X: ArrayLike) -> FloatArray:
+        """Class probabilities `(n_samples, n_classes)`, columns in `classes_` order."""
+        Z = self.decision_function(X)
+        if Z.ndim == 1:
+            p1 = _sigmoid(Z)
+            return np.c_[1 - p1, p1]
+        return _softmax(Z)
+
+    def predict_log_proba(self, X: ArrayLike) -> FloatArray:
+        """Log of [`predict_proba`][fms_ml.linear_model.LogisticRegression.predict_proba]."""
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
+        """Most probable class."""
+        Z = self.decision_function(X)
+        idx = (Z > 0).astype(np.intp) if Z.ndim == 1 else Z.argmax(axis=1)
+        return self.classes_[idx]
+
+
+# ------------------------------------------------------------------------------------------------
+# Stochastic gradient descent
+# ------------------------------------------------------------------------------------------------
+def _sgd_loss_grad(loss: str, z: FloatArray, y: FloatArray, epsilon: float) -> FloatArray:
+    """Derivative of the per-sample loss with respect to the score $z$ (vectorised)."""
+    if loss == "hinge":  # y in {-1, 1}
+        return np.where(y * z < 1.0, -y, 0.0)
+    if loss == "log_loss":
+        return -y * _sigmoid(-y * z)
+    if loss == "modified_huber":
+        m = y * z
+        return np.where(m >= 1.0, 0.0, np.where(m >= -1.0, -2.0 * y * (1.0 - m), -4.0 * y))
+    if loss == "squared_hinge":
+        return np.where(y * z < 1.0, -2.0 * y * (1.0 - y * z), 0.0)
+    if loss == "squared_error":
+        return z - y
+    if loss == "huber":
+        r = z - y
+        return np.clip(r, -epsilon, epsilon)
+    if loss == "epsilon_insensitive":
+        r = z - y
+        return np.where(np.abs(r) > epsilon, np.sign(r), 0.0)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def _sgd_epochs(
+    est: Any, X: FloatArray, y: FloatArray, rng: np.random.Generator
+) -> tuple[FloatArray, float, int]:
+    r"""Mini-batch SGD on $\frac1n\sum_i L(y_i, x_i^\top w + b) + \frac{\alpha}{2}\lVert w\rVert^2$.
+
+    Learning rates as scikit-learn's: `"optimal"` $\eta_t = 1/(\alpha(t_0 + t))$ (Bottou's
+    heuristic $t_0$), `"invscaling"` $\eta_t = \eta_0 / t^{\text{power\_t}}$, `"constant"`
+    $\eta_0$. Stops when the epoch loss has not improved by `tol` for `n_iter_no_change` epochs.
+    """
+    n, p = X.shape
+    w, b = np.zeros(p), 0.0
+    alpha, bs = float(est.alpha), int(est.batch_size)
+    if est.learning_rate == "optimal":
+        typw = math.sqrt(1.0 / math.sqrt(alpha))
+        eta0 = typw / max(
+            1.0, float(np.abs(_sgd_loss_grad(est.loss, np.array([-typw]), np.array([1.0]), 0.1))[0])
+        )
+        t0 = 1.0 / (eta0 * alpha)
+    t = 1.0
+    best, no_improve = math.inf, 0
+    epoch = 0
+    for epoch in range(1, est.max_iter + 1):  # noqa: B007
+        order = rng.permutation(n) if est.shuffle else np.arange(n)
+        total = 0.0
+        for start in range(0, n, bs):
+            idx = order[start : start + bs]
+            Xb, yb = X[idx], y[idx]
+            z = Xb @ w + b
+            dz = _sgd_loss_grad(est.loss, z, yb, est.epsilon)
+            if est.learning_rate == "optimal":
+                eta = 1.0 / (alpha * (t0 + t - 1))
+            elif est.learning_rate == "invscaling":
+                eta = est.eta0 / t**est.power_t
+            else:
+                eta = est.eta0
+            w *= max(0.0, 1.0 - eta * alpha)
+            w -= eta * (Xb.T @ dz) / len(idx)
+            if est.fit_intercept:
+                b -= eta * dz.mean()
+            total += float(np.sum(np.abs(dz)))
+            t += 1
+        if est.tol is not None:
+            if total > best - est.tol * n:
+                no_improve += 1
+            else:
+                no_improve = 0
+            best = min(best, total)
+            if no_improve >= est.n_iter_no_change:
+                break
+    return w, b, epoch
+
+
+class _SGDBase(BaseEstimator):
+    def _check_params(self, losses: tuple[str, ...]) -> None:
+        if self.loss not in losses:  # type: ignore[attr-defined]
+            raise ValueError(f"loss must be one of {losses}; got {self.loss!r}.")  # type: ignore[attr-defined]
+        if self.learning_rate not in ("optimal", "invscaling", "constant"):  # type: ignore[attr-defined]
+            raise ValueError(
+                f"learning_rate must be 'optimal', 'invscaling' or 'constant'; got {self.learning_rate!r}."  # type: ignore[attr-defined]
+            )
+        if self.alpha <= 0 and self.learning_rate == "optimal":  # type: ignore[attr-defined]
+            raise ValueError("alpha must be > 0 with learning_rate='optimal'.")
+        if self.batch_size < 1:  # type: ignore[attr-defined]
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")  # type: ignore[attr-defined]
+
+
+class SGDClassifier(ClassifierMixin, _SGDBase):
+    r"""Linear classifier trained by (mini-batch) stochastic gradient descent; one-vs-rest for $K > 2$.
+
+    Minimises $\frac1n \sum_i L(y_i, x_i^\top w + b) + \frac\alpha2\lVert w\rVert_2^2$ with
+    $y \in \{-1, +1\}$ and `loss` $\in$ {`"hinge"` (linear SVM), `"log_loss"` (logistic regression),
+    `"modified_huber"`, `"squared_hinge"`}.
+
+    Unlike scikit-learn (one sample per step, `batch_size=1`), the default steps on mini-batches of
+    32 samples: the gradient of a batch is one vectorised numpy expression, which is what makes
+    SGD in numpy fast. With `batch_size=1` this is plain SGD. Scores match scikit-learn's within
+    the noise of the stochastic optimiser, not coefficient by coefficient.
+    """
+
+    def __init__(
+        self,
+        loss: str = "hinge",
+        *,
+        alpha: float = 1e-4,
+        fit_intercept: bool = True,
+        max_iter: int = 1000,
+        tol: float | None = 1e-3,
+        shuffle: bool = True,
+        epsilon: float = 0.1,
+        random_state: Any = None,
+        learning_rate: str = "optimal",
+        eta0: float = 0.01,
+        power_t: float = 0.5,
+        n_iter_no_change: int = 5,
+        batch_size: int = 32,
+    ) -> None:
+        self.loss = loss
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.n_iter_no_change = n_iter_no_change
+        self.batch_size = batch_size
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> SGDClassifier:
+        """Fit one binary SGD model per class (one for two classes)."""
+        self._check_params(("hinge", "log_loss", "modified_huber", "squared_hinge"))
+        Xa, ya = check_X_y(X, y)
+        codes = self._encode_labels(ya)
+        self.n_features_in_ = Xa.shape[1]
+        rng = check_random_state(self.random_state)
+        K = self.classes_.size
+        targets = [1] if K == 2 else list(range(K))
+        coefs, inters, iters = [], [], []
+        for k in targets:
+            yk = np.where(codes == k, 1.0, -1.0)
+            w, b, it = _sgd_epochs(self, Xa, yk, rng)
+            coefs.append(w)
+            inters.append(b)
+            iters.append(it)
+        self.coef_ = np.asarray(coefs)
+        self.intercept_ = np.asarray(inters)
+        self.n_iter_ = max(iters)
+        return self
+
+    def decision_function(self, X: ArrayLike) -> FloatArray:
+        """Signed distance-like scores: `(n_samples,)` binary, `(n_samples, K)` otherwise."""
+        Xa = self._validate_predict_input(X)
+        Z = Xa @ self.coef_.T + self.intercept_
+        return Z[:, 0] if Z.shape[1] == 1 else Z
+
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
+        """Class with the largest score."""
+        Z = self.decision_function(X)
+        idx = (Z > 0).astype(np.intp) if Z.ndim == 1 else Z.argmax(axis=1)
+        return self.classes_[idx]
+
+    def predict_proba(self, X: ArrayLike) -> FloatArray:
+        """Probabilities for `loss="log_loss"` (sigmoid; one-vs-rest normalised for $K > 2$)."""
+        if self.loss != "log_loss":
+            raise AttributeError(f"predict_proba needs loss='log_loss'; got loss={self.loss!r}.")
+        Z = self.decision_function(X)
+        if Z.ndim == 1:
+            p = _sigmoid(Z)
+            return np.c_[1 - p, p]
+        P = _sigmoid(Z)
+        return P / P.sum(axis=1, keepdims=True)
+
+
+class SGDRegressor(RegressorMixin, _SGDBase):
+    r"""Linear regression by (mini-batch) SGD: $\frac1n\sum_i L(y_i, x_i^\top w + b) + \frac\alpha2\lVert w\rVert_2^2$.
+
+    `loss` $\in$ {`"squared_error"`, `"huber"`, `"epsilon_insensitive"`}; the default schedule is
+    scikit-learn's `"invscaling"` ($\eta_t = \eta_0 / t^{0.25}$). Mini-batches of `batch_size`
+    (default 32) as in [`SGDClassifier`][fms_ml.linear_model.SGDClassifier]. Features should be
+    standardised first.
+    """
+
+    def __init__(
+        self,
+        loss: str = "squared_error",
+        *,
+        alpha: float = 1e-4,
+        fit_intercept: bool = True,
+        max_iter: int = 1000,
+        tol: float | None = 1e-3,
+        shuffle: bool = True,
+        epsilon: float = 0.1,
+        random_state: Any = None,
+        learning_rate: str = "invscaling",
+        eta0: float = 0.01,
+        power_t: float = 0.25,
+        n_iter_no_change: int = 5,
+        batch_size: int = 32,
+    ) -> None:
+        self.loss = loss
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.n_iter_no_change = n_iter_no_change
+        self.batch_size = batch_size
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> SGDRegressor:
+        """Fit by SGD."""
+        self._check_params(("squared_error", "huber", "epsilon_insensitive"))
+        Xa, ya = check_X_y(X, y, y_numeric=True)
+        self.n_features_in_ = Xa.shape[1]
+        w, b, self.n_iter_ = _sgd_epochs(self, Xa, ya, check_random_state(self.random_state))
+        self.coef_, self.intercept_ = w, np.array([b])
+        return self
+
+    def predict(self, X: ArrayLike) -> FloatArray:
+        """$\\hat y = X w + b$."""
+        Xa = self._validate_predict_input(X)
+        return Xa @ self.coef_ + self.intercept_[0]

@@ -1,0 +1,361 @@
+r"""Metrics for classification, regression and clustering.
+
+Each function mirrors its scikit-learn namesake and is tested equal to it on random inputs.
+
+Classification metrics start from the confusion matrix $C_{ij}$ = number of samples of true class
+$i$ predicted as $j$. Per class $k$: precision $= C_{kk} / \sum_i C_{ik}$, recall
+$= C_{kk} / \sum_j C_{kj}$, and $F_\beta = (1+\beta^2) P R / (\beta^2 P + R)$. Averages:
+*micro* pools the counts, *macro* takes the plain mean over classes, *weighted* weights each
+class by its support.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fms_ml._validation import check_array, check_consistent_length
+
+__all__ = [
+    "accuracy_score",
+    "auc",
+    "confusion_matrix",
+    "f1_score",
+    "fbeta_score",
+    "log_loss",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "precision_recall_fscore_support",
+    "precision_score",
+    "r2_score",
+    "recall_score",
+    "roc_auc_score",
+    "roc_curve",
+    "silhouette_samples",
+    "silhouette_score",
+]
+
+Average = Literal["binary", "micro", "macro", "weighted"] | None
+
+
+def _labels_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[NDArray[Any], NDArray[Any]]:
+    yt = check_array(y_true, "y_true", ensure_2d=False, dtype=None, ensure_finite=False)
+    yp = check_array(y_pred, "y_pred", ensure_2d=False, dtype=None, ensure_finite=False)
+    check_consistent_length(y_true=yt, y_pred=yp)
+    return yt, yp
+
+
+def _targets_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[NDArray[np.float64], ...]:
+    yt = check_array(y_true, "y_true", ensure_2d=False)
+    yp = check_array(y_pred, "y_pred", ensure_2d=False)
+    check_consistent_length(y_true=yt, y_pred=yp)
+    return yt, yp
+
+
+def accuracy_score(y_true: ArrayLike, y_pred: ArrayLike, *, normalize: bool = True) -> float:
+    """Fraction (or, with `normalize=False`, number) of exactly correct predictions."""
+    yt, yp = _labels_pair(y_true, y_pred)
+    correct = yt == yp
+    return float(np.average(correct)) if normalize else float(correct.sum())
+
+
+def confusion_matrix(
+    y_true: ArrayLike, y_pred: ArrayLike, *, labels: ArrayLike | None = None
+) -> NDArray[np.int64]:
+    """`(n_classes, n_classes)` counts: row = true label, column = predicted label.
+
+    Labels are the sorted union of both arrays unless `labels` fixes their order.
+    """
+    yt, yp = _labels_pair(y_true, y_pred)
+    lab = np.unique(np.concatenate([yt, yp])) if labels is None else np.asarray(labels)
+    if lab.size == 0:
+        raise ValueError("labels is empty; expected at least one label.")
+    n = lab.size
+    order = np.argsort(lab, kind="stable")
+    sorted_lab = lab[order]
+
+    def index(y: NDArray[Any]) -> NDArray[np.intp]:
+        pos = np.clip(np.searchsorted(sorted_lab, y), 0, n - 1)
+        found = sorted_lab[pos] == y
+        out = np.where(found, order[pos], -1)
+        return out.astype(np.intp)
+
+    it, ip = index(yt), index(yp)
+    keep = (it >= 0) & (ip >= 0)
+    cm = np.bincount(it[keep] * n + ip[keep], minlength=n * n).reshape(n, n)
+    return cm.astype(np.int64)
+
+
+def _safe_div(num: NDArray[np.float64], den: NDArray[np.float64], zero_division: float) -> Any:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = num / den
+    return np.where(den == 0, zero_division, out)
+
+
+def precision_recall_fscore_support(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    *,
+    beta: float = 1.0,
+    labels: ArrayLike | None = None,
+    pos_label: Any = 1,
+    average: Average = None,
+    zero_division: float = 0.0,
+) -> tuple[Any, Any, Any, Any]:
+    """Precision, recall, $F_\\beta$ and support, per class or averaged.
+
+    Args:
+        y_true: true labels.
+        y_pred: predicted labels.
+        beta: weight of recall in the F-score.
+        labels: labels to include (default: all present, sorted).
+        pos_label: the positive class when `average="binary"`.
+        average: `None` (per class), `"binary"`, `"micro"`, `"macro"` or `"weighted"`.
+        zero_division: value used where a ratio has a zero denominator (scikit-learn returns 0
+            and warns).
+
+    Returns:
+        `(precision, recall, fbeta, support)`; `support` is `None` when averaged.
+    """
+    if average not in (None, "binary", "micro", "macro", "weighted"):
+        raise ValueError(
+            f"average={average!r} is not supported; expected None, 'binary', 'micro', 'macro' "
+            f"or 'weighted'."
+        )
+    yt, yp = _labels_pair(y_true, y_pred)
+    present = np.unique(np.concatenate([yt, yp]))
+    if average == "binary":
+        if present.size > 2:
+            raise ValueError(
+                f"average='binary' needs at most 2 labels; got {present.size} "
+                f"({present[:5].tolist()}...). Choose average='micro', 'macro' or 'weighted'."
+            )
+        if present.size == 2 and pos_label not in present:
+            raise ValueError(
+                f"pos_label={pos_label!r} is not a valid label; got {present.tolist()}."
+            )
+        lab = np.asarray([pos_label])
+    else:
+        lab = present if labels is None else np.asarray(labels)
+    cm = confusion_matrix(yt, yp, labels=np.concatenate([lab, np.setdiff1d(present, lab)]))
+    k = lab.size
+    tp = np.diag(cm)[:k].astype(np.float64)
+    pred_pos = cm[:, :k].sum(axis=0).astype(np.float64)
+    true_pos = cm[:k, :].sum(axis=1).astype(np.float64)
+    if average == "micro":
+        tp, pred_pos, true_pos = (np.array([a.sum()]) for a in (tp, pred_pos, true_pos))
+    precision = _safe_div(tp, pred_pos, zero_division)
+    recall = _safe_div(tp, true_pos, zero_division)
+    b2 = beta * beta
+    denom = b2 * tp + true_pos + (pred_pos - tp)  # = b2*tp + tp + fn + fp
+    f = _safe_div((1 + b2) * tp, denom, zero_division)
+    if average is None:
+        return precision, recall, f, true_pos.astype(np.int64)
+    if average == "weighted":
+        w = true_pos
+        if w.sum() == 0:
+            return zero_division, zero_division, zero_division, None
+        return (
+            float(np.average(precision, weights=w)),
+            float(np.average(recall, weights=w)),
+            float(np.average(f, weights=w)),
+            None,
+        )
+    return float(np.mean(precision)), float(np.mean(recall)), float(np.mean(f)), None
+
+
+def precision_score(
+    y_true: ArrayLike, y_pred: ArrayLike, *, pos_label: Any = 1, average: Average = "binary"
+) -> Any:
+    """Precision $TP / (TP + FP)$; see `precision_recall_fscore_support`."""
+    return precision_recall_fscore_support(y_true, y_pred, pos_label=pos_label, average=average)[0]
+
+
+def recall_score(
+    y_true: ArrayLike, y_pred: ArrayLike, *, pos_label: Any = 1, average: Average = "binary"
+) -> Any:
+    """Recall $TP / (TP + FN)$; see `precision_recall_fscore_support`."""
+    return precision_recall_fscore_support(y_true, y_pred, pos_label=pos_label, average=average)[1]
+
+
+def fbeta_score(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    *,
+    beta: float,
+    pos_label: Any = 1,
+    average: Average = "binary",
+) -> Any:
+    """$F_\\beta$ score; see `precision_recall_fscore_support`."""
+    return precision_recall_fscore_support(
+        y_true, y_pred, beta=beta, pos_label=pos_label, average=average
+    )[2]
+
+
+def f1_score(
+    y_true: ArrayLike, y_pred: ArrayLike, *, pos_label: Any = 1, average: Average = "binary"
+) -> Any:
+    """$F_1 = 2PR/(P+R)$, the harmonic mean of precision and recall."""
+    return fbeta_score(y_true, y_pred, beta=1.0, pos_label=pos_label, average=average)
+
+
+def roc_curve(
+    y_true: ArrayLike, y_score: ArrayLike, *, pos_label: Any = None
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """False- and true-positive rates at every distinct score threshold (highest first).
+
+    Returns:
+        `(fpr, tpr, thresholds)`, starting at `(0, 0)` with threshold `inf`.
+    """
+    yt, _ = _labels_pair(y_true, y_score)
+    s = check_array(y_score, "y_score", ensure_2d=False)
+    classes = np.unique(yt)
+    if pos_label is None:
+        if classes.size > 2 or not np.all(np.isin(classes, [0, 1, -1])):
+            raise ValueError(f"y_true labels {classes.tolist()} are not {{0, 1}}; pass pos_label.")
+        pos_label = 1
+    pos = (yt == pos_label).astype(np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, pos = s[order], pos[order]
+    distinct = np.where(np.diff(s))[0]
+    idx = np.r_[distinct, pos.size - 1]
+    tps = np.cumsum(pos)[idx]
+    fps = 1 + idx - tps
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    thresholds = np.r_[np.inf, s[idx]]
+    fpr = fps / fps[-1] if fps[-1] > 0 else np.full_like(fps, np.nan)
+    tpr = tps / tps[-1] if tps[-1] > 0 else np.full_like(tps, np.nan)
+    return fpr, tpr, thresholds
+
+
+def auc(x: ArrayLike, y: ArrayLike) -> float:
+    """Area under a curve by the trapezoidal rule ($x$ monotone)."""
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    area = float(np.sum(np.diff(xa) * (ya[1:] + ya[:-1]) / 2.0))
+    return -area if area < 0 else area
+
+
+def roc_auc_score(
+    y_true: ArrayLike, y_score: ArrayLike, *, average: Literal["macro", "weighted"] = "macro"
+) -> float:
+    """Area under the ROC curve: $P(\\text{score of a random positive} > \\text{of a negative})$.
+
+    Binary `y_true` with a 1-d `y_score`; or multiclass with a `(n_samples, n_classes)` score
+    matrix (columns in sorted-label order), averaged one-vs-rest.
+    """
+    yt = check_array(y_true, "y_true", ensure_2d=False, dtype=None, ensure_finite=False)
+    s = np.asarray(y_score, dtype=np.float64)
+    classes = np.unique(yt)
+    if classes.size < 2:
+        raise ValueError("roc_auc_score needs both classes in y_true; got a single class.")
+    if s.ndim == 1 or (s.ndim == 2 and s.shape[1] == 1 and classes.size == 2):
+        fpr, tpr, _ = roc_curve(yt == classes[-1], s.ravel(), pos_label=True)
+        return auc(fpr, tpr)
+    if s.ndim != 2 or s.shape[1] != classes.size:
+        raise ValueError(
+            f"y_score must have shape (n_samples, {classes.size}) for {classes.size} classes; "
+            f"got {s.shape}."
+        )
+    scores = np.array([roc_auc_score(yt == c, s[:, i]) for i, c in enumerate(classes)])
+    if average == "weighted":
+        return float(np.average(scores, weights=[(yt == c).sum() for c in classes]))
+    return float(np.mean(scores))
+
+
+def log_loss(y_true: ArrayLike, y_proba: ArrayLike, *, labels: ArrayLike | None = None) -> float:
+    r"""Cross-entropy $-\frac1n \sum_i \log p_{i, y_i}$, probabilities clipped to $[\epsilon, 1-\epsilon]$.
+
+    `y_proba` is `(n_samples, n_classes)` with columns in sorted-label order, or 1-d with the
+    probability of the larger label in a binary problem.
+    """
+    yt = check_array(y_true, "y_true", ensure_2d=False, dtype=None, ensure_finite=False)
+    p = check_array(y_proba, "y_proba", ensure_2d=False) if np.ndim(y_proba) == 1 else None
+    p = np.column_stack([1 - p, p]) if p is not None else check_array(y_proba, "y_proba")
+    check_consistent_length(y_true=yt, y_proba=p)
+    classes = np.unique(yt) if labels is None else np.unique(np.asarray(labels))
+    if classes.size < 2:
+        raise ValueError(f"y_true has one label ({classes.tolist()}); pass labels=[...].")
+    if p.shape[1] != classes.size:
+        raise ValueError(
+            f"y_proba has {p.shape[1]} columns but there are {classes.size} labels "
+            f"{classes.tolist()}; expected one column per label."
+        )
+    codes = np.searchsorted(classes, yt)
+    eps = np.finfo(p.dtype).eps
+    p = np.clip(p, eps, 1 - eps)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(codes)), codes] = 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(onehot > 0, onehot * np.log(p), 0.0)
+    return float(np.average(-terms.sum(axis=1)))
+
+
+def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    r"""$\frac1n \sum_i (y_i - \hat y_i)^2$."""
+    yt, yp = _targets_pair(y_true, y_pred)
+    return float(np.average((yt - yp) ** 2, axis=0))
+
+
+def mean_absolute_error(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    r"""$\frac1n \sum_i |y_i - \hat y_i|$."""
+    yt, yp = _targets_pair(y_true, y_pred)
+    return float(np.average(np.abs(yt - yp), axis=0))
+
+
+def r2_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    r"""Coefficient of determination $R^2 = 1 - \frac{\sum_i (y_i - \hat y_i)^2}{\sum_i (y_i - \bar y)^2}$.
+
+    As in scikit-learn, a constant `y_true` gives 1.0 for a perfect fit and 0.0 otherwise.
+    """
+    yt, yp = _targets_pair(y_true, y_pred)
+    if yt.shape[0] < 2:
+        raise ValueError(f"r2_score needs at least 2 samples; got {yt.shape[0]}.")
+    num = ((yt - yp) ** 2).sum(axis=0, dtype=np.float64)
+    den = ((yt - np.average(yt, axis=0)) ** 2).sum(axis=0, dtype=np.float64)
+    if den == 0:
+        return 1.0 if num == 0 else 0.0
+    return float(1 - num / den)
+
+
+def _pairwise_sq_dists(X: NDArray[np.float64], Y: NDArray[np.float64]) -> NDArray[np.float64]:
+    d = (X * X).sum(1)[:, None] - 2.0 * X @ Y.T + (Y * Y).sum(1)[None, :]
+    return np.maximum(d, 0.0)
+
+
+def silhouette_samples(X: ArrayLike, labels: ArrayLike) -> NDArray[np.float64]:
+    r"""Silhouette $s_i = (b_i - a_i) / \max(a_i, b_i)$ of each sample (Euclidean distance).
+
+    $a_i$ is the mean distance to the other members of $i$'s cluster, $b_i$ the smallest mean
+    distance to another cluster; $s_i = 0$ for members of singleton clusters.
+    """
+    Xa = check_array(X, "X")
+    lab = check_array(labels, "labels", ensure_2d=False, dtype=None, ensure_finite=False)
+    check_consistent_length(X=Xa, labels=lab)
+    classes, codes = np.unique(lab, return_inverse=True)
+    k = classes.size
+    if not 2 <= k <= Xa.shape[0] - 1:
+        raise ValueError(
+            f"Number of labels is {k}; valid values are 2 to n_samples - 1 ({Xa.shape[0] - 1})."
+        )
+    D = np.sqrt(_pairwise_sq_dists(Xa, Xa))
+    np.fill_diagonal(D, 0.0)
+    onehot = np.zeros((Xa.shape[0], k))
+    onehot[np.arange(Xa.shape[0]), codes] = 1.0
+    sums = D @ onehot  # (n, k): total distance from i to each cluster
+    counts = onehot.sum(0)
+    own = counts[codes]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = sums[np.arange(len(codes)), codes] / (own - 1)
+        means = sums / counts
+    means[np.arange(len(codes)), codes] = np.inf
+    b = means.min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (b - a) / np.maximum(a, b)
+    return np.nan_to_num(np.where(own > 1, s, 0.0))
+
+
+def silhouette_score(X: ArrayLike, labels: ArrayLike) -> float:
+    """Mean silhouette over all samples; see `silhouette_samples`."""
+    return float(np.mean(silhouette_samples(X, labels)))

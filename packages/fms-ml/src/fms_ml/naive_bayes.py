@@ -1,0 +1,126 @@
+r"""Naive Bayes: Bayes' rule with features assumed independent given the class.
+
+$$\log p(c \mid x) = \log p(c) + \sum_j \log p(x_j \mid c) - \log p(x).$$
+
+[`GaussianNB`][fms_ml.naive_bayes.GaussianNB] models $p(x_j \mid c)$ as a normal density;
+[`MultinomialNB`][fms_ml.naive_bayes.MultinomialNB] models counts (e.g. word counts) with
+Laplace/Lidstone-smoothed frequencies. Both are fitted in closed form from class statistics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fms_ml._validation import check_X_y
+from fms_ml.base import BaseEstimator, ClassifierMixin
+
+__all__ = ["GaussianNB", "MultinomialNB"]
+
+FloatArray = NDArray[np.float64]
+
+
+class _BaseNB(ClassifierMixin, BaseEstimator):
+    def _joint_log_likelihood(self, X: FloatArray) -> FloatArray:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def predict_log_proba(self, X: ArrayLike) -> FloatArray:
+        """$\\log p(c \\mid x)$, normalised with log-sum-exp."""
+        jll = self._joint_log_likelihood(self._validate_predict_input(X))
+        m = jll.max(1, keepdims=True)
+        return jll - (m + np.log(np.exp(jll - m).sum(1, keepdims=True)))
+
+    def predict_proba(self, X: ArrayLike) -> FloatArray:
+        """$p(c \\mid x)$, `(n_samples, n_classes)`."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
+        """Maximum a posteriori class."""
+        jll = self._joint_log_likelihood(self._validate_predict_input(X))
+        return self.classes_[jll.argmax(1)]
+
+
+class GaussianNB(_BaseNB):
+    r"""Gaussian naive Bayes: $x_j \mid c \sim \mathcal N(\theta_{cj}, \sigma^2_{cj})$.
+
+    Variances get `var_smoothing` $\times \max_j \operatorname{Var}(x_j)$ added for stability,
+    as in scikit-learn.
+
+    Attributes:
+        classes_, class_prior_, class_count_, theta_ (`(K, p)` means), var_ (`(K, p)`), epsilon_.
+    """
+
+    def __init__(self, *, priors: ArrayLike | None = None, var_smoothing: float = 1e-9) -> None:
+        self.priors = priors
+        self.var_smoothing = var_smoothing
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> GaussianNB:
+        """Per-class means and variances."""
+        Xa, ya = check_X_y(X, y)
+        codes = self._encode_labels(ya)
+        self.n_features_in_ = Xa.shape[1]
+        K = self.classes_.size
+        self.epsilon_ = self.var_smoothing * float(np.var(Xa, axis=0).max())
+        self.class_count_ = np.bincount(codes, minlength=K).astype(np.float64)
+        self.theta_ = np.array([Xa[codes == k].mean(0) for k in range(K)])
+        self.var_ = np.array([Xa[codes == k].var(0) for k in range(K)]) + self.epsilon_
+        if self.priors is not None:
+            pri = np.asarray(self.priors, dtype=float)
+            if pri.shape != (K,) or not np.isclose(pri.sum(), 1.0) or (pri < 0).any():
+                raise ValueError(
+                    f"priors must be {K} non-negative numbers summing to 1; got {pri}."
+                )
+            self.class_prior_ = pri
+        else:
+            self.class_prior_ = self.class_count_ / self.class_count_.sum()
+        return self
+
+    def _joint_log_likelihood(self, X: FloatArray) -> FloatArray:
+        n_ij = -0.5 * np.sum(np.log(2.0 * np.pi * self.var_), axis=1)
+        quad = ((X[:, None, :] - self.theta_[None]) ** 2 / self.var_[None]).sum(2)
+        return np.log(self.class_prior_) + n_ij - 0.5 * quad
+
+
+class MultinomialNB(_BaseNB):
+    r"""Multinomial naive Bayes for counts: $\hat\theta_{cj} = \frac{N_{cj} + \alpha}{N_c + \alpha p}$.
+
+    Attributes:
+        classes_, class_count_, feature_count_, class_log_prior_, feature_log_prob_.
+    """
+
+    def __init__(
+        self, *, alpha: float = 1.0, fit_prior: bool = True, class_prior: ArrayLike | None = None
+    ) -> None:
+        self.alpha = alpha
+        self.fit_prior = fit_prior
+        self.class_prior = class_prior
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> MultinomialNB:
+        """Smoothed per-class feature frequencies."""
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0; got {self.alpha}.")
+        Xa, ya = check_X_y(X, y)
+        if (Xa < 0).any():
+            raise ValueError("X has negative values; MultinomialNB needs non-negative counts.")
+        codes = self._encode_labels(ya)
+        self.n_features_in_ = Xa.shape[1]
+        K = self.classes_.size
+        Y = np.zeros((len(codes), K))
+        Y[np.arange(len(codes)), codes] = 1.0
+        self.class_count_ = Y.sum(0)
+        self.feature_count_ = Y.T @ Xa
+        alpha = max(float(self.alpha), 1e-10)
+        smoothed = self.feature_count_ + alpha
+        self.feature_log_prob_ = np.log(smoothed) - np.log(smoothed.sum(1, keepdims=True))
+        if self.class_prior is not None:
+            self.class_log_prior_ = np.log(np.asarray(self.class_prior, dtype=float))
+        elif self.fit_prior:
+            self.class_log_prior_ = np.log(self.class_count_) - np.log(self.class_count_.sum())
+        else:
+            self.class_log_prior_ = np.full(K, -np.log(K))
+        return self
+
+    def _joint_log_likelihood(self, X: FloatArray) -> FloatArray:
+        return X @ self.feature_log_prob_.T + self.class_log_prior_
