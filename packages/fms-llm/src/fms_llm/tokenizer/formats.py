@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -32,6 +33,7 @@ __all__ = [
     "bytes_to_unicode",
     "read_gpt2_files",
     "read_hf_tokenizer_json",
+    "to_oniguruma",
     "to_tiktoken",
     "token_to_string",
     "write_hf_tokenizer_json",
@@ -78,6 +80,31 @@ def _string_to_token(text: str, where: str) -> bytes:
 
 
 # ---------------------------------------------------------------------- tokenizer.json
+_POSSESSIVE_BOUNDED = re.compile(
+    r"(\\[pP]\{[^}]*\}|\\.|\[(?:\\.|[^\]\\])*\]|[^\\\[\]()])(\{\d+(?:,\d*)?\})\+"
+)
+
+
+def to_oniguruma(pattern: str) -> str:
+    r"""Rewrite a pattern so that Oniguruma (the regex engine of HF `tokenizers`) reads it as we do.
+
+    Python's `regex` and tiktoken read `X{1,3}+` as a possessive bounded repeat; Oniguruma reads it
+    as `(X{1,3})+`, one or more groups of up to three. The atomic group `(?>X{1,3})` means the
+    former in every engine, so we write that (cl100k's `\p{N}{1,3}+` is the case that matters).
+    """
+    return _POSSESSIVE_BOUNDED.sub(r"(?>\1\2)", pattern)
+
+
+def _from_oniguruma(pattern: str) -> str:
+    """Give back a built-in pattern by its own name after a trip through `to_oniguruma`."""
+    from fms_llm.tokenizer.bpe import CL100K_PATTERN, GPT2_PATTERN
+
+    for builtin in (GPT2_PATTERN, CL100K_PATTERN):
+        if pattern == to_oniguruma(builtin):
+            return builtin
+    return pattern
+
+
 def write_hf_tokenizer_json(
     path: str | os.PathLike[str],
     vocab: Mapping[int, bytes],
@@ -113,7 +140,7 @@ def write_hf_tokenizer_json(
             "pretokenizers": [
                 {
                     "type": "Split",
-                    "pattern": {"Regex": pattern},
+                    "pattern": {"Regex": to_oniguruma(pattern)},
                     "behavior": "Isolated",
                     "invert": False,
                 },
@@ -228,7 +255,7 @@ def _find_pattern(node: Any, gpt2: str) -> str | None:
     if kind == "Split":
         pat = node.get("pattern", {})
         if isinstance(pat, dict) and "Regex" in pat:
-            return str(pat["Regex"])
+            return _from_oniguruma(str(pat["Regex"]))
         return None
     if kind == "ByteLevel" and node.get("use_regex", True):
         return gpt2

@@ -220,11 +220,13 @@ def count_pretokens(
     pattern: str = GPT2_PATTERN,
     progress: bool = False,
     num_workers: int | None = None,
+    chunk_bytes: int = _CHUNK_BYTES,
 ) -> Counter[str]:
     """Count the pre-tokens of texts and files (special tokens removed).
 
     Files are cut by [chunk_boundaries][fms_llm.tokenizer.train.chunk_boundaries] and counted by a
     pool of worker processes when there is more than one chunk; plain strings are counted here.
+    `chunk_bytes` is the target chunk size (a chunk ends at the first safe cut after it).
     """
     compiled = regex.compile(pattern)
     splitter = _special_splitter(special_tokens)
@@ -237,7 +239,7 @@ def count_pretokens(
             path = os.fspath(item)
             if not Path(path).is_file():
                 raise FileNotFoundError(f"training file {path!r} does not exist or is not a file")
-            bounds = chunk_boundaries(path, special_tokens, pattern)
+            bounds = chunk_boundaries(path, special_tokens, pattern, chunk_bytes)
             jobs += [(path, a, b, list(special_tokens), pattern) for a, b in pairwise(bounds)]
         else:
             raise TypeError(
