@@ -1,0 +1,106 @@
+"""The `fms-llm tokenizer` command line: train, encode to a binary id file, errors, wiring."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from array import array
+from pathlib import Path
+
+import pytest
+
+from fms_llm.tokenizer import BPETokenizer
+from fms_llm.tokenizer.cli import main, register
+
+TEXT = (
+    "In the beginning God created the heaven and the earth.\n"
+    "And the earth was without form, and void; and darkness was upon the face of the deep.\n"
+    "Ἐν ἀρχῇ ἦν ὁ λόγος. 太初有道。 😀  \t\n\n"
+) * 40
+
+
+def _ids(path: Path, code: str) -> list[int]:
+    data = array(code)
+    data.frombytes(path.read_bytes())
+    if sys.byteorder == "big":
+        data.byteswap()
+    return list(data)
+
+
+def test_train_then_encode_writes_the_ids_of_encode(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(TEXT, encoding="utf-8")
+    b.write_text(TEXT.upper(), encoding="utf-8")
+    tok_path = tmp_path / "tok.json"
+    argv = ["train", "--input", str(a), str(b), "--vocab-size", "400", "--out", str(tok_path)]
+    assert main([*argv, "--special-token", "<|endoftext|>", "--quiet"]) == 0
+    tok = BPETokenizer.load(tok_path)
+    assert tok.vocab_size == 400
+    assert (
+        tok.merges
+        == BPETokenizer.train([TEXT, TEXT.upper()], 400, ["<|endoftext|>"], progress=False).merges
+    )
+
+    out = tmp_path / "ids.bin"
+    argv = ["encode", "--tokenizer", str(tok_path), "--input", str(a), str(b), "--out", str(out)]
+    assert main([*argv, "--separator", "<|endoftext|>", "--quiet"]) == 0
+    eot = tok.special_tokens["<|endoftext|>"]
+    assert _ids(out, "H") == [*tok.encode(TEXT), eot, *tok.encode(TEXT.upper()), eot]
+
+    assert main([*argv[:-2], "--out", str(out), "--dtype", "uint32", "--quiet"]) == 0
+    assert _ids(out, "I") == [*tok.encode(TEXT), *tok.encode(TEXT.upper())]
+
+
+def test_cl100k_pattern_by_name(tmp_path: Path) -> None:
+    a = tmp_path / "a.txt"
+    a.write_text(TEXT, encoding="utf-8")
+    argv = ["train", "--input", str(a), "--vocab-size", "300", "--out", str(tmp_path / "t.json")]
+    assert main([*argv, "--pattern", "cl100k", "--quiet"]) == 0
+    from fms_llm.tokenizer import CL100K_PATTERN
+
+    assert BPETokenizer.load(tmp_path / "t.json").pattern == CL100K_PATTERN
+
+
+def test_bad_input_exits_2_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = tmp_path / "a.txt"
+    a.write_text(TEXT, encoding="utf-8")
+    argv = ["encode", "--tokenizer", str(tmp_path / "missing.json"), "--input", str(a)]
+    assert main([*argv, "--out", str(tmp_path / "o.bin")]) == 2
+    assert "cannot read tokenizer file" in capsys.readouterr().err
+    argv = ["train", "--input", str(a), "--vocab-size", "100", "--out", str(tmp_path / "t.json")]
+    assert main([*argv, "--quiet"]) == 2
+    assert "vocab_size=100 is too small" in capsys.readouterr().err
+    assert (
+        main(["train", "--input", str(tmp_path / "nope.txt"), "--vocab-size", "300", "--out", "x"])
+        == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_register_wires_into_a_parent_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser(prog="fms-llm")
+    register(parser.add_subparsers(dest="command"))
+    a = tmp_path / "a.txt"
+    a.write_text(TEXT, encoding="utf-8")
+    args = parser.parse_args(
+        [
+            "tokenizer",
+            "train",
+            "--input",
+            str(a),
+            "--vocab-size",
+            "300",
+            "--out",
+            str(tmp_path / "t.json"),
+        ]
+    )
+    assert args.func(args) == 0
+    assert (tmp_path / "t.json").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["tokenizer", "encode", "--help"])
+    assert exit_info.value.code == 0
+    assert "little-endian token ids" in capsys.readouterr().out
