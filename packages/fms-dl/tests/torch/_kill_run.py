@@ -1,6 +1,7 @@
 """A small training run for the SIGKILL resume test (run as a subprocess by test_kill_resume.py).
 
-    python _kill_run.py CKPT_DIR OUT_FILE [--resume] [--kill-at STEP] [--kill-mode after_step|mid_save]
+    python _kill_run.py CKPT_DIR OUT_FILE [--resume [--no-rng]] [--kill-at STEP]
+                        [--kill-mode after_step|mid_save]
 
 An MLP with dropout (torch RNG) trained with AdamW, a cosine schedule with warm-up, gradient
 accumulation and clipping, checkpointing every step. The data is a pure function of the
@@ -9,7 +10,9 @@ generators, so every RNG must be restored for the resumed run to be bitwise equa
 
 `--kill-at k` makes the process SIGKILL itself at optimiser step k: `after_step` right after the
 step (before its checkpoint), `mid_save` in the middle of writing that step's checkpoint (at an
-fsync). The final weights are written to OUT_FILE (safetensors) with the step it started from.
+fsync). `--no-rng` resumes *without* restoring the RNG states (the control that shows why
+they are saved). The final weights are written to OUT_FILE (safetensors), with the checkpoint
+the run resumed from in the metadata.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ def main() -> None:
     parser.add_argument("ckpt")
     parser.add_argument("out")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--no-rng", action="store_true")
     parser.add_argument("--kill-at", type=int)
     parser.add_argument("--kill-mode", choices=["after_step", "mid_save"], default="after_step")
     args = parser.parse_args()
@@ -120,7 +124,13 @@ def main() -> None:
         callbacks=callbacks,
     )
     start = ck.latest_checkpoint(args.ckpt) if args.resume else None
-    trainer.fit(resume=args.resume)
+    if args.resume and args.no_rng:
+        assert start is not None
+        info = ck.load_checkpoint(start, model=model, optimizer=optimizer, restore_rng=False)
+        trainer.step = info["step"]
+        trainer.fit()
+    else:
+        trainer.fit(resume=args.resume)
     start_step = "none" if start is None else start.name
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     safetensors.torch.save_file(tensors, args.out, metadata={"resumed_from": start_step})

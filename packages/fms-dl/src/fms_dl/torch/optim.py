@@ -55,7 +55,7 @@ def _check_beta(name: str, value: float, owner: str) -> None:
 
 
 def _grouped(
-    group: dict[str, Any], state: dict[Tensor, dict[str, Any]], owner: str
+    group: dict[str, Any], owner: str
 ) -> dict[tuple[torch.device, torch.dtype], list[Tensor]]:
     """Parameters of a group that have a gradient, bucketed by (device, dtype) for `_foreach_*`."""
     buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = defaultdict(list)
@@ -139,7 +139,7 @@ class AdamW(torch.optim.Optimizer):
         for group in self.param_groups:
             lr, (beta1, beta2) = group["lr"], group["betas"]
             eps, wd = group["eps"], group["weight_decay"]
-            for params in _grouped(group, self.state, "AdamW").values():
+            for params in _grouped(group, "AdamW").values():
                 grads = [p.grad for p in params]
                 for p in params:
                     st = self.state[p]
@@ -254,7 +254,7 @@ class SGD(torch.optim.Optimizer):
         for group in self.param_groups:
             lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
             wd, nesterov = group["weight_decay"], group["nesterov"]
-            for params in _grouped(group, self.state, "SGD").values():
+            for params in _grouped(group, "SGD").values():
                 grads: list[Tensor] = [p.grad for p in params]  # type: ignore[misc]
                 if group["foreach"]:
                     _sgd_foreach(self.state, params, grads, lr, mu, tau, wd, nesterov)
@@ -354,7 +354,7 @@ class Lion(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
-            for params in _grouped(group, self.state, "Lion").values():
+            for params in _grouped(group, "Lion").values():
                 grads: list[Tensor] = [p.grad for p in params]  # type: ignore[misc]
                 for p in params:
                     if not self.state[p]:
