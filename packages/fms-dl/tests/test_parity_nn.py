@@ -208,18 +208,27 @@ def test_cross_entropy_and_nll(h: Any, smoothing: float, reduction: str) -> None
         logits = rng.standard_normal(shape)
         target = rng.integers(0, 4, size=tshape)
         target.reshape(-1)[::3] = -100
-        kw = {"reduction": reduction}
-        run = lambda fo, ft: _loss_pair(h, logits, fo, ft)  # noqa: E731
-        run(
-            lambda z: F.cross_entropy(z, fms_dl.Tensor(target), label_smoothing=smoothing, **kw),
-            lambda z: torch.nn.functional.cross_entropy(
-                z, torch.tensor(target), label_smoothing=smoothing, **kw
-            ),
-        )
-        run(
-            lambda z: F.nll_loss(z.log_softmax(1), fms_dl.Tensor(target), **kw),
-            lambda z: torch.nn.functional.nll_loss(z.log_softmax(1), torch.tensor(target), **kw),
-        )
+        _ce_case(h, logits, target, smoothing, reduction)
+
+
+def _ce_case(
+    h: Any, logits: np.ndarray, target: np.ndarray, smoothing: float, reduction: str
+) -> None:
+    to, tt = fms_dl.Tensor(target), torch.tensor(target)
+    _loss_pair(
+        h,
+        logits,
+        lambda z: F.cross_entropy(z, to, label_smoothing=smoothing, reduction=reduction),
+        lambda z: torch.nn.functional.cross_entropy(
+            z, tt, label_smoothing=smoothing, reduction=reduction
+        ),
+    )
+    _loss_pair(
+        h,
+        logits,
+        lambda z: F.nll_loss(z.log_softmax(1), to, reduction=reduction),
+        lambda z: torch.nn.functional.nll_loss(z.log_softmax(1), tt, reduction=reduction),
+    )
 
 
 def _loss_pair(h: Any, x: np.ndarray, fo: Any, ft: Any) -> None:
