@@ -27,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fms_llm.tokenizer import CL100K_PATTERN, GPT2_PATTERN, BPETokenizer
+from fms_llm.tokenizer.bpe import pretokenizer
 from fms_llm.tokenizer.formats import bytes_to_unicode
 from fms_llm.tokenizer.train import chunk_boundaries, count_pretokens
 
@@ -670,3 +671,52 @@ def test_to_tiktoken_needs_ids_in_merge_order() -> None:
     assert tok.encode("ab") == [257]
     with pytest.raises(ValueError, match="tiktoken needs ids that increase with merge order"):
         tok.to_tiktoken()
+
+
+# ---------------------------------------------------------------------- the ASCII fast path
+_ASCII = "".join(map(chr, range(128)))
+
+
+@pytest.mark.parametrize("pattern", [GPT2_PATTERN, CL100K_PATTERN], ids=["gpt2", "cl100k"])
+def test_ascii_fast_path_cuts_exactly_like_regex_every_character_every_context(
+    pattern: str,
+) -> None:
+    """The `re` version of each built-in pattern equals `regex` on ASCII: each character between
+    each pair of context strings (letters, digits, spaces, newlines, apostrophes, end of text)."""
+    findall = pretokenizer(pattern)
+    full = regex.compile(pattern).findall
+    contexts = [
+        "",
+        "a",
+        "Z9",
+        " ",
+        "  ",
+        "\n",
+        "\r\n",
+        " \t",
+        "'",
+        "'s",
+        "'LL",
+        "1234",
+        "!?",
+        "\x1c",
+    ]
+    for left in contexts:
+        for right in contexts:
+            text = left + "".join(c + right for c in _ASCII) + left
+            assert text.isascii()
+            assert findall(text) == full(text), (left, right)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80))
+def test_ascii_fast_path_equals_regex_on_random_ascii(s: str) -> None:
+    for pattern in (GPT2_PATTERN, CL100K_PATTERN):
+        assert pretokenizer(pattern)(s) == regex.compile(pattern).findall(s)
+
+
+def test_ascii_english_ids_equal_tiktoken(gpt2_tok: BPETokenizer) -> None:
+    """KJV verses alone (pure ASCII, so the fast path): ids equal tiktoken's."""
+    text = "\n".join(v for v, _ in zip(_kjv_verses(), range(3000), strict=False))
+    assert text.isascii()
+    assert gpt2_tok.encode(text) == gpt2_tok.to_tiktoken().encode_ordinary(text)

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from itertools import chain
 from multiprocessing import get_context
@@ -40,7 +41,7 @@ import regex
 if TYPE_CHECKING:
     import tiktoken
 
-__all__ = ["CL100K_PATTERN", "GPT2_PATTERN", "BPETokenizer"]
+__all__ = ["CL100K_PATTERN", "GPT2_PATTERN", "BPETokenizer", "pretokenizer"]
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 """The pre-tokenisation pattern of GPT-2 (Radford et al., 2019): English contractions, runs of
@@ -51,6 +52,41 @@ CL100K_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}
 """The pre-tokenisation pattern of the cl100k family (GPT-3.5/GPT-4, also Llama 3): case-insensitive
 contractions, a word may take any one non-letter prefix, digits in groups of at most three, and
 newlines kept with the symbols they follow."""
+
+# The built-in patterns restricted to ASCII text, for the standard library's `re`, which scans
+# ASCII about twice as fast as `regex` scans anything. On ASCII input they are the same patterns:
+# \p{L} is [A-Za-z], \p{N} is [0-9], and `regex`'s \s is [\t\n\v\f\r ] (not \x1c-\x1f, which `re`'s
+# \s would add). A test checks every ASCII character in every context against `regex`.
+_WS = r"\t\n\x0b\x0c\r "
+_ASCII_VERSIONS = {
+    GPT2_PATTERN: rf"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+""",
+    CL100K_PATTERN: rf"""'(?i:[sdmt]|ll|ve|re)|[^\r\nA-Za-z0-9]?+[A-Za-z]++|[0-9]{{1,3}}+| ?[^{_WS}A-Za-z0-9]++[\r\n]*+|[{_WS}]++$|[{_WS}]*[\r\n]|[{_WS}]+(?![^{_WS}])|[{_WS}]""",
+}
+
+
+def pretokenizer(pattern: str) -> Callable[[str], list[str]]:
+    """The function that cuts text into pre-tokens with `pattern` (`findall`).
+
+    For the built-in patterns, ASCII text goes through an equivalent `re` pattern (faster);
+    other text, and other patterns, through the `regex` module.
+
+    Raises:
+        ValueError: if `pattern` does not compile.
+    """
+    try:
+        full = regex.compile(pattern).findall
+    except regex.error as exc:
+        raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+    ascii_version = _ASCII_VERSIONS.get(pattern)
+    if ascii_version is None:
+        return full  # type: ignore[no-any-return]
+    fast = re.compile(ascii_version).findall
+
+    def findall(text: str) -> list[str]:
+        return fast(text) if text.isascii() else full(text)
+
+    return findall
+
 
 # How far past a pre-token the two built-in patterns may look before deciding it (a contraction
 # such as "'ll" is three characters); encode_iterable keeps this many characters of margin.
@@ -124,12 +160,8 @@ class BPETokenizer:
         cache_size: int = 1 << 16,
     ) -> None:
         self._vocab, self._merges, self._specials = _validate(vocab, merges, special_tokens)
-        try:
-            self._pattern = regex.compile(pattern)
-        except regex.error as exc:
-            raise ValueError(
-                f"pattern {pattern!r} is not a valid regular expression: {exc}"
-            ) from None
+        self._findall = pretokenizer(pattern)
+        self._pattern = regex.compile(pattern)
         self._pattern_str = pattern
         self._bytes_to_id: dict[bytes, int] = {b: i for i, b in self._vocab.items()}
         special_ids = set(self._specials.values())
@@ -340,7 +372,7 @@ class BPETokenizer:
 
     def _encode_ordinary(self, text: str) -> list[int]:
         """Encode text that holds no special tokens: pre-tokenise, then look each piece up."""
-        return list(chain.from_iterable(map(self._cache.__getitem__, self._pattern.findall(text))))
+        return list(chain.from_iterable(map(self._cache.__getitem__, self._findall(text))))
 
     def encode(self, text: str) -> list[int]:
         """Encode a string to token ids; special tokens in the text become their ids.
@@ -447,7 +479,7 @@ class BPETokenizer:
                 start = match.end()
         cache = self._cache
         tail = buffer[start:]
-        pieces = self._pattern.findall(tail)
+        pieces = self._findall(tail)
         if sum(map(len, pieces)) == len(tail):  # the pieces tile the text (true of the built-ins)
             k, end = len(pieces), len(tail)
             while k > 0 and start + end > limit:

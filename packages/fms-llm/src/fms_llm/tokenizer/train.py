@@ -36,7 +36,7 @@ from __future__ import annotations
 import heapq
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from itertools import pairwise
 from multiprocessing import get_all_start_methods, get_context
@@ -46,7 +46,7 @@ from typing import Any
 import regex
 from tqdm.auto import tqdm
 
-from fms_llm.tokenizer.bpe import CL100K_PATTERN, GPT2_PATTERN
+from fms_llm.tokenizer.bpe import CL100K_PATTERN, GPT2_PATTERN, pretokenizer
 
 __all__ = ["chunk_boundaries", "count_pretokens", "train_bpe"]
 
@@ -117,10 +117,12 @@ def _special_splitter(specials: Sequence[str]) -> Any:
     return regex.compile("|".join(regex.escape(s) for s in ordered))
 
 
-def _count_text(text: str, splitter: Any, compiled: Any, into: Counter[str]) -> None:
+def _count_text(
+    text: str, splitter: Any, findall: Callable[[str], list[str]], into: Counter[str]
+) -> None:
     parts = splitter.split(text) if splitter is not None else [text]
     for part in parts:
-        into.update(compiled.findall(part))
+        into.update(findall(part))
 
 
 def chunk_boundaries(
@@ -210,7 +212,7 @@ def _count_chunk(args: tuple[str, int, int, list[str], str]) -> Counter[str]:
             f"{path} is not UTF-8: bytes {start + exc.start}..{start + exc.end} ({exc.reason})"
         ) from None
     counts: Counter[str] = Counter()
-    _count_text(text, _special_splitter(specials), regex.compile(pattern), counts)
+    _count_text(text, _special_splitter(specials), pretokenizer(pattern), counts)
     return counts
 
 
@@ -228,7 +230,7 @@ def count_pretokens(
     pool of worker processes when there is more than one chunk; plain strings are counted here.
     `chunk_bytes` is the target chunk size (a chunk ends at the first safe cut after it).
     """
-    compiled = regex.compile(pattern)
+    compiled = pretokenizer(pattern)
     splitter = _special_splitter(special_tokens)
     counts: Counter[str] = Counter()
     jobs: list[tuple[str, int, int, list[str], str]] = []
