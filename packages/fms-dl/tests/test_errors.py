@@ -12,7 +12,9 @@ from fms_dl.nn import functional as F
 
 def test_shape_mismatch_names_op_and_both_shapes() -> None:
     a, b = fms_dl.randn(2, 3), fms_dl.randn(4, 5)
-    with pytest.raises(fms_dl.ShapeError, match=r"add: cannot broadcast shapes \(2, 3\) and \(4, 5\)"):
+    with pytest.raises(
+        fms_dl.ShapeError, match=r"add: cannot broadcast shapes \(2, 3\) and \(4, 5\)"
+    ):
         a + b
     with pytest.raises(fms_dl.ShapeError, match=r"mul: .*\(2, 3\) and \(4, 5\)"):
         a * b
@@ -24,9 +26,13 @@ def test_shape_mismatch_names_op_and_both_shapes() -> None:
         fms_dl.stack([a, b])
     with pytest.raises(fms_dl.ShapeError, match=r"reshape: .*\(2, 3\).*\(4, 2\)"):
         a.reshape(4, 2)
-    with pytest.raises(ValueError, match=r"linear: input of shape \(2, 3\) .* weight of shape \(8, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"linear: input of shape \(2, 3\) .* weight of shape \(8, 5\)"
+    ):
         nn.Linear(5, 8)(a)
-    with pytest.raises(ValueError, match=r"conv2d: input \(1, 3, 8, 8\) has 3 channels but weight \(4, 2, 3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"conv2d: input \(1, 3, 8, 8\) has 3 channels but weight \(4, 2, 3, 3\)"
+    ):
         nn.Conv2d(2, 4, 3)(fms_dl.randn(1, 3, 8, 8))
     with pytest.raises(ValueError, match=r"conv2d: input height 2"):
         nn.Conv2d(1, 1, 5)(fms_dl.randn(1, 1, 2, 8))
@@ -36,9 +42,14 @@ def test_shape_mismatch_names_op_and_both_shapes() -> None:
         nn.LSTM(3, 4)(fms_dl.randn(5, 2, 4))
     with pytest.raises(ValueError, match=r"h0 must have shape \(1, 2, 4\), got \(1, 3, 4\)"):
         nn.GRU(3, 4)(fms_dl.randn(5, 2, 3), fms_dl.randn(1, 3, 4))
-    with pytest.raises(ValueError, match=r"cross_entropy: input of shape \(4, 3\).*target of shape \(4,\), got \(5,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"cross_entropy: input of shape \(4, 3\).*target of shape \(4,\), got \(5,\)",
+    ):
         F.cross_entropy(fms_dl.randn(4, 3), fms_dl.Tensor(np.zeros(5, dtype=np.int64)))
-    with pytest.raises(ValueError, match=r"mse_loss: input shape \(2, 3\) != target shape \(4, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"mse_loss: input shape \(2, 3\) != target shape \(4, 5\)"
+    ):
         F.mse_loss(a, b)
 
 
@@ -61,7 +72,9 @@ def test_backward_on_non_scalar_without_gradient() -> None:
     x = fms_dl.randn(3, requires_grad=True)
     with pytest.raises(fms_dl.AutogradError, match=r"only for a scalar output, got shape \(3,\)"):
         (x * 2).backward()
-    with pytest.raises(fms_dl.AutogradError, match=r"gradient has shape \(2,\) but the tensor has shape \(3,\)"):
+    with pytest.raises(
+        fms_dl.AutogradError, match=r"gradient has shape \(2,\) but the tensor has shape \(3,\)"
+    ):
         (x * 2).backward(np.ones(2))
     with pytest.raises(fms_dl.AutogradError, match="does not require grad"):
         fms_dl.randn(3).sum().backward()
@@ -73,7 +86,10 @@ def test_inplace_modification_of_saved_tensor_is_detected() -> None:
     x = fms_dl.randn(3)
     y = (w * x).sum()
     x.data = x.data * 2  # x was saved by mul to compute dL/dw
-    with pytest.raises(fms_dl.InplaceModificationError, match=r"saved by 'mul' was modified in place \(version 0 -> 1\)"):
+    with pytest.raises(
+        fms_dl.InplaceModificationError,
+        match=r"saved by 'mul' was modified in place \(version 0 -> 1\)",
+    ):
         y.backward()
     # the output saved by exp, modified through an in-place method
     z = w.exp()

@@ -16,13 +16,29 @@ from fms_dl.optim import lr_scheduler as ours_sched
 
 CASES: dict[str, tuple[Callable[..., Any], Callable[..., Any], dict[str, Any]]] = {
     "sgd": (optim.SGD, torch.optim.SGD, {"lr": 0.05}),
-    "sgd_momentum_wd": (optim.SGD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01, "dampening": 0.1}),
+    "sgd_momentum_wd": (
+        optim.SGD,
+        torch.optim.SGD,
+        {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01, "dampening": 0.1},
+    ),
     "sgd_nesterov": (optim.SGD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
-    "adagrad": (optim.Adagrad, torch.optim.Adagrad, {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01, "initial_accumulator_value": 0.1}),
+    "adagrad": (
+        optim.Adagrad,
+        torch.optim.Adagrad,
+        {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01, "initial_accumulator_value": 0.1},
+    ),
     "rmsprop": (optim.RMSprop, torch.optim.RMSprop, {"lr": 0.01}),
-    "rmsprop_centered_momentum": (optim.RMSprop, torch.optim.RMSprop, {"lr": 0.005, "momentum": 0.8, "centered": True, "weight_decay": 0.01}),
+    "rmsprop_centered_momentum": (
+        optim.RMSprop,
+        torch.optim.RMSprop,
+        {"lr": 0.005, "momentum": 0.8, "centered": True, "weight_decay": 0.01},
+    ),
     "adam": (optim.Adam, torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.01}),
-    "adam_amsgrad": (optim.Adam, torch.optim.Adam, {"lr": 0.01, "amsgrad": True, "betas": (0.8, 0.99)}),
+    "adam_amsgrad": (
+        optim.Adam,
+        torch.optim.Adam,
+        {"lr": 0.01, "amsgrad": True, "betas": (0.8, 0.99)},
+    ),
     "adamw": (optim.AdamW, torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.1}),
 }
 
@@ -30,7 +46,9 @@ CASES: dict[str, tuple[Callable[..., Any], Callable[..., Any], dict[str, Any]]] 
 def _models(h: Any) -> tuple[nn.Module, torch.nn.Module]:
     fms_dl.manual_seed(0)
     ours = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
-    theirs = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    theirs = torch.nn.Sequential(
+        torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
+    ).double()
     theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
     return ours, theirs
 
@@ -60,7 +78,9 @@ def test_param_groups_and_missing_grads(h: Any) -> None:
     ours, theirs = _models(h)
     po, pt = list(ours.parameters()), list(theirs.parameters())
     opt_o = optim.SGD([{"params": po[:2]}, {"params": po[2:], "lr": 0.5}], lr=0.1, momentum=0.5)
-    opt_t = torch.optim.SGD([{"params": pt[:2]}, {"params": pt[2:], "lr": 0.5}], lr=0.1, momentum=0.5)
+    opt_t = torch.optim.SGD(
+        [{"params": pt[:2]}, {"params": pt[2:], "lr": 0.5}], lr=0.1, momentum=0.5
+    )
     x = np.random.default_rng(1).standard_normal((4, 5))
     for _ in range(3):
         opt_o.zero_grad()
@@ -75,8 +95,12 @@ def test_param_groups_and_missing_grads(h: Any) -> None:
         h.close(p, q, 1e-9, "param")
 
 
-def _torch_lrs(make: Callable[[torch.optim.Optimizer], Any], steps: int, opt_kw: dict[str, Any] | None = None) -> list[tuple[float, float]]:
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9, **(opt_kw or {}))
+def _torch_lrs(
+    make: Callable[[torch.optim.Optimizer], Any], steps: int, opt_kw: dict[str, Any] | None = None
+) -> list[tuple[float, float]]:
+    opt = torch.optim.SGD(
+        [torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9, **(opt_kw or {})
+    )
     sched = make(opt)
     out = []
     for _ in range(steps):
@@ -98,8 +122,16 @@ def _our_lrs(make: Callable[[optim.Optimizer], Any], steps: int) -> list[tuple[f
 
 
 SCHEDULES: dict[str, tuple[Callable[..., Any], Callable[..., Any], int]] = {
-    "step": (lambda o: ours_sched.StepLR(o, 7, 0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 7, 0.5), 40),
-    "exponential": (lambda o: ours_sched.ExponentialLR(o, 0.93), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.93), 40),
+    "step": (
+        lambda o: ours_sched.StepLR(o, 7, 0.5),
+        lambda o: torch.optim.lr_scheduler.StepLR(o, 7, 0.5),
+        40,
+    ),
+    "exponential": (
+        lambda o: ours_sched.ExponentialLR(o, 0.93),
+        lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.93),
+        40,
+    ),
     "warmup_cosine": (
         lambda o: ours_sched.LinearWarmupCosineLR(o, 10, 50, eta_min=1e-3, warmup_start_factor=0.1),
         lambda o: torch.optim.lr_scheduler.SequentialLR(
@@ -112,10 +144,18 @@ SCHEDULES: dict[str, tuple[Callable[..., Any], Callable[..., Any], int]] = {
         ),
         51,
     ),
-    "one_cycle": (lambda o: ours_sched.OneCycleLR(o, 1.0, 60), lambda o: torch.optim.lr_scheduler.OneCycleLR(o, 1.0, 60), 60),
+    "one_cycle": (
+        lambda o: ours_sched.OneCycleLR(o, 1.0, 60),
+        lambda o: torch.optim.lr_scheduler.OneCycleLR(o, 1.0, 60),
+        60,
+    ),
     "one_cycle_three_phase_linear": (
-        lambda o: ours_sched.OneCycleLR(o, 0.5, 45, pct_start=0.25, anneal_strategy="linear", three_phase=True),
-        lambda o: torch.optim.lr_scheduler.OneCycleLR(o, 0.5, 45, pct_start=0.25, anneal_strategy="linear", three_phase=True),
+        lambda o: ours_sched.OneCycleLR(
+            o, 0.5, 45, pct_start=0.25, anneal_strategy="linear", three_phase=True
+        ),
+        lambda o: torch.optim.lr_scheduler.OneCycleLR(
+            o, 0.5, 45, pct_start=0.25, anneal_strategy="linear", three_phase=True
+        ),
         45,
     ),
 }
@@ -136,7 +176,9 @@ def test_one_cycle_cycles_adam_beta1() -> None:
     oo, ot = optim.Adam([po], lr=0.1), torch.optim.Adam([pt], lr=0.1)
     so, st = ours_sched.OneCycleLR(oo, 0.3, 20), torch.optim.lr_scheduler.OneCycleLR(ot, 0.3, 20)
     for _ in range(19):
-        assert oo.param_groups[0]["betas"][0] == pytest.approx(ot.param_groups[0]["betas"][0], rel=1e-12)
+        assert oo.param_groups[0]["betas"][0] == pytest.approx(
+            ot.param_groups[0]["betas"][0], rel=1e-12
+        )
         assert oo.param_groups[0]["lr"] == pytest.approx(ot.param_groups[0]["lr"], rel=1e-12)
         ot.step()
         so.step()

@@ -18,7 +18,17 @@ import fms_dl
 from fms_dl import nn
 from fms_dl.serialization import SafetensorsError, load_file, load_file_with_metadata, save_file
 
-DTYPES = [np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8, np.uint8, np.bool_]
+DTYPES = [
+    np.float64,
+    np.float32,
+    np.float16,
+    np.int64,
+    np.int32,
+    np.int16,
+    np.int8,
+    np.uint8,
+    np.bool_,
+]
 
 
 def _tensors() -> dict[str, np.ndarray]:

@@ -29,7 +29,7 @@ class Dataset:
 class TensorDataset(Dataset):
     """Examples are the rows of equally long arrays or tensors: `TensorDataset(X, y)[i] == (X[i], y[i])`."""
 
-    def __init__(self, *arrays: Tensor | np.ndarray) -> None:  # type: ignore[type-arg]
+    def __init__(self, *arrays: Tensor | np.ndarray) -> None:
         if not arrays:
             raise ValueError("TensorDataset: expected at least one array")
         self.arrays = [np.asarray(a.data if isinstance(a, Tensor) else a) for a in arrays]
@@ -46,7 +46,7 @@ class TensorDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         return tuple(a[index] for a in self.arrays)
 
-    def __getitems__(self, indices: np.ndarray) -> tuple[Tensor, ...]:  # type: ignore[type-arg]
+    def __getitems__(self, indices: np.ndarray) -> tuple[Tensor, ...]:
         """A whole batch at once (fancy indexing instead of one row at a time)."""
         return tuple(Tensor(a[indices]) for a in self.arrays)
 

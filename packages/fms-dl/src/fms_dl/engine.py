@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +65,7 @@ Scalar: TypeAlias = int | float | bool
 TensorLike: TypeAlias = "Tensor | Scalar | Array | Sequence[Any]"
 _Backward: TypeAlias = Callable[[Array], tuple["Array | None", ...]]
 
+_Float = float
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)
 int64 = np.dtype(np.int64)
@@ -767,7 +768,7 @@ class Tensor:
             x * s, (self,), lambda g: (g * s * (1 + x * (1 - s)),), "silu", saved=(self,)
         )
 
-    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:
+    def clamp(self, min: _Float | None = None, max: _Float | None = None) -> Tensor:
         """Clip to `[min, max]`; the gradient passes where the input is inside (bounds included)."""
         x = self._data
         lo = -np.inf if min is None else min
@@ -872,7 +873,10 @@ class Tensor:
 
     def reshape(self, *shape: int | Sequence[int]) -> Tensor:
         """Same data, new shape (one dimension may be -1)."""
-        new = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
+        new = cast(
+            tuple[int, ...],
+            tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape,
+        )
         src = self.shape
         try:
             out = self._data.reshape(new)
@@ -910,7 +914,10 @@ class Tensor:
 
     def permute(self, *dims: int | Sequence[int]) -> Tensor:
         """Reorder the axes; the gradient is permuted back by the inverse permutation."""
-        order = tuple(dims[0]) if len(dims) == 1 and not isinstance(dims[0], int) else dims
+        order = cast(
+            tuple[int, ...],
+            tuple(dims[0]) if len(dims) == 1 and not isinstance(dims[0], int) else dims,
+        )
         if sorted(int(d) % max(self.ndim, 1) for d in order) != list(range(self.ndim)):
             raise ShapeError(f"permute: {tuple(order)} is not a permutation of {self.ndim} dims")
         perm = tuple(int(d) % self.ndim for d in order)
@@ -982,7 +989,7 @@ class Tensor:
 
         def backward(g: Array) -> tuple[Array]:
             gx = np.zeros_like(x)
-            full = list(np.indices(idx.shape, sparse=True))
+            full: list[Any] = list(np.indices(idx.shape, sparse=True))
             full[ax] = idx
             np.add.at(gx, tuple(full), g)
             return (gx,)
@@ -1309,7 +1316,7 @@ def avg_pool2d(
         ones, _, _ = _pool_windows(
             np.ones((1, 1, *xd.shape[2:])), k, s, p, (1, 1), 0.0, "avg_pool2d"
         )
-        count = sum(ones[:, :, si, sj] for _, _, si, sj in slices)  # type: ignore[assignment]
+        count = sum(ones[:, :, si, sj] for _, _, si, sj in slices)
     total = sum(xp[:, :, si, sj] for _, _, si, sj in slices)
     out = np.asarray(total / count, dtype=xd.dtype)
     h, w = xd.shape[2:]

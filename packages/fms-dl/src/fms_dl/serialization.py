@@ -81,7 +81,7 @@ def _serialize(
             raise ValueError(f"save_file: invalid tensor name {name!r}")
         arr = _to_array(name, tensors[name])
         dtype_name = _NAMES[(arr.dtype.kind, arr.dtype.itemsize)]
-        arr = np.ascontiguousarray(arr, dtype=_DTYPES[dtype_name])
+        arr = np.asarray(arr, dtype=_DTYPES[dtype_name], order="C")
         header[name] = {
             "dtype": dtype_name,
             "shape": list(arr.shape),
@@ -118,7 +118,7 @@ def save_file(
             f.write(struct.pack("<Q", len(header)))
             f.write(header)
             for arr in arrays:
-                f.write(memoryview(arr.reshape(-1)).cast("B") if arr.size else b"")
+                f.write(arr.reshape(-1).data if arr.size else b"")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -136,7 +136,7 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
 
 def _class_last(
     input: Tensor, target: Tensor, op: str
-) -> tuple[Tensor, np.ndarray, tuple[int, ...]]:  # type: ignore[type-arg]
+) -> tuple[Tensor, np.ndarray, tuple[int, ...]]:
     """Move the class dim (1) last and flatten: `(N, C, d...)` -> `(M, C)`, targets -> `(M,)`."""
     t = np.asarray(target.data)
     if (
@@ -161,7 +161,7 @@ def _class_last(
 
 def _nll(
     logp: Tensor, t: np.ndarray, ignore_index: int, label_smoothing: float, op: str
-) -> tuple[Tensor, np.ndarray]:  # type: ignore[type-arg]
+) -> tuple[Tensor, np.ndarray]:
     c = logp.shape[1]
     valid = t != ignore_index
     bad = valid & ((t < 0) | (t >= c))
@@ -180,7 +180,7 @@ def _nll(
 
 def _reduce_valid(
     loss: Tensor, valid: np.ndarray, shape: tuple[int, ...], reduction: str, op: str
-) -> Tensor:  # type: ignore[type-arg]
+) -> Tensor:
     if reduction == "mean":
         return loss.sum() * (1.0 / float(valid.sum())) if valid.any() else loss.sum() * math.nan
     if reduction == "sum":

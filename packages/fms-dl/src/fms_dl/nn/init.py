@@ -59,7 +59,7 @@ def _fans(t: Tensor) -> tuple[int, int]:
     return t.shape[1] * receptive, t.shape[0] * receptive
 
 
-def _fill(t: Tensor, values: np.ndarray) -> Tensor:  # type: ignore[type-arg]
+def _fill(t: Tensor, values: np.ndarray) -> Tensor:
     with no_grad():
         t.copy_(values.astype(t.dtype))
     return t

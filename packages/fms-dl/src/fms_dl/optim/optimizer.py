@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -32,9 +32,11 @@ class Optimizer:
         items = list(params)
         if not items:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        groups = items if isinstance(items[0], dict) else [{"params": items}]
+        groups = cast(
+            list[dict[str, Any]], items if isinstance(items[0], dict) else [{"params": items}]
+        )
         for g in groups:
-            self.add_param_group(dict(g))  # type: ignore[arg-type]
+            self.add_param_group(dict(g))
 
     def add_param_group(self, group: dict[str, Any]) -> None:
         """Add a group; missing hyper-parameters are taken from `defaults`."""
