@@ -59,18 +59,19 @@ class ModelSection:
 class DataSection:
     """Corpus and tokenizer.
 
-    `corpus`: `"kjv"` (built-in), `"synthetic"`, or a text file/folder. `tokenizer`: `"kjv"` (the
-    byte-level BPE shipped for the built-in corpus), a `tokenizer.json` path, or `"train"` (learn a
-    BPE of `vocab_size` on the training documents at start). `synthetic_docs` is the size of the
-    synthetic corpus. Token shards are cached under `cache_dir` (default: `$FMS_LLM_CACHE` or
+    `corpus`: `"kjv"` (built-in), `"synthetic"`, or a text file/folder. `tokenizer`: `"train"` (learn a
+    byte-level BPE of `vocab_size` on the training documents at start: about 4 s for the built-in
+    corpus, then cached) or a `tokenizer.json` path holding the `<|endoftext|>` special token. `synthetic_docs` and `synthetic_seed` fix the
+    synthetic corpus (independent of the run seed, so seeds vary the model, not the data). Token shards are cached under `cache_dir` (default: `$FMS_LLM_CACHE` or
     `~/.cache/fms-llm`) keyed by corpus, tokenizer and split.
     """
 
     corpus: str = "kjv"
-    tokenizer: str = "kjv"
+    tokenizer: str = "train"
     vocab_size: int = 2048
     val_fraction: float = 0.02
     synthetic_docs: int = 20000
+    synthetic_seed: int = 0
     cache_dir: str | None = None
 
 
@@ -154,9 +155,10 @@ class RunConfig:
         for name in ("batch_size", "seq_len", "grad_accum_steps", "max_steps", "log_every"):
             if getattr(t, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(t, name)}")
-        if not 0 <= t.warmup_steps <= t.max_steps:
+        if not 0 <= t.warmup_steps < t.max_steps:
             raise ConfigError(
-                f"train.warmup_steps={t.warmup_steps} must be in [0, max_steps={t.max_steps}]"
+                f"train.warmup_steps={t.warmup_steps} must be in [0, max_steps={t.max_steps}); "
+                "lower it with --set train.warmup_steps=N"
             )
         if t.lr <= 0 or t.min_lr < 0 or t.min_lr > t.lr:
             raise ConfigError(f"need 0 <= train.min_lr <= train.lr and lr > 0, got {t.min_lr}, {t.lr}")

@@ -1,0 +1,250 @@
+"""The `fms-llm` command line: `train`, `generate`, `eval` and `tokenizer`.
+
+    fms-llm train                          # the tiny preset: a GPT on the King James Bible
+    fms-llm train --config small --set train.max_steps=500 --out-dir runs/s
+    fms-llm train --out-dir runs/tiny --resume
+    fms-llm generate runs/tiny/model --prompt "And God said" --max-new-tokens 60
+    fms-llm eval runs/tiny/model --file some.txt
+    fms-llm tokenizer train --input corpus.txt --vocab-size 4096 --out tokenizer.json
+
+Bad input (an unknown config key, a missing corpus or model directory, a corrupt checkpoint, a
+tokenizer that does not match the model) prints one line naming the problem and exits with
+status 2, before any work is done or any file is overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "train",
+        help="pretrain a language model from scratch",
+        description="Pretrain a GPT or Llama from a TOML config (a preset or a file) plus overrides.",
+    )
+    p.add_argument("--config", default="tiny", help="preset (tiny, small, gpt2-124m) or TOML file")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set train.max_steps=100 (repeatable)",
+    )
+    p.add_argument("--out-dir", help="run directory (train.out_dir)")
+    p.add_argument("--corpus", help="'kjv', 'synthetic', or a text file/folder (data.corpus)")
+    p.add_argument("--family", choices=("gpt", "llama"), help="model.family")
+    p.add_argument("--max-steps", type=int, help="train.max_steps")
+    p.add_argument("--device", help="train.device, e.g. cpu or cuda")
+    p.add_argument("--seed", type=int, help="train.seed")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--print-config", action="store_true", help="print the config and exit")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from fms_llm.train.config import load_config
+    from fms_llm.train.pretrain import pretrain
+
+    flags = {
+        "train.out_dir": args.out_dir,
+        "data.corpus": args.corpus,
+        "model.family": args.family,
+        "train.max_steps": args.max_steps,
+        "train.device": args.device,
+        "train.seed": args.seed,
+    }
+    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    if args.compile:
+        overrides.append("train.compile=true")
+    if args.quiet:
+        overrides.append("train.progress=false")
+    config = load_config(args.config, [*overrides, *args.overrides])
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=1))
+        return 0
+    result = pretrain(config, resume=args.resume)
+    m = result.metrics
+    print(f"run: {result.out_dir}  model: {result.model_dir}")
+    print(
+        f"parameters: {result.model.num_parameters():,}  steps: {int(m['step'])}  "
+        f"train loss: {m['loss']:.4f}"
+    )
+    if "eval_loss" in m:
+        print(
+            f"validation: loss {m['eval_loss']:.4f} nats/token, perplexity "
+            f"{m['eval_perplexity']:.2f}, {m['eval_bits_per_byte']:.4f} bits/byte"
+        )
+    if "eval_gap_to_floor" in m:
+        print(
+            f"synthetic floor: {m['eval_floor_loss']:.4f} nats/token; whole-document loss "
+            f"{m['eval_doc_loss']:.4f}; gap {m['eval_gap_to_floor']:.4f}"
+        )
+    print(f"sample: {config.sample.prompt}{result.sample}")
+    return 0
+
+
+def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="sample text from a saved model directory",
+        description="Sample from a saved model directory (config.json, model.safetensors, tokenizer.json).",
+    )
+    p.add_argument("model_dir", help="a saved model directory")
+    p.add_argument("--prompt", default="", help="text to continue (empty: start a new document)")
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=50, help="0 disables")
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--no-cache", action="store_true", help="recompute the prefix every step")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_generate)
+
+
+def _load(model_dir: str, device: str | None) -> tuple[object, object, int | None]:
+    import torch
+
+    from fms_llm.models.hf import ModelFileError, load_pretrained
+    from fms_llm.tokenizer import BPETokenizer
+    from fms_llm.train.pretrain import EOS_TOKEN
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tok_path = Path(model_dir) / "tokenizer.json"
+    model = load_pretrained(model_dir, map_location=dev).eval()
+    if not tok_path.is_file():
+        raise ModelFileError(f"{tok_path} does not exist: the model directory has no tokenizer")
+    tokenizer = BPETokenizer.load(tok_path)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ModelFileError(
+            f"tokenizer {tok_path} has vocab_size={tokenizer.vocab_size} but the model in "
+            f"{model_dir} has vocab_size={model.config.vocab_size}: they do not belong together"
+        )
+    eos = tokenizer.special_tokens.get(EOS_TOKEN)
+    return model, tokenizer, eos
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from fms_llm.generate import generate_text
+
+    model, tokenizer, eos = _load(args.model_dir, args.device)
+    for i in range(args.num_samples):
+        text = generate_text(
+            model,  # type: ignore[arg-type]
+            tokenizer,  # type: ignore[arg-type]
+            args.prompt,
+            args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k or None,
+            top_p=args.top_p,
+            seed=None if args.seed is None else args.seed + i,
+            use_cache=not args.no_cache,
+            eos_id=eos,
+            stop=args.stop,
+        )
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1}")
+        print(args.prompt + text)
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="perplexity and bits per byte of a saved model on a text file",
+        description="Evaluate a saved model directory on text files: loss, perplexity, bits per byte.",
+    )
+    p.add_argument("model_dir")
+    p.add_argument("--file", required=True, nargs="+", help="text files or folders")
+    p.add_argument("--seq-len", type=int, default=None, help="window (default: model context)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fms_llm.data.corpus import CorpusError, text_documents
+    from fms_llm.evaluate import window_loss
+
+    model, tokenizer, eos = _load(args.model_dir, args.device)
+    docs = text_documents(args.file)
+    ids: list[int] = []
+    for d in tokenizer.encode_batch(docs):  # type: ignore[attr-defined]
+        ids.extend(d)
+        if eos is not None:
+            ids.append(eos)
+    seq_len = args.seq_len or model.config.max_seq_len  # type: ignore[attr-defined]
+    if len(ids) < 2:
+        raise CorpusError(f"{args.file} holds fewer than 2 tokens")
+    seq_len = min(seq_len, len(ids) - 1)
+    n_bytes = sum(len(d.encode("utf-8")) for d in docs)
+    metrics = window_loss(
+        model,  # type: ignore[arg-type]
+        [np.asarray(ids, dtype=np.int64)],
+        seq_len=seq_len,
+        batch_size=args.batch_size,
+        bytes_per_token=n_bytes / len(ids),
+    )
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(
+            f"tokens: {int(metrics['tokens'])}  loss: {metrics['loss']:.4f} nats/token  "
+            f"perplexity: {metrics['perplexity']:.2f}  bits/byte: {metrics['bits_per_byte']:.4f}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `fms-llm` with its four sub-commands."""
+    from fms_llm import __version__
+    from fms_llm.tokenizer.cli import register
+
+    parser = argparse.ArgumentParser(
+        prog="fms-llm",
+        description="Language models from first principles: train, sample, evaluate, tokenise.",
+    )
+    parser.add_argument("--version", action="version", version=f"fms-llm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_generate(sub)
+    _add_eval(sub)
+    register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `fms-llm` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "tokenizer":
+        status: int = args.func(args)
+        return status
+    try:
+        status = args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        # every fms error is a ValueError/TypeError subclass whose message names the problem
+        print(f"fms-llm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fms-llm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,489 @@
+r"""Pretraining a language model from scratch: the main job behind `fms-llm train`.
+
+One run, top-down ([pretrain][fms_llm.train.pretrain.pretrain]):
+
+1. **Data.** The corpus's documents are split by document into train and validation; a
+   byte-level BPE ([fms_llm.tokenizer.BPETokenizer][]) is learnt on the *training* documents
+   (or loaded), and both splits are tokenised into memory-mapped shards
+   ([fms_llm.data.shards][]). Tokenizer and shards are cached, keyed by everything they depend on,
+   so the second run starts at once.
+2. **Model.** A [GPT][fms_llm.models.GPT] or [Llama][fms_llm.models.Llama] sized by `[model]`.
+3. **Optimisation.** [fms_dl.torch.optim.AdamW][] with decoupled weight decay on matrices only
+   (not on norms, biases or position tables, as in GPT-2/nanoGPT), the
+   [cosine schedule with linear warm-up][fms_dl.torch.optim.cosine_with_warmup], gradient
+   accumulation and clipping, bf16 autocast where the device supports it, all run by
+   [fms_dl.torch.trainer.Trainer][]. Micro-batch $i$ is
+   [random_windows][fms_llm.data.batching.random_windows]`(seed, i)`, a pure function, so
+   `resume=True` continues bitwise-exactly from the newest checkpoint.
+4. **Evaluation** every `eval_every` steps: validation loss, perplexity and bits per byte; on the
+   synthetic corpus also the loss of whole validation documents against the Bayes-optimal floor
+   and the gap between them.
+5. **Output** in `out_dir`: `log.jsonl` (one JSON object per log/eval event), `checkpoints/`,
+   `run.json` (the config), and `model/`: `config.json`, `model.safetensors` (the Hugging Face
+   layout) and `tokenizer.json`, readable by `fms-llm generate`/`eval` and by transformers. Then
+   a short sample.
+
+Model FLOPs utilisation (MFU) is achieved FLOP/s ($\text{tokens/s} \times$
+[flops_per_token][fms_llm.models.GPT.flops_per_token]) over the device's peak: on CUDA the
+datasheet bf16 peak of known GPUs, on CPU (no datasheet) the *measured* float32 matrix-multiply
+throughput of this machine, so CPU MFU reads "share of the best this CPU does on a large matmul".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fms_dl.torch import AdamW, Trainer, TrainerConfig, cosine_with_warmup, seed_everything
+from fms_dl.torch.checkpoint import latest_checkpoint
+from fms_llm.data.corpus import CorpusError, kjv_path, load_documents
+from fms_llm.data.shards import ShardError, TokenShards, split_documents, write_token_shards
+from fms_llm.data.synthetic import Story, StoryGenerator, entropy_floor
+from fms_llm.evaluate import document_loss, window_loss
+from fms_llm.generate import generate_text
+from fms_llm.models.gpt import GPT, GPTConfig, Llama, LlamaConfig, ModelConfig, lm_loss
+from fms_llm.tokenizer import BPETokenizer
+from fms_llm.train.config import ConfigError, RunConfig
+
+__all__ = [
+    "EOS_TOKEN",
+    "PretrainResult",
+    "build_model",
+    "cache_dir",
+    "configure_optimizer",
+    "estimate_peak_flops",
+    "prepare_data",
+    "pretrain",
+]
+
+EOS_TOKEN = "<|endoftext|>"
+"""The end-of-text special token that follows every document."""
+
+_KNOWN_GPU_BF16_PEAK = {  # dense bf16 tensor-core FLOP/s, datasheets
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "4090": 165e12,
+}
+
+
+def cache_dir(config: RunConfig | None = None) -> Path:
+    """Where tokenizers and shards are cached: `data.cache_dir`, `$FMS_LLM_CACHE`, or
+    `~/.cache/fms-llm`."""
+    if config is not None and config.data.cache_dir:
+        return Path(config.data.cache_dir)
+    return Path(os.environ.get("FMS_LLM_CACHE") or Path.home() / ".cache" / "fms-llm")
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedData:
+    """Tokenizer and shards of a run, and for the synthetic corpus its validation stories."""
+
+    tokenizer: BPETokenizer
+    shards: TokenShards
+    eos_id: int
+    val_stories: list[Story] = field(default_factory=list)
+
+
+def _corpus_key(config: RunConfig) -> dict[str, Any]:
+    d = config.data
+    if d.corpus == "synthetic":
+        return {"corpus": "synthetic", "n": d.synthetic_docs, "seed": d.synthetic_seed}
+    if d.corpus == "kjv":
+        return {"corpus": "kjv", "size": kjv_path().stat().st_size}
+    path = Path(d.corpus)
+    if not path.exists():
+        raise CorpusError(f"corpus path {path} does not exist")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return {
+        "corpus": str(path.resolve()),
+        "files": [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files],
+    }
+
+
+def _documents(config: RunConfig) -> tuple[list[str], list[Story]]:
+    d = config.data
+    if d.corpus == "synthetic":
+        stories = StoryGenerator(d.synthetic_seed).stories(d.synthetic_docs)
+        return [s.text for s in stories], stories
+    return load_documents(d.corpus), []
+
+
+def _load_tokenizer(path: str | Path) -> tuple[BPETokenizer, int]:
+    tok = BPETokenizer.load(path)
+    if EOS_TOKEN not in tok.special_tokens:
+        raise ConfigError(
+            f"tokenizer {path} has no {EOS_TOKEN!r} special token, which fms-llm appends to every "
+            f"document; its special tokens are {sorted(tok.special_tokens)}"
+        )
+    return tok, tok.special_tokens[EOS_TOKEN]
+
+
+def prepare_data(config: RunConfig, *, progress: bool = True) -> PreparedData:
+    """Load the corpus, get the tokenizer and the token shards (from the cache when present).
+
+    Raises:
+        CorpusError: the corpus is missing or empty.
+        ConfigError: the tokenizer file lacks the end-of-text token.
+    """
+    d = config.data
+    key: dict[str, Any] = {
+        "v": 1,
+        **_corpus_key(config),
+        "val_fraction": d.val_fraction,
+        "split_seed": 0,
+    }
+    if d.tokenizer == "train":
+        key["tokenizer"] = {"train": d.vocab_size}
+    else:
+        tok_path = Path(d.tokenizer)
+        if not tok_path.is_file():
+            raise ConfigError(
+                f"data.tokenizer={d.tokenizer!r} is neither 'train' nor an existing tokenizer.json"
+            )
+        key["tokenizer"] = hashlib.sha256(tok_path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    root = cache_dir(config) / "data" / digest
+    tok_file, shard_dir = root / "tokenizer.json", root / "shards"
+    docs: list[str] | None = None
+    stories: list[Story] = []
+    if not (tok_file.is_file() and (shard_dir / "meta.json").is_file()) or d.corpus == "synthetic":
+        docs, stories = _documents(config)
+    if d.tokenizer != "train":
+        tokenizer, eos_id = _load_tokenizer(d.tokenizer)
+    elif tok_file.is_file():
+        tokenizer, eos_id = _load_tokenizer(tok_file)
+    else:
+        assert docs is not None
+        train_idx, _ = split_documents(len(docs), val_fraction=d.val_fraction, seed=0)
+        tokenizer = BPETokenizer.train(
+            [docs[i] for i in train_idx], d.vocab_size, special_tokens=[EOS_TOKEN], progress=progress
+        )
+        root.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(tok_file)
+        eos_id = tokenizer.special_tokens[EOS_TOKEN]
+    if (shard_dir / "meta.json").is_file():
+        shards = TokenShards.open(shard_dir)
+    else:
+        assert docs is not None
+        shards = write_token_shards(
+            docs,
+            tokenizer.encode_batch,
+            shard_dir,
+            vocab_size=tokenizer.vocab_size,
+            eos_id=eos_id,
+            val_fraction=d.val_fraction,
+            seed=0,
+            fingerprint=key["tokenizer"] if isinstance(key["tokenizer"], str) else digest,
+            progress=progress,
+        )
+    if shards.vocab_size != tokenizer.vocab_size or shards.eos_id != eos_id:
+        raise ShardError(
+            f"{shard_dir} was written with vocab_size={shards.vocab_size}, eos_id={shards.eos_id} "
+            f"but the tokenizer has {tokenizer.vocab_size}, {eos_id}; delete {root} to re-tokenise"
+        )
+    val_stories: list[Story] = []
+    if stories:
+        _, val_idx = split_documents(len(stories), val_fraction=d.val_fraction, seed=0)
+        val_stories = [stories[i] for i in val_idx]
+    return PreparedData(tokenizer, shards, eos_id, val_stories)
+
+
+# --------------------------------------------------------------------------------------------------
+# model and optimiser
+# --------------------------------------------------------------------------------------------------
+
+
+def build_model(config: RunConfig, vocab_size: int) -> GPT:
+    """The model named by `config.model`, with `vocab_size` tokens."""
+    m = config.model
+    cls, cfg_cls = (Llama, LlamaConfig) if m.family == "llama" else (GPT, GPTConfig)
+    model_config: ModelConfig = cfg_cls(
+        vocab_size=vocab_size,
+        n_layers=m.n_layers,
+        d_model=m.d_model,
+        n_heads=m.n_heads,
+        n_kv_heads=m.n_kv_heads,
+        d_ff=m.d_ff,
+        max_seq_len=m.max_seq_len,
+        dropout=m.dropout,
+        rope_theta=m.rope_theta,
+    )
+    return cls(model_config)
+
+
+def configure_optimizer(model: nn.Module, config: RunConfig) -> AdamW:
+    """AdamW with weight decay on matrices (2-D weights) only, as in GPT-2 and nanoGPT.
+
+    Norm gains, biases and the learned position table are not decayed: shrinking them toward 0
+    has no regularising meaning (a norm gain of 0 switches a feature off).
+    """
+    t = config.train
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and not name.startswith("pos_emb") else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": t.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=1e-8, weight_decay=t.weight_decay)
+
+
+def estimate_peak_flops(device: torch.device, *, seconds: float = 0.3) -> float:
+    """Peak FLOP/s for MFU: a datasheet bf16 figure for known GPUs, else a measured matmul rate.
+
+    On CPU (and unknown GPUs) a float32 $n \\times n$ matrix multiply is timed for about
+    `seconds`; the best rate is returned.
+    """
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peak in _KNOWN_GPU_BF16_PEAK.items():
+            if key in name:
+                return peak
+    n = 1024 if device.type == "cpu" else 4096
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    a @ b  # warm-up
+    while time.perf_counter() < deadline or best == 0.0:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PretrainResult:
+    """What a run produced."""
+
+    out_dir: Path
+    model_dir: Path
+    metrics: dict[str, float]
+    sample: str
+    model: GPT
+    tokenizer: BPETokenizer
+
+
+_RESUME_KEYS = ("model", "data")
+_RESUME_TRAIN_KEYS = (
+    "seed",
+    "batch_size",
+    "seq_len",
+    "grad_accum_steps",
+    "max_steps",
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "weight_decay",
+    "beta1",
+    "beta2",
+    "clip_grad_norm",
+)
+
+
+def _check_run_dir(config: RunConfig, out_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite another run; on resume, require the same run config."""
+    run_file = out_dir / "run.json"
+    ckpt = latest_checkpoint(out_dir / "checkpoints") if (out_dir / "checkpoints").is_dir() else None
+    if not resume:
+        if run_file.exists() or ckpt is not None:
+            raise ConfigError(
+                f"train.out_dir={str(out_dir)!r} already holds a run; pass --resume to continue it "
+                "or choose another --out-dir (nothing was overwritten)"
+            )
+        return
+    if not run_file.is_file():
+        raise ConfigError(f"--resume: {run_file} does not exist; there is no run to resume")
+    saved = json.loads(run_file.read_text(encoding="utf-8"))
+    now = config.to_dict()
+    diffs = [k for k in _RESUME_KEYS if saved.get(k) != now[k]]
+    diffs += [
+        f"train.{k}" for k in _RESUME_TRAIN_KEYS if saved.get("train", {}).get(k) != now["train"][k]
+    ]
+    if diffs:
+        raise ConfigError(
+            f"--resume: the config differs from the run in {out_dir} in {', '.join(diffs)}; "
+            "resume with the same settings"
+        )
+
+
+def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
+    """Train a language model as described by `config` (see the module docstring).
+
+    Args:
+        config: a validated [RunConfig][fms_llm.train.config.RunConfig].
+        resume: continue the run in `train.out_dir` from its newest checkpoint.
+
+    Raises:
+        ConfigError: invalid config, an existing run without `resume`, a resume with another config.
+        CorpusError: missing or empty corpus.
+        fms_dl.torch.checkpoint.CheckpointError: a corrupt checkpoint on resume (raised when it
+            is loaded, before any training step or write).
+    """
+    config.validate()
+    t, m = config.train, config.model
+    out_dir = Path(t.out_dir)
+    _check_run_dir(config, out_dir, resume)
+    if t.threads is not None:
+        torch.set_num_threads(t.threads)
+    seed_everything(t.seed)
+
+    data = prepare_data(config, progress=t.progress)
+    train_shards = data.shards.split("train")
+    val_shards = data.shards.split("val")
+    if data.shards.n_tokens("val") < t.seq_len + 1:
+        raise CorpusError(
+            f"the validation split has {data.shards.n_tokens('val')} tokens, fewer than one window "
+            f"of seq_len + 1 = {t.seq_len + 1}; use a larger corpus or data.val_fraction"
+        )
+    model = build_model(config, data.tokenizer.vocab_size)
+    device = torch.device(t.device) if t.device else (
+        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    )
+    model.to(device)
+    optimizer = configure_optimizer(model, config)
+    tokens_per_step = t.batch_size * t.seq_len * t.grad_accum_steps
+    bytes_per_token = data.shards.n_bytes("val") / data.shards.n_tokens("val")
+
+    def batch_fn(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = _windows(train_shards, t.batch_size, t.seq_len, t.seed, index)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return lm_loss(model(x), y)
+
+    val_docs: list[list[int]] = []
+    floor: dict[str, float] = {}
+    if data.val_stories:
+        stories = data.val_stories[:400]
+        encoded = data.tokenizer.encode_batch([s.text for s in stories])
+        keep = [i for i, ids in enumerate(encoded) if len(ids) + 1 <= m.max_seq_len]
+        stories = [stories[i] for i in keep]
+        val_docs = [encoded[i] for i in keep]
+        if stories:
+            floor = entropy_floor(stories, data.tokenizer.encode)
+        n_story_bytes = sum(len(s.text.encode()) for s in stories)
+
+    def eval_fn(model: nn.Module) -> dict[str, float]:
+        out = window_loss(
+            model,
+            val_shards,
+            seq_len=t.seq_len,
+            batch_size=t.batch_size,
+            max_batches=t.eval_batches,
+            bytes_per_token=bytes_per_token,
+        )
+        out.pop("tokens")
+        if val_docs:
+            doc = document_loss(model, val_docs, eos_id=data.eos_id, n_bytes=n_story_bytes)
+            out["doc_loss"] = doc["loss"]
+            out["doc_bits_per_byte"] = doc["bits_per_byte"]
+            out["floor_loss"] = floor["nats_per_token"]
+            out["floor_bits_per_byte"] = floor["bits_per_byte"]
+            out["gap_to_floor"] = doc["loss"] - floor["nats_per_token"]
+        return out
+
+    model_dir = out_dir / "model"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        tmp = out_dir / "run.json.tmp"
+        tmp.write_text(json.dumps(config.to_dict(), indent=1), encoding="utf-8")
+        os.replace(tmp, out_dir / "run.json")
+    peak = t.peak_flops if t.peak_flops is not None else estimate_peak_flops(device)
+    trainer = Trainer(
+        model,
+        optimizer,
+        TrainerConfig(
+            max_steps=t.max_steps,
+            grad_accum_steps=t.grad_accum_steps,
+            clip_grad_norm=t.clip_grad_norm,
+            precision=t.precision,
+            eval_every=t.eval_every,
+            log_every=t.log_every,
+            checkpoint_every=t.checkpoint_every,
+            checkpoint_dir=out_dir / "checkpoints",
+            checkpoint_keep_last=2,
+            log_path=out_dir / "log.jsonl",
+            progress=t.progress,
+            device=str(device),
+        ),
+        batch_fn=batch_fn,
+        loss_fn=loss_fn,
+        lr_schedule=lambda step: cosine_with_warmup(
+            step,
+            max_lr=t.lr,
+            warmup_steps=t.warmup_steps,
+            total_steps=t.max_steps,
+            min_lr=t.min_lr,
+        ),
+        eval_fn=eval_fn,
+        tokens_per_step=tokens_per_step,
+        flops_per_token=model.flops_per_token(t.seq_len),
+        peak_flops=peak,
+    )
+    if t.compile:
+        trainer.model = torch.compile(model)  # type: ignore[assignment]
+    metrics = trainer.fit(resume=resume)
+    model.eval()
+    model.save_pretrained(model_dir)
+    data.tokenizer.save(model_dir / "tokenizer.json")
+    s = config.sample
+    sample = generate_text(
+        model,
+        data.tokenizer,
+        s.prompt,
+        s.max_new_tokens,
+        temperature=s.temperature,
+        top_k=s.top_k,
+        top_p=s.top_p,
+        seed=t.seed,
+        eos_id=data.eos_id,
+    )
+    summary = {
+        "metrics": metrics,
+        "parameters": model.num_parameters(),
+        "non_embedding_parameters": model.num_parameters(non_embedding=True),
+        "tokens_trained": t.max_steps * tokens_per_step,
+        "sample_prompt": s.prompt,
+        "sample": sample,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return PretrainResult(out_dir, model_dir, metrics, sample, model, data.tokenizer)
+
+
+def _windows(
+    shards: list[np.memmap[Any, np.dtype[Any]]], batch: int, seq_len: int, seed: int, index: int
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.int64]]]:
+    from fms_llm.data.batching import random_windows
+
+    return random_windows(shards, batch_size=batch, seq_len=seq_len, seed=seed, index=index)
