@@ -1,0 +1,258 @@
+r"""Clustering: k-means (Lloyd's algorithm with k-means++ seeding) and DBSCAN.
+
+**k-means** minimises the inertia $\sum_i \min_k \lVert x_i - \mu_k\rVert^2$ by alternating an
+assignment step (each point to its nearest centre) and an update step (each centre to the mean of
+its points); neither step can increase the inertia, so it converges to a local minimum. The
+k-means++ seeding (Arthur & Vassilvitskii, 2007) draws each new centre with probability
+proportional to $D(x)^2$, the squared distance to the nearest centre so far (greedily, the best of
+$2 + \lfloor\ln k\rfloor$ draws, as scikit-learn), which is $O(\log k)$-competitive in expectation.
+
+**DBSCAN** (Ester et al., 1996): points with at least `min_samples` neighbours within `eps`
+(itself included) are *core*; clusters are the connected components of core points under the
+`eps`-neighbour relation, plus the non-core points they reach; the rest is noise (label `-1`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fms_ml._validation import check_array, check_random_state
+from fms_ml.base import BaseEstimator, ClusterMixin, TransformerMixin
+
+__all__ = ["DBSCAN", "KMeans", "kmeans_plusplus"]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.intp]
+
+
+def _sq_dists(A: FloatArray, B: FloatArray, A_sq: FloatArray | None = None) -> FloatArray:
+    a = (A * A).sum(1) if A_sq is None else A_sq
+    return np.maximum(a[:, None] - 2.0 * (A @ B.T) + (B * B).sum(1)[None, :], 0.0)
+
+
+def kmeans_plusplus(
+    X: ArrayLike, n_clusters: int, *, random_state: Any = None
+) -> tuple[FloatArray, IntArray]:
+    """Greedy k-means++ seeding; returns `(centers, indices)` of the chosen points."""
+    Xa = check_array(X)
+    rng = check_random_state(random_state)
+    n = len(Xa)
+    if not 1 <= n_clusters <= n:
+        raise ValueError(f"n_clusters={n_clusters} must lie in [1, n_samples={n}].")
+    x_sq = (Xa * Xa).sum(1)
+    n_trials = 2 + int(np.log(n_clusters))
+    idx = np.empty(n_clusters, dtype=np.intp)
+    idx[0] = rng.integers(n)
+    closest = _sq_dists(Xa[idx[:1]], Xa)[0]
+    pot = closest.sum()
+    for c in range(1, n_clusters):
+        cand = np.searchsorted(np.cumsum(closest), rng.random(n_trials) * pot)
+        cand = np.minimum(cand, n - 1)
+        d = np.minimum(closest, _sq_dists(Xa[cand], Xa, x_sq[cand]))
+        pots = d.sum(1)
+        best = int(np.argmin(pots))
+        idx[c], closest, pot = cand[best], d[best], pots[best]
+    return Xa[idx].copy(), idx
+
+
+def _assign(X: FloatArray, centers: FloatArray, x_sq: FloatArray) -> tuple[IntArray, FloatArray]:
+    labels = np.empty(len(X), dtype=np.intp)
+    mind = np.empty(len(X))
+    block = max(1, 2**19 // max(1, len(centers)))
+    c_sq = (centers * centers).sum(1)
+    for s in range(0, len(X), block):
+        D = x_sq[s : s + block, None] - 2.0 * (X[s : s + block] @ centers.T) + c_sq[None]
+        labels[s : s + block] = D.argmin(1)
+        mind[s : s + block] = np.maximum(D[np.arange(len(D)), labels[s : s + block]], 0.0)
+    return labels, mind
+
+
+def _update(X: FloatArray, labels: IntArray, centers: FloatArray, mind: FloatArray) -> FloatArray:
+    k, p = centers.shape
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    sums = np.zeros((k, p))
+    np.add.at(sums, labels, X)
+    new = centers.copy()
+    full = counts > 0
+    new[full] = sums[full] / counts[full, None]
+    empty = np.nonzero(~full)[0]
+    if empty.size:  # relocate empty clusters to the points farthest from their centres
+        far = np.argsort(-mind, kind="stable")[: empty.size]
+        new[empty] = X[far]
+    return new
+
+
+class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+    """k-means clustering by Lloyd's algorithm.
+
+    Args:
+        n_clusters: $k$.
+        init: `"k-means++"`, `"random"` ($k$ distinct samples) or an array of initial centres.
+        n_init: restarts, keeping the lowest inertia; `"auto"` = 1 for k-means++ or an array,
+            10 for random (scikit-learn's rule).
+        max_iter: Lloyd iterations per run.
+        tol: stop when the squared centre shift falls below `tol` times the mean feature variance.
+        random_state: seed for the initialisations.
+
+    Attributes:
+        cluster_centers_, labels_, inertia_, n_iter_.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        init: Literal["k-means++", "random"] | ArrayLike = "k-means++",
+        n_init: int | Literal["auto"] = "auto",
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        random_state: Any = None,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+
+    def _lloyd(
+        self, X: FloatArray, centers: FloatArray, x_sq: FloatArray, tol: float
+    ) -> tuple[FloatArray, IntArray, float, int]:
+        labels_old = np.full(len(X), -1, dtype=np.intp)
+        strict = False
+        it = 0
+        for it in range(1, self.max_iter + 1):  # noqa: B007
+            labels, mind = _assign(X, centers, x_sq)
+            new = _update(X, labels, centers, mind)
+            shift = float(((new - centers) ** 2).sum())
+            centers = new
+            if np.array_equal(labels, labels_old):
+                strict = True
+                break
+            if shift <= tol:
+                break
+            labels_old = labels
+        if not strict:
+            labels, mind = _assign(X, centers, x_sq)
+        else:
+            _, mind = _assign(X, centers, x_sq)
+        return centers, labels, float(mind.sum()), it
+
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> KMeans:
+        """Run `n_init` initialisations of Lloyd's algorithm and keep the best."""
+        Xa = check_array(X)
+        n, p = Xa.shape
+        self.n_features_in_ = p
+        if not isinstance(self.n_clusters, int | np.integer) or not 1 <= self.n_clusters <= n:
+            raise ValueError(
+                f"n_clusters={self.n_clusters!r} must be an int in [1, n_samples={n}]."
+            )
+        rng = check_random_state(self.random_state)
+        is_array = not isinstance(self.init, str)
+        if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
+            raise ValueError(f"init must be 'k-means++', 'random' or an array; got {self.init!r}.")
+        n_init = self.n_init
+        if n_init == "auto":
+            n_init = 10 if isinstance(self.init, str) and self.init == "random" else 1
+        if is_array:
+            init_c = check_array(self.init, "init")
+            if init_c.shape != (self.n_clusters, p):
+                raise ValueError(
+                    f"init has shape {init_c.shape}; expected ({self.n_clusters}, {p})."
+                )
+            n_init = 1
+        if int(n_init) < 1:
+            raise ValueError(f"n_init must be >= 1 or 'auto'; got {self.n_init!r}.")
+        tol = self.tol * float(np.mean(Xa.var(axis=0)))
+        # centre the data for accuracy (as scikit-learn); centres are shifted back at the end
+        mean = Xa.mean(0)
+        Xc = Xa - mean
+        x_sq = (Xc * Xc).sum(1)
+        best: tuple[FloatArray, IntArray, float, int] | None = None
+        for _ in range(int(n_init)):
+            if is_array:
+                c0 = init_c - mean
+            elif self.init == "k-means++":
+                c0, _ = kmeans_plusplus(Xc, self.n_clusters, random_state=rng)
+            else:
+                c0 = Xc[rng.choice(n, self.n_clusters, replace=False)]
+            run = self._lloyd(Xc, c0, x_sq, tol)
+            if best is None or run[2] < best[2]:
+                best = run
+        assert best is not None
+        centers, self.labels_, self.inertia_, self.n_iter_ = best
+        self.cluster_centers_ = centers + mean
+        return self
+
+    def predict(self, X: ArrayLike) -> IntArray:
+        """Index of the nearest centre."""
+        Xa = self._validate_predict_input(X)
+        return _assign(Xa, self.cluster_centers_, (Xa * Xa).sum(1))[0]
+
+    def transform(self, X: ArrayLike) -> FloatArray:
+        """Euclidean distance to every centre, `(n_samples, n_clusters)`."""
+        Xa = self._validate_predict_input(X)
+        return np.sqrt(_sq_dists(Xa, self.cluster_centers_))
+
+    def score(self, X: ArrayLike, y: ArrayLike | None = None) -> float:
+        """Negative inertia of `X` under the fitted centres."""
+        Xa = self._validate_predict_input(X)
+        return -float(_assign(Xa, self.cluster_centers_, (Xa * Xa).sum(1))[1].sum())
+
+
+class DBSCAN(ClusterMixin, BaseEstimator):
+    """Density-based clustering with noise (Euclidean distance).
+
+    Clusters are numbered in the order scikit-learn's depth-first expansion finds them, so the
+    labels are identical to scikit-learn's.
+
+    Attributes:
+        labels_ (`-1` = noise), core_sample_indices_, components_ (the core samples).
+    """
+
+    def __init__(self, eps: float = 0.5, *, min_samples: int = 5) -> None:
+        self.eps = eps
+        self.min_samples = min_samples
+
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> DBSCAN:
+        """Find core points and expand clusters from them."""
+        if self.eps <= 0:
+            raise ValueError(f"eps must be > 0; got {self.eps}.")
+        if self.min_samples < 1:
+            raise ValueError(f"min_samples must be >= 1; got {self.min_samples}.")
+        Xa = check_array(X)
+        n = len(Xa)
+        self.n_features_in_ = Xa.shape[1]
+        x_sq = (Xa * Xa).sum(1)
+        eps2 = self.eps * self.eps
+        neigh: list[IntArray] = []
+        block = max(1, 2**19 // n)
+        for s in range(0, n, block):
+            D = _sq_dists(Xa[s : s + block], Xa, x_sq[s : s + block])
+            rows, cols = np.nonzero(eps2 >= D)
+            splits = np.searchsorted(rows, np.arange(1, len(D)))
+            neigh.extend(np.split(cols, splits))
+        counts = np.array([len(nb) for nb in neigh])
+        core = counts >= self.min_samples
+        labels = np.full(n, -1, dtype=np.intp)
+        label = 0
+        for i in range(n):
+            if labels[i] != -1 or not core[i]:
+                continue
+            stack = [i]
+            while stack:
+                v = stack.pop()
+                if labels[v] != -1:
+                    continue
+                labels[v] = label
+                if core[v]:
+                    nb = neigh[v]
+                    stack.extend(nb[labels[nb] == -1].tolist())
+            label += 1
+        self.labels_ = labels
+        self.core_sample_indices_ = np.nonzero(core)[0]
+        self.components_ = Xa[core].copy()
+        return self

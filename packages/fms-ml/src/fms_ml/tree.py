@@ -1,0 +1,453 @@
+r"""CART decision trees (Breiman et al., 1984), grown level by level with numpy.
+
+A tree is greedy empirical-risk minimisation: each node takes the split $x_j \le t$ that most
+reduces the weighted impurity of its children,
+$$\Delta = N_t\, i(t) - N_L\, i(L) - N_R\, i(R),$$
+with $i$ = Gini $1 - \sum_k p_k^2$, entropy $-\sum_k p_k \log p_k$, or squared error
+$\frac1N \sum (y - \bar y)^2$. Thresholds are midpoints between consecutive distinct values.
+
+**How the search is vectorised.** Every feature column is sorted once. The samples of all the
+nodes at one depth live in one array per feature, each node a contiguous segment sorted by that
+feature. One cumulative sum over the array gives, for every node and every feature at once, the
+class counts (or target sums) left of every candidate threshold; subtracting each segment's start
+value makes them per node. A segment-wise maximum then picks every node's best split, and a
+stable partition by "goes left" (two more cumulative sums) builds the next level's segments, still
+sorted. So a whole level costs a handful of $O(n\,p\,K)$ array operations and there is no Python
+loop over nodes or thresholds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fms_ml._validation import check_random_state, check_X_y
+from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+__all__ = ["DecisionTreeClassifier", "DecisionTreeRegressor", "Tree"]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.intp]
+_FEATURE_THRESHOLD = 1e-7  # two values closer than this are not split between (scikit-learn's)
+
+
+@dataclass
+class Tree:
+    """The fitted tree as flat arrays (node 0 is the root; leaves have `children_left == -1`).
+
+    Attributes:
+        children_left, children_right: child node ids, `-1` at leaves.
+        feature, threshold: the split `X[:, feature] <= threshold` goes left.
+        value: `(n_nodes, n_outputs)`: class counts (classification) or mean target (regression).
+        impurity, n_node_samples: impurity and training samples of each node.
+    """
+
+    children_left: IntArray = field(default_factory=lambda: np.zeros(0, np.intp))
+    children_right: IntArray = field(default_factory=lambda: np.zeros(0, np.intp))
+    feature: IntArray = field(default_factory=lambda: np.zeros(0, np.intp))
+    threshold: FloatArray = field(default_factory=lambda: np.zeros(0))
+    value: FloatArray = field(default_factory=lambda: np.zeros((0, 1)))
+    impurity: FloatArray = field(default_factory=lambda: np.zeros(0))
+    n_node_samples: IntArray = field(default_factory=lambda: np.zeros(0, np.intp))
+    max_depth: int = 0
+
+    @property
+    def node_count(self) -> int:
+        """Number of nodes."""
+        return len(self.feature)
+
+    @property
+    def n_leaves(self) -> int:
+        """Number of leaves."""
+        return int(np.sum(self.children_left == -1))
+
+    def apply(self, X: FloatArray) -> IntArray:
+        """Leaf id reached by each row of `X`, descending all rows one level at a time."""
+        node = np.zeros(len(X), dtype=np.intp)
+        rows = np.arange(len(X))
+        for _ in range(self.max_depth + 1):
+            inner = self.children_left[node[rows]] != -1
+            rows = rows[inner]
+            if rows.size == 0:
+                break
+            nd = node[rows]
+            left = X[rows, self.feature[nd]] <= self.threshold[nd]
+            node[rows] = np.where(left, self.children_left[nd], self.children_right[nd])
+        return node
+
+
+def _impurity(
+    kind: str, counts: FloatArray, n: FloatArray, sq: FloatArray | None = None
+) -> FloatArray:
+    """Node impurity from class counts `(..., K)` (or target sums and sums of squares)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "gini":
+            p = counts / n[..., None]
+            return np.where(n > 0, 1.0 - (p * p).sum(-1), 0.0)
+        if kind == "entropy":
+            p = counts / n[..., None]
+            logp = np.where(p > 0, np.log2(np.where(p > 0, p, 1.0)), 0.0)
+            return np.where(n > 0, -(p * logp).sum(-1), 0.0)
+        mean = counts[..., 0] / n
+        assert sq is not None
+        return np.where(n > 0, sq / n - mean * mean, 0.0)
+
+
+def _grow(
+    X: FloatArray,
+    Y: FloatArray,
+    kind: str,
+    *,
+    max_depth: int | None,
+    min_samples_split: int,
+    min_samples_leaf: int,
+    min_impurity_decrease: float,
+    max_features: int,
+    rng: np.random.Generator,
+) -> tuple[Tree, FloatArray]:
+    """Grow a tree on `X` `(n, p)` and targets `Y` `(n, K)` (one-hot, or `(n, 1)` for regression).
+
+    Returns the tree and the (unnormalised) impurity-decrease importance of each feature.
+    """
+    n, p = X.shape
+    K = Y.shape[1]
+    regression = kind == "squared_error"
+    y2 = (Y[:, 0] ** 2) if regression else None
+    depth_cap = np.iinfo(np.int64).max if max_depth is None else max_depth
+    msl = max(1, min_samples_leaf)
+
+    # node storage (lists grown level by level)
+    left_l, right_l, feat_l, thr_l, val_l, imp_l, nsamp_l = [], [], [], [], [], [], []
+
+    def new_nodes(tot: FloatArray, cnt: FloatArray, sq: FloatArray | None) -> IntArray:
+        ids = np.arange(len(feat_l), len(feat_l) + len(cnt))
+        imp = _impurity(kind, tot, cnt, sq)
+        for i in range(len(cnt)):
+            left_l.append(-1)
+            right_l.append(-1)
+            feat_l.append(-2)
+            thr_l.append(-2.0)
+            val_l.append(tot[i] / cnt[i] if regression else tot[i])
+            imp_l.append(float(imp[i]))
+            nsamp_l.append(int(cnt[i]))
+        return ids
+
+    S = np.argsort(X, axis=0, kind="stable").T.copy()  # (p, N): sample ids, sorted per feature
+    Xs = np.take_along_axis(X.T, S, axis=1)  # (p, N) sorted values
+    seg_start = np.array([0])
+    seg_len = np.array([n])
+    root_tot = Y.sum(0, keepdims=True)
+    seg_node = new_nodes(
+        root_tot, np.array([float(n)]), None if y2 is None else np.array([y2.sum()])
+    )
+    importances = np.zeros(p)
+    depth = 0
+    while seg_len.size:
+        n_seg, N = seg_len.size, int(seg_len.sum())
+        seg_of = np.repeat(np.arange(n_seg), seg_len)
+        node_imp = np.asarray(imp_l)[seg_node]
+        can_split = (
+            (seg_len >= min_samples_split)
+            & (seg_len >= 2 * msl)
+            & (node_imp > 1e-7 if not regression else node_imp > 0.0)
+            & (depth < depth_cap)
+        )
+        if not can_split.any():
+            break
+        # candidate features: all, or `max_features` drawn per node (rows of the arrays below)
+        if max_features < p:
+            pick = np.argsort(rng.random((n_seg, p)), axis=1)[:, :max_features]  # (n_seg, F)
+            feats = pick[seg_of].T  # (F, N): feature examined in row r at entry e
+            cols = np.arange(N)[None, :]
+            Sc, Xc = S[feats, cols], Xs[feats, cols]
+        else:
+            feats = None
+            Sc, Xc = S, Xs
+        F = Sc.shape[0]
+        # cumulative statistics in every candidate column: (F, N, K)
+        cum = np.cumsum(Y[Sc], axis=1)
+        first = seg_start[seg_of]
+        seg_base = cum[:, seg_start - 1]  # (F, n_seg, K): stats before each segment
+        seg_base[:, seg_start == 0] = 0.0
+        tot_seg = cum[:, seg_start + seg_len - 1] - seg_base
+        left = cum - np.repeat(seg_base, seg_len, axis=1)
+        right = np.repeat(tot_seg, seg_len, axis=1) - left
+        n_left = (np.arange(N) - first + 1).astype(np.float64)
+        n_right = seg_len[seg_of] - n_left
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if kind == "entropy":
+
+                def plogp(c: FloatArray, m: FloatArray) -> FloatArray:
+                    q = c / m[None, :, None]
+                    return np.where(c > 0, c * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(-1)
+
+                score = plogp(left, n_left) + plogp(right, n_right)
+            else:
+                score = (left * left).sum(-1) / n_left + (right * right).sum(-1) / n_right
+        # valid thresholds: inside the segment, between distinct values, leaves big enough
+        last_in_seg = n_left >= seg_len[seg_of]
+        nxt = np.concatenate([Xc[:, 1:], np.full((F, 1), np.inf)], axis=1)
+        valid = (~last_in_seg)[None] & (nxt > Xc + _FEATURE_THRESHOLD)
+        valid &= (n_left >= msl)[None] & (n_right >= msl)[None] & can_split[seg_of][None]
+        score = np.where(valid, score, -np.inf)
+        best_r = np.argmax(score, axis=0)  # (N,) best candidate row at each position
+        best_s = score[best_r, np.arange(N)]
+        seg_max = np.maximum.reduceat(best_s, seg_start)
+        cand = np.where((best_s == seg_max[seg_of]) & np.isfinite(best_s), np.arange(N), N)
+        pos = np.minimum.reduceat(cand, seg_start)  # chosen split position per segment (N = none)
+        has = pos < N
+        posc = np.where(has, pos, seg_start)
+        r = best_r[posc]
+        f = r if feats is None else feats[r, posc]
+        nl = n_left[posc]
+        nr = seg_len - nl
+        L = left[r, posc]
+        R = right[r, posc]
+        sq_l = sq_r = None
+        if regression:
+            csq = np.cumsum(y2[Sc], axis=1)  # type: ignore[index]
+            prev_sq = np.concatenate([np.zeros((F, 1)), csq[:, :-1]], axis=1)
+            sq_l = csq[r, posc] - prev_sq[r, seg_start]
+            sq_tot = csq[r, seg_start + seg_len - 1] - prev_sq[r, seg_start]
+            sq_r = sq_tot - sq_l
+        imp_L = _impurity(kind, L, nl, sq_l)
+        imp_R = _impurity(kind, R, nr, sq_r)
+        decrease = seg_len * node_imp - nl * imp_L - nr * imp_R  # N_t i(t) - N_L i(L) - N_R i(R)
+        split = has & (
+            decrease / n >= min_impurity_decrease - 1e-12 if min_impurity_decrease > 0 else has
+        )
+        if not split.any():
+            break
+        # record the splits and create children
+        sidx = np.nonzero(split)[0]
+        xv = Xc[r[sidx], posc[sidx]]
+        xn = Xc[r[sidx], posc[sidx] + 1]
+        thr = xv / 2.0 + xn / 2.0
+        thr = np.where((thr == xn) | ~np.isfinite(thr), xv, thr)
+        np.add.at(importances, f[sidx], decrease[sidx])
+        lids = new_nodes(L[sidx], nl[sidx], None if sq_l is None else sq_l[sidx])
+        rids = new_nodes(R[sidx], nr[sidx], None if sq_r is None else sq_r[sidx])
+        for k, t in enumerate(sidx):
+            nd = seg_node[t]
+            feat_l[nd] = int(f[t])
+            thr_l[nd] = float(thr[k])
+            left_l[nd] = int(lids[k])
+            right_l[nd] = int(rids[k])
+        # stable partition of every column: left entries of each split segment, then right ones
+        keep_seg = split
+        go_left = np.zeros(n, dtype=bool)
+        ent = np.nonzero(keep_seg[seg_of])[0]
+        sof = seg_of[ent]
+        go_left[S[f[sof], ent]] = ent <= pos[sof]
+        keep = keep_seg[seg_of]
+        S, Xs, seg_of_k = S[:, keep], Xs[:, keep], seg_of[keep]
+        GL = go_left[S]  # (p, N')
+        new_len_l = nl[sidx].astype(np.intp)
+        new_len_r = (seg_len[sidx] - new_len_l).astype(np.intp)
+        lens = np.empty(2 * sidx.size, dtype=np.intp)
+        lens[0::2], lens[1::2] = new_len_l, new_len_r
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        remap = np.full(n_seg, -1)
+        remap[sidx] = np.arange(sidx.size)
+        sk = remap[seg_of_k]  # compact segment index of each kept entry
+        seg_first = np.concatenate([[0], np.cumsum(seg_len[sidx])[:-1]])
+        idx_in = np.arange(S.shape[1]) - seg_first[sk]
+        cl = np.cumsum(GL, axis=1)
+        cl_before = np.concatenate([np.zeros((p, 1), np.intp), cl[:, :-1]], axis=1)[:, seg_first][
+            :, sk
+        ]
+        rank_l = cl - cl_before - 1
+        rank_r = idx_in[None] - (cl - cl_before)
+        new_pos = np.where(GL, starts[2 * sk][None] + rank_l, starts[2 * sk + 1][None] + rank_r)
+        S2 = np.empty_like(S)
+        Xs2 = np.empty_like(Xs)
+        rows = np.arange(p)[:, None]
+        S2[rows, new_pos] = S
+        Xs2[rows, new_pos] = Xs
+        S, Xs = S2, Xs2
+        seg_start, seg_len = starts, lens
+        seg_node = np.empty(2 * sidx.size, dtype=np.intp)
+        seg_node[0::2], seg_node[1::2] = lids, rids
+        depth += 1
+    tree = Tree(
+        children_left=np.asarray(left_l, dtype=np.intp),
+        children_right=np.asarray(right_l, dtype=np.intp),
+        feature=np.asarray(feat_l, dtype=np.intp),
+        threshold=np.asarray(thr_l, dtype=np.float64),
+        value=np.asarray(val_l, dtype=np.float64).reshape(len(feat_l), -1),
+        impurity=np.asarray(imp_l),
+        n_node_samples=np.asarray(nsamp_l, dtype=np.intp),
+        max_depth=depth,
+    )
+    return tree, importances
+
+
+def _resolve_max_features(max_features: Any, p: int, default: Any) -> int:
+    mf = default if max_features is None else max_features
+    if mf is None:
+        return p
+    if mf == "sqrt":
+        return max(1, int(np.sqrt(p)))
+    if mf == "log2":
+        return max(1, int(np.log2(p)))
+    if isinstance(mf, float):
+        if not 0.0 < mf <= 1.0:
+            raise ValueError(f"max_features as a float must lie in (0, 1]; got {mf}.")
+        return max(1, int(mf * p))
+    if isinstance(mf, int | np.integer) and 1 <= mf <= p:
+        return int(mf)
+    raise ValueError(
+        f"max_features must be None, 'sqrt', 'log2', a float in (0, 1] or an int in [1, {p}]; got {mf!r}."
+    )
+
+
+class _BaseTree(BaseEstimator):
+    tree_: Tree
+    _criteria: tuple[str, ...] = ()
+
+    def _check_params(self) -> None:
+        if self.criterion not in self._criteria:  # type: ignore[attr-defined]
+            raise ValueError(f"criterion must be one of {self._criteria}; got {self.criterion!r}.")  # type: ignore[attr-defined]
+        if self.max_depth is not None and (self.max_depth < 1):  # type: ignore[attr-defined]
+            raise ValueError(f"max_depth must be None or >= 1; got {self.max_depth}.")  # type: ignore[attr-defined]
+        if self.min_samples_split < 2:  # type: ignore[attr-defined]
+            raise ValueError(f"min_samples_split must be >= 2; got {self.min_samples_split}.")  # type: ignore[attr-defined]
+        if self.min_samples_leaf < 1:  # type: ignore[attr-defined]
+            raise ValueError(f"min_samples_leaf must be >= 1; got {self.min_samples_leaf}.")  # type: ignore[attr-defined]
+        if self.min_impurity_decrease < 0:  # type: ignore[attr-defined]
+            raise ValueError("min_impurity_decrease must be >= 0.")
+
+    def _fit_tree(self, X: FloatArray, Y: FloatArray, default_mf: Any) -> None:
+        self._check_params()
+        self.n_features_in_ = X.shape[1]
+        self.max_features_ = _resolve_max_features(self.max_features, X.shape[1], default_mf)  # type: ignore[attr-defined]
+        self.tree_, imp = _grow(
+            X,
+            Y,
+            self.criterion,  # type: ignore[attr-defined]
+            max_depth=self.max_depth,  # type: ignore[attr-defined]
+            min_samples_split=int(self.min_samples_split),  # type: ignore[attr-defined]
+            min_samples_leaf=int(self.min_samples_leaf),  # type: ignore[attr-defined]
+            min_impurity_decrease=float(self.min_impurity_decrease),  # type: ignore[attr-defined]
+            max_features=self.max_features_,
+            rng=check_random_state(self.random_state),  # type: ignore[attr-defined]
+        )
+        total = imp.sum()
+        self.feature_importances_ = imp / total if total > 0 else imp
+
+    def apply(self, X: ArrayLike) -> IntArray:
+        """Index of the leaf each sample lands in."""
+        return self.tree_.apply(self._validate_predict_input(X))
+
+    def get_depth(self) -> int:
+        """Depth of the fitted tree (a lone root has depth 0)."""
+        return self.tree_.max_depth
+
+    def get_n_leaves(self) -> int:
+        """Number of leaves of the fitted tree."""
+        return self.tree_.n_leaves
+
+
+class DecisionTreeClassifier(ClassifierMixin, _BaseTree):
+    """CART classification tree (Gini or entropy).
+
+    Args:
+        criterion: `"gini"`, `"entropy"` or `"log_loss"` (same as entropy).
+        max_depth: depth limit (`None`: grow until pure or limited by the sample controls).
+        min_samples_split: smallest node that may be split.
+        min_samples_leaf: smallest allowed child.
+        min_impurity_decrease: split only if $\\frac{N_t}{N}\\big(i(t) - \\frac{N_L}{N_t} i(L) - \\frac{N_R}{N_t} i(R)\\big)$ reaches it.
+        max_features: features drawn at random per node (`None` = all; `"sqrt"`, `"log2"`, int, float).
+        random_state: seed for the feature draws.
+
+    Attributes:
+        classes_, n_classes_, tree_ ([`Tree`][fms_ml.tree.Tree]), feature_importances_
+        (normalised total impurity decrease per feature).
+    """
+
+    _criteria = ("gini", "entropy", "log_loss")
+
+    def __init__(
+        self,
+        *,
+        criterion: Literal["gini", "entropy", "log_loss"] = "gini",
+        max_depth: int | None = None,
+        min_samples_split: int = 2,
+        min_samples_leaf: int = 1,
+        min_impurity_decrease: float = 0.0,
+        max_features: int | float | str | None = None,
+        random_state: Any = None,
+    ) -> None:
+        self.criterion = criterion
+        self.max_depth = max_depth
+        self.min_samples_split = min_samples_split
+        self.min_samples_leaf = min_samples_leaf
+        self.min_impurity_decrease = min_impurity_decrease
+        self.max_features = max_features
+        self.random_state = random_state
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> DecisionTreeClassifier:
+        """Grow the tree."""
+        Xa, ya = check_X_y(X, y)
+        codes = self._encode_labels(ya)
+        self.n_classes_ = self.classes_.size
+        Y = np.zeros((len(codes), self.n_classes_))
+        Y[np.arange(len(codes)), codes] = 1.0
+        crit = self.criterion
+        if crit == "log_loss":
+            self.criterion = "entropy"
+        try:
+            self._fit_tree(Xa, Y, None)
+        finally:
+            self.criterion = crit
+        return self
+
+    def predict_proba(self, X: ArrayLike) -> FloatArray:
+        """Class frequencies of the training samples in each sample's leaf."""
+        v = self.tree_.value[self.apply(X)]
+        return v / v.sum(1, keepdims=True)
+
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
+        """Majority class of the leaf."""
+        return self.classes_[self.tree_.value[self.apply(X)].argmax(1)]
+
+
+class DecisionTreeRegressor(RegressorMixin, _BaseTree):
+    """CART regression tree (squared error); leaves predict the mean training target.
+
+    Same controls as [`DecisionTreeClassifier`][fms_ml.tree.DecisionTreeClassifier].
+    """
+
+    _criteria = ("squared_error",)
+
+    def __init__(
+        self,
+        *,
+        criterion: Literal["squared_error"] = "squared_error",
+        max_depth: int | None = None,
+        min_samples_split: int = 2,
+        min_samples_leaf: int = 1,
+        min_impurity_decrease: float = 0.0,
+        max_features: int | float | str | None = None,
+        random_state: Any = None,
+    ) -> None:
+        self.criterion = criterion
+        self.max_depth = max_depth
+        self.min_samples_split = min_samples_split
+        self.min_samples_leaf = min_samples_leaf
+        self.min_impurity_decrease = min_impurity_decrease
+        self.max_features = max_features
+        self.random_state = random_state
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> DecisionTreeRegressor:
+        """Grow the tree."""
+        Xa, ya = check_X_y(X, y, y_numeric=True)
+        self._fit_tree(Xa, ya.reshape(-1, 1), None)
+        return self
+
+    def predict(self, X: ArrayLike) -> FloatArray:
+        """Mean training target of each sample's leaf."""
+        return self.tree_.value[self.apply(X), 0]
