@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import os
 import re
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from itertools import chain
@@ -100,12 +101,28 @@ class _PieceCache(dict[str, tuple[int, ...]]):
 
     `dict.__missing__` lets the hot loop be `map(cache.__getitem__, pieces)`, a loop in C. When
     the cache holds `max_size` pieces it is emptied, which bounds memory on unbounded streams.
+    It starts (and restarts) filled with the tokens that are whole UTF-8 strings, up to half of
+    `max_size`: a piece that is itself a token is the most common case and needs no merging.
     """
 
     def __init__(self, tokenizer: BPETokenizer, max_size: int) -> None:
         super().__init__()
         self._encode_piece = tokenizer._encode_piece_bytes
         self.max_size = max_size
+        self._seed: dict[str, tuple[int, ...]] = {}
+        for data, token_id in tokenizer._mergeable.items():
+            if len(self._seed) >= max_size // 2:
+                break
+            try:
+                self._seed[data.decode("utf-8")] = (token_id,)
+            except UnicodeDecodeError:
+                continue
+        self.update(self._seed)
+
+    def clear(self) -> None:
+        """Empty the cache down to its seed of whole-token pieces."""
+        super().clear()
+        self.update(self._seed)
 
     def __missing__(self, piece: str) -> tuple[int, ...]:
         try:
@@ -420,15 +437,25 @@ class BPETokenizer:
                 g += 1
             groups[g].append(t)
             acc += len(t)
-        ctx = get_context("fork") if "fork" in _start_methods() else get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(self._vocab, self._merges, self._specials, self._pattern_str),
-        ) as pool:
-            results = list(pool.map(_encode_group, [grp for grp in groups if grp]))
-        return [ids for group in results for ids in group]
+        global _WORKER
+        if "fork" in _start_methods():
+            # a forked worker inherits this tokenizer, warm cache included: nothing to rebuild
+            _WORKER = self
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
+        else:
+            pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self._vocab, self._merges, self._specials, self._pattern_str),
+            )
+        try:
+            with pool:
+                results = list(pool.map(_encode_group, [grp for grp in groups if grp]))
+        finally:
+            _WORKER = None
+        # ids travel as packed arrays (one buffer copy) rather than pickled lists of ints
+        return [ids.tolist() for group in results for ids in group]
 
     def encode_iterable(self, lines: Iterable[str], block_size: int = 1 << 16) -> Iterator[int]:
         """Encode a stream of strings (e.g. an open file) lazily, in bounded memory.
@@ -668,6 +695,7 @@ def _init_worker(
     # specials were validated against this vocab already, so the ids are the same ones
 
 
-def _encode_group(texts: list[str]) -> list[list[int]]:
+def _encode_group(texts: list[str]) -> list[array[int]]:
     assert _WORKER is not None
-    return [_WORKER.encode(t) for t in texts]
+    code = "I" if max(_WORKER._vocab) < 1 << 32 else "Q"
+    return [array(code, _WORKER.encode(t)) for t in texts]
