@@ -10,7 +10,10 @@ One optimiser step of [Trainer][fms_dl.torch.trainer.Trainer] reads top-down:
    batch of size $kb$ (for losses that are means over equal-sized micro-batches).
 3. [clip_grad_norm][fms_dl.torch.optim.clip_grad_norm] on the accumulated gradient, then
    `optimizer.step()`.
-4. Metrics, callbacks, the log, evaluation and the checkpoint, in that order. The checkpoint
+4. Metrics, callbacks, the log, evaluation and the checkpoint, in that order. Throughput in
+   the log and on the progress bar is averaged over the steps since the previous log line
+   (training time only: evaluation and checkpointing are excluded); MFU is
+   `flops_per_token * tokens_per_s / peak_flops`. The checkpoint
    comes last so that it captures the RNG state *after* everything the uninterrupted run would
    have drawn at this step.
 
@@ -278,12 +281,17 @@ class Trainer:
             "grad_norm": float(grad_norm),
             "step_time_s": elapsed,
         }
-        if self.tokens_per_step is not None:
-            metrics["tokens_per_s"] = self.tokens_per_step / max(elapsed, 1e-12)
-            if self.flops_per_token is not None and self.peak_flops is not None:
-                achieved = self.flops_per_token * metrics["tokens_per_s"]
-                metrics["mfu"] = achieved / self.peak_flops
+        metrics.update(self._throughput(1, elapsed))
         return metrics
+
+    def _throughput(self, steps: int, seconds: float) -> dict[str, float]:
+        """`tokens_per_s` (and `mfu`) over `steps` optimiser steps that took `seconds`."""
+        if self.tokens_per_step is None:
+            return {}
+        out = {"tokens_per_s": steps * self.tokens_per_step / max(seconds, 1e-12)}
+        if self.flops_per_token is not None and self.peak_flops is not None:
+            out["mfu"] = self.flops_per_token * out["tokens_per_s"] / self.peak_flops
+        return out
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -357,6 +365,7 @@ class Trainer:
         bar = self._progress()
         last_saved = self.step if resume else -1
         last_eval = -1
+        window_steps, window_time = 0, 0.0  # throughput is averaged over the log window
         try:
             while self.step < cfg.max_steps:
                 metrics = self.train_step()
@@ -364,11 +373,16 @@ class Trainer:
                 final.update(metrics)
                 for cb in self.callbacks:
                     cb.on_step_end(self, self.step, metrics)
+                window_steps += 1
+                window_time += metrics["step_time_s"]
                 at_end = self.step == cfg.max_steps
                 if self.step % cfg.log_every == 0 or at_end:
-                    self._log("train", metrics)
+                    logged = {**metrics, **self._throughput(window_steps, window_time)}
+                    window_steps, window_time = 0, 0.0
+                    final.update(logged)
+                    self._log("train", logged)
                     if bar is not None:
-                        bar.set_postfix(self._postfix(metrics), refresh=False)
+                        bar.set_postfix(self._postfix(logged), refresh=False)
                 if bar is not None:
                     bar.update(1)
                 if cfg.eval_every is not None and (self.step % cfg.eval_every == 0 or at_end):
