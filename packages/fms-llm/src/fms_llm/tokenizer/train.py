@@ -234,9 +234,13 @@ def count_pretokens(
     splitter = _special_splitter(special_tokens)
     counts: Counter[str] = Counter()
     jobs: list[tuple[str, int, int, list[str], str]] = []
+    texts_bar: Any = None  # created at the first text, so that file-only runs show no empty bar
     for item in texts_or_paths:
         if isinstance(item, str):
+            if texts_bar is None:
+                texts_bar = tqdm(unit=" texts", desc="pre-tokenise texts", disable=not progress)
             _count_text(item, splitter, compiled, counts)
+            texts_bar.update(1)
         elif isinstance(item, os.PathLike):
             path = os.fspath(item)
             if not Path(path).is_file():
@@ -247,6 +251,8 @@ def count_pretokens(
             raise TypeError(
                 f"texts_or_paths must hold str (text) or os.PathLike (file), got {type(item).__name__}"
             )
+    if texts_bar is not None:
+        texts_bar.close()
     if not jobs:
         return counts
     total = sum(b - a for _, a, b, _, _ in jobs)
