@@ -47,6 +47,7 @@ __all__ = [
     "float64",
     "int64",
     "is_grad_enabled",
+    "linear",
     "manual_seed",
     "matmul",
     "max_pool2d",
@@ -467,17 +468,22 @@ class Tensor:
                 if p.requires_grad and id(p) not in visited:
                     stack.append((p, False))
 
-        grads: dict[int, Array] = {id(self): seed}
+        grads: dict[int, Array] = {id(self): np.array(seed, copy=True)}
+        handed: set[int] = set()
         for node in reversed(order):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             if node._backward is None or node._retain:
-                g_acc = np.array(g, dtype=node.dtype, copy=True)
-                if node.grad is None:
-                    node.grad = Tensor._wrap(g_acc)
+                if node.grad is not None:
+                    node.grad._data = node.grad._data + g.astype(node.dtype, copy=False)
                 else:
-                    node.grad._data = node.grad._data + g_acc
+                    # keep the array if this pass made it and nothing else holds it; else copy
+                    own = g.base is None and g.flags.writeable and g.flags.c_contiguous
+                    if not own or id(g) in handed or g.dtype != node.dtype:
+                        g = np.array(g, dtype=node.dtype, copy=True)
+                    handed.add(id(g))
+                    node.grad = Tensor._wrap(g)
             if node._backward is None:
                 continue
             for t, version in node._saved:
@@ -1065,12 +1071,46 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
         g2 = g.reshape(out2.shape)
         ga = gb = None
         if a.requires_grad:
-            ga = _unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+            ga = _unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape)
+            ga = ga if ga.shape == a.shape else ga.reshape(a.shape)
         if b.requires_grad:
-            gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+            gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape)
+            gb = gb if gb.shape == b.shape else gb.reshape(b.shape)
         return ga, gb
 
     return Tensor._result(out, (a, b), backward, "matmul", saved=(a, b))
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Affine map $y = x W^\\top + b$ as one op (PyTorch's `addmm`), for `x` `(..., in)`.
+
+    Backward: $\\bar x = \\bar y W$, $\\bar W = \\bar y^\\top x$, $\\bar b = \\sum \\bar y$ over the
+    leading dims. One fused rule saves the transpose and broadcast-add nodes of `x @ W.T + b`.
+    """
+    if x.ndim == 0 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+        raise ShapeError(
+            f"linear: input of shape {x.shape} does not fit weight of shape {weight.shape} "
+            f"(expected input (..., {weight.shape[-1]}))"
+        )
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ShapeError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    xd, wd = x._data, weight._data
+    x2 = xd.reshape(-1, xd.shape[-1])
+    out = x2 @ wd.T
+    if bias is not None:
+        out += bias._data
+    out = out.reshape(*xd.shape[:-1], wd.shape[0])
+
+    def backward(g: Array) -> tuple[Array | None, ...]:
+        g2 = g.reshape(-1, wd.shape[0])
+        gx = (g2 @ wd).reshape(xd.shape) if x.requires_grad else None
+        gw = g2.T @ x2 if weight.requires_grad else None
+        if bias is None:
+            return gx, gw
+        return gx, gw, (g2.sum(axis=0) if bias.requires_grad else None)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor._result(out, parents, backward, "linear", saved=(x, weight))
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -1133,6 +1173,21 @@ def where(condition: Tensor | Array, a: TensorLike, b: TensorLike) -> Tensor:
 # -- convolution and pooling -------------------------------------------------------------------
 
 
+def _tap(i: int, d: int, s: int, n_out: int) -> slice:
+    """The input rows (or columns) that kernel tap `i` visits: `i*d, i*d + s, ...` (n_out of them)."""
+    return slice(i * d, i * d + s * (n_out - 1) + 1, s)
+
+
+def _pad2d(x: Array, ph: int, pw: int, fill: float) -> Array:
+    """Pad the last two axes (faster than `np.pad` for this one case)."""
+    if not ph and not pw:
+        return x
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + 2 * ph, w + 2 * pw), fill, dtype=x.dtype)
+    out[:, :, ph : ph + h, pw : pw + w] = x
+    return out
+
+
 def _conv_out(size: int, k: int, s: int, p: int, d: int, op: str, what: str) -> int:
     out = (size + 2 * p - d * (k - 1) - 1) // s + 1
     if out < 1:
@@ -1154,9 +1209,9 @@ def conv2d(
 ) -> Tensor:
     """2-D cross-correlation by im2col, like `torch.nn.functional.conv2d`.
 
-    im2col copies every receptive field into a column, turning the convolution into one matrix
-    product per group: with columns $X_\\text{col}$ of shape `(C/G * kh * kw, N * OH * OW)` and
-    weights $W$ of shape `(O/G, C/G * kh * kw)`, $Y = W X_\\text{col}$. Backward is two more
+    im2col copies every receptive field into a column, turning the convolution into a matrix
+    product per example and group: with columns $X_\\text{col}$ of shape `(C/G * kh * kw, OH * OW)`
+    and weights $W$ of shape `(O/G, C/G * kh * kw)`, $Y = W X_\\text{col}$. Backward is two more
     products, $\\bar W = \\bar Y X_\\text{col}^\\top$ and $\\bar X_\\text{col} = W^\\top \\bar Y$, and
     col2im adds each column back onto the pixels it came from.
 
@@ -1193,44 +1248,33 @@ def conv2d(
     ow = _conv_out(w, kw, sw, pw, dw, "conv2d", "width")
     g = groups
     xd = x._data
-    xp = np.pad(xd, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else xd
-    # cols[c, i, j, n, oh, ow] = xp[n, c, i*dh + oh*sh, j*dw + ow*sw]
-    cols = np.empty((c, kh, kw, n, oh, ow), dtype=xd.dtype)
-    xp_t = xp.transpose(1, 0, 2, 3)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = xp_t[
-                :,
-                :,
-                i * dh : i * dh + sh * (oh - 1) + 1 : sh,
-                j * dw : j * dw + sw * (ow - 1) + 1 : sw,
-            ]
+    xp = _pad2d(xd, ph, pw, 0.0)
+    # cols[n, c, i, j, oh, ow] = xp[n, c, i*dh + oh*sh, j*dw + ow*sw]: one strided copy per tap
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=xd.dtype)
+    taps = [(i, j, _tap(i, dh, sh, oh), _tap(j, dw, sw, ow)) for i in range(kh) for j in range(kw)]
+    for i, j, si, sj in taps:
+        cols[:, :, i, j] = xp[:, :, si, sj]
     k = cg * kh * kw
-    cols_g = cols.reshape(g, k, n * oh * ow)
+    cols_g = cols.reshape(n, g, k, oh * ow)
     wd = weight._data
     w_g = wd.reshape(g, o // g, k)
-    out = np.matmul(w_g, cols_g).reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
-    out = out + bias._data.reshape(1, o, 1, 1) if bias is not None else np.ascontiguousarray(out)
+    out = np.matmul(w_g, cols_g).reshape(n, o, oh, ow)  # batched over (n, g)
+    if bias is not None:
+        out += bias._data.reshape(1, o, 1, 1)
 
     def backward(gy: Array) -> tuple[Array | None, ...]:
-        gy_g = gy.transpose(1, 0, 2, 3).reshape(g, o // g, n * oh * ow)
+        gy_g = np.ascontiguousarray(gy).reshape(n, g, o // g, oh * ow)
         gx = gw = gb = None
         if weight.requires_grad:
-            gw = np.matmul(gy_g, cols_g.transpose(0, 2, 1)).reshape(wd.shape)
+            gw = np.matmul(gy_g, cols_g.transpose(0, 1, 3, 2)).sum(axis=0).reshape(wd.shape)
         if bias is not None and bias.requires_grad:
             gb = gy.sum(axis=(0, 2, 3))
         if x.requires_grad:
-            gcols = np.matmul(w_g.transpose(0, 2, 1), gy_g).reshape(c, kh, kw, n, oh, ow)
-            gxp = np.zeros((c, n, xp.shape[2], xp.shape[3]), dtype=xd.dtype)
-            for i in range(kh):
-                for j in range(kw):
-                    gxp[
-                        :,
-                        :,
-                        i * dh : i * dh + sh * (oh - 1) + 1 : sh,
-                        j * dw : j * dw + sw * (ow - 1) + 1 : sw,
-                    ] += gcols[:, i, j]
-            gx = gxp[:, :, ph : ph + h, pw : pw + w].transpose(1, 0, 2, 3)
+            gcols = np.matmul(w_g.transpose(0, 2, 1), gy_g).reshape(n, c, kh, kw, oh, ow)
+            gxp = np.zeros(xp.shape, dtype=xd.dtype)
+            for i, j, si, sj in taps:  # col2im: add every column back onto its pixels
+                gxp[:, :, si, sj] += gcols[:, :, i, j]
+            gx = gxp[:, :, ph : ph + h, pw : pw + w]
         return (gx, gw) if bias is None else (gx, gw, gb)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
@@ -1251,13 +1295,12 @@ def _pool_windows(
         raise ValueError(f"{op}: padding {p} must be at most half the kernel size {k}")
     oh = _conv_out(h, k[0], s[0], p[0], d[0], op, "height")
     ow = _conv_out(w, k[1], s[1], p[1], d[1], op, "width")
-    xp = np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=fill)
-    slices = []
-    for i in range(k[0]):
-        for j in range(k[1]):
-            si = slice(i * d[0], i * d[0] + s[0] * (oh - 1) + 1, s[0])
-            sj = slice(j * d[1], j * d[1] + s[1] * (ow - 1) + 1, s[1])
-            slices.append((i, j, si, sj))
+    xp = _pad2d(x, p[0], p[1], fill)
+    slices = [
+        (i, j, _tap(i, d[0], s[0], oh), _tap(j, d[1], s[1], ow))
+        for i in range(k[0])
+        for j in range(k[1])
+    ]
     return xp, slices, (oh, ow)
 
 
@@ -1278,22 +1321,25 @@ def max_pool2d(
     k = _pair(kernel_size, "kernel_size")
     s = _pair(stride if stride is not None else kernel_size, "stride")
     xd = x._data
-    xp, slices, _ = _pool_windows(
-        xd, k, s, _pair(padding, "padding"), _pair(dilation, "dilation"), -np.inf, "max_pool2d"
-    )
-    wins = np.stack([xp[:, :, si, sj] for _, _, si, sj in slices])
-    arg = wins.argmax(axis=0)
-    out = np.take_along_axis(wins, arg[None], axis=0)[0]
-    ph, pw = _pair(padding, "padding")
+    p, d = _pair(padding, "padding"), _pair(dilation, "dilation")
+    xp, slices, _ = _pool_windows(xd, k, s, p, d, -np.inf, "max_pool2d")
     h, w = xd.shape[2:]
+    out = xp[:, :, slices[0][2], slices[0][3]].copy()
+    for _, _, si, sj in slices[1:]:  # running maximum over the kernel taps
+        np.maximum(out, xp[:, :, si, sj], out=out)
 
     def backward(g: Array) -> tuple[Array]:
+        # route g to the first tap (in row-major kernel order) that attains the max, as torch does
         gxp = np.zeros(xp.shape, dtype=xd.dtype)
-        for t, (_, _, si, sj) in enumerate(slices):
-            gxp[:, :, si, sj] += g * (arg == t)
-        return (gxp[:, :, ph : ph + h, pw : pw + w],)
+        taken = np.zeros(out.shape, dtype=bool)
+        for _, _, si, sj in slices:
+            hit = xp[:, :, si, sj] == out
+            hit &= ~taken
+            taken |= hit
+            gxp[:, :, si, sj] += g * hit
+        return (gxp[:, :, p[0] : p[0] + h, p[1] : p[1] + w],)
 
-    return Tensor._result(out, (x,), backward, "max_pool2d")
+    return Tensor._result(out, (x,), backward, "max_pool2d", saved=(x,))
 
 
 def avg_pool2d(

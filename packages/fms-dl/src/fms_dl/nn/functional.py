@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 conv2d = _t.conv2d
+linear = _t.linear
 max_pool2d = _t.max_pool2d
 avg_pool2d = _t.avg_pool2d
 
@@ -73,17 +74,6 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
     """Stable log-softmax along `dim`."""
     return x.log_softmax(dim)
-
-
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """$y = x W^\\top + b$ for `x` of shape `(..., in)`, `weight` `(out, in)`, `bias` `(out,)`."""
-    if x.ndim == 0 or x.shape[-1] != weight.shape[-1]:
-        raise ShapeError(
-            f"linear: input of shape {x.shape} does not fit weight of shape {weight.shape} "
-            f"(expected input (..., {weight.shape[-1]}))"
-        )
-    y = x @ weight.T
-    return y + bias if bias is not None else y
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:

@@ -59,6 +59,11 @@ class SGD(Optimizer):
                 buf = state["momentum_buffer"] = np.array(d_p, copy=True)
             else:
                 buf *= mu
-                buf += (1 - group["dampening"]) * d_p
+                damp = group["dampening"]
+                buf += d_p if damp == 0 else (1 - damp) * d_p
             d_p = d_p + mu * buf if group["nesterov"] else buf
-        p.data -= group["lr"] * d_p
+        step = state.get("scratch")
+        if step is None or step.shape != d_p.shape or step.dtype != d_p.dtype:
+            step = state["scratch"] = np.empty_like(d_p)
+        np.multiply(d_p, group["lr"], out=step)  # no temporaries on the hot path
+        p.data -= step
