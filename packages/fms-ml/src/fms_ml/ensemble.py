@@ -143,7 +143,8 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Class with the largest mean probability."""
-        return self.classes_[self.predict_proba(X).argmax(1)]
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(1)]
 
 
 class RandomForestRegressor(RegressorMixin, _BaseForest):
@@ -404,7 +405,8 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Most probable class."""
-        return self.classes_[self.predict_proba(X).argmax(1)]
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(1)]
 
 
 def _link_inverse(F: FloatArray) -> FloatArray:

@@ -292,11 +292,6 @@ class Lasso(ElasticNet):
         """Always 1: pure $\\ell_1$ penalty."""
         return 1.0
 
-    @l1_ratio.setter
-    def l1_ratio(self, value: float) -> None:
-        if value != 1.0:
-            raise ValueError("Lasso has l1_ratio=1; use ElasticNet for other values.")
-
 
 def enet_path(
     X: ArrayLike,

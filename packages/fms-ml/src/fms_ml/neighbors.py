@@ -279,7 +279,8 @@ class KNeighborsClassifier(ClassifierMixin, NearestNeighbors):
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """The class with the largest (weighted) vote."""
-        return self.classes_[self.predict_proba(X).argmax(1)]
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(1)]
 
 
 class KNeighborsRegressor(RegressorMixin, NearestNeighbors):

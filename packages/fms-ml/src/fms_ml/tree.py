@@ -12,7 +12,8 @@ feature. One cumulative sum over the array gives, for every node and every featu
 class counts (or target sums) left of every candidate threshold; subtracting each segment's start
 value makes them per node. A segment-wise maximum then picks every node's best split, and a
 stable partition by "goes left" (two more cumulative sums) builds the next level's segments, still
-sorted. So a whole level costs a handful of $O(n\,p\,K)$ array operations and there is no Python
+sorted. Features are stored as float32, as in scikit-learn, so thresholds fall in the same places.
+So a whole level costs a handful of $O(n\,p\,K)$ array operations and there is no Python
 loop over nodes or thresholds.
 """
 
@@ -66,6 +67,7 @@ class Tree:
 
     def apply(self, X: FloatArray) -> IntArray:
         """Leaf id reached by each row of `X`, descending all rows one level at a time."""
+        X = np.asarray(X, dtype=np.float32)
         node = np.zeros(len(X), dtype=np.intp)
         rows = np.arange(len(X))
         for _ in range(self.max_depth + 1):
@@ -112,8 +114,9 @@ def _grow(
 
     Returns the tree and the (unnormalised) impurity-decrease importance of each feature.
     """
+    X = np.asarray(X, dtype=np.float32)  # scikit-learn's trees work on float32 features too
     n, p = X.shape
-    K = Y.shape[1]
+    Y.shape[1]
     regression = kind == "squared_error"
     y2 = (Y[:, 0] ** 2) if regression else None
     depth_cap = np.iinfo(np.int64).max if max_depth is None else max_depth
@@ -225,6 +228,7 @@ def _grow(
         sidx = np.nonzero(split)[0]
         xv = Xc[r[sidx], posc[sidx]]
         xn = Xc[r[sidx], posc[sidx] + 1]
+        xv, xn = xv.astype(np.float64), xn.astype(np.float64)
         thr = xv / 2.0 + xn / 2.0
         thr = np.where((thr == xn) | ~np.isfinite(thr), xv, thr)
         np.add.at(importances, f[sidx], decrease[sidx])
@@ -340,7 +344,8 @@ class _BaseTree(BaseEstimator):
 
     def apply(self, X: ArrayLike) -> IntArray:
         """Index of the leaf each sample lands in."""
-        return self.tree_.apply(self._validate_predict_input(X))
+        Xa = self._validate_predict_input(X)
+        return self.tree_.apply(Xa)
 
     def get_depth(self) -> int:
         """Depth of the fitted tree (a lone root has depth 0)."""
@@ -407,12 +412,14 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseTree):
 
     def predict_proba(self, X: ArrayLike) -> FloatArray:
         """Class frequencies of the training samples in each sample's leaf."""
-        v = self.tree_.value[self.apply(X)]
+        leaves = self.apply(X)
+        v = self.tree_.value[leaves]
         return v / v.sum(1, keepdims=True)
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Majority class of the leaf."""
-        return self.classes_[self.tree_.value[self.apply(X)].argmax(1)]
+        leaves = self.apply(X)
+        return self.classes_[self.tree_.value[leaves].argmax(1)]
 
 
 class DecisionTreeRegressor(RegressorMixin, _BaseTree):
@@ -450,4 +457,5 @@ class DecisionTreeRegressor(RegressorMixin, _BaseTree):
 
     def predict(self, X: ArrayLike) -> FloatArray:
         """Mean training target of each sample's leaf."""
-        return self.tree_.value[self.apply(X), 0]
+        leaves = self.apply(X)
+        return self.tree_.value[leaves, 0]
