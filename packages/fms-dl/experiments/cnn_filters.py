@@ -15,12 +15,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from _common import FIGURES, digits, single_thread
-from fms_ml.experiment import t_ci
 
 import fms_dl
 from fms_dl import nn, optim
 from fms_dl.data import DataLoader, TensorDataset
 from fms_dl.nn import functional as F
+from fms_ml.experiment import t_ci
 
 SEEDS = list(range(5))
 
