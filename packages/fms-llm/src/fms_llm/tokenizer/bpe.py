@@ -246,6 +246,8 @@ class BPETokenizer:
     def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
         """Read a Hugging Face `tokenizer.json` (byte-level BPE) written by us or by `tokenizers`.
 
+        Every entry of `added_tokens` becomes a special token.
+
         Raises:
             ValueError: if the file cannot be read, is not JSON, or is not a byte-level BPE
                 tokenizer (the message names the file and what is wrong).
