@@ -339,3 +339,53 @@ def test_auto_precision_uses_bf16_autocast_on_cuda():
     assert t.autocast_dtype == expected
     t.fit()
     assert model.weight.device.type == "cuda"
+
+
+def test_ddp_hooks_no_sync_and_unwrapped_checkpoints(tmp_path):
+    """One-process gloo DDP: accumulation under no_sync gives the plain run's weights (1e-6),
+    and checkpoints hold the unwrapped module's keys (no `module.` prefix)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with gloo is not available in this build")
+    x, y = _data(64)
+    x, y = x.float(), y.float()
+
+    def batch_fn(i):
+        return x[8 * i : 8 * i + 8], y[8 * i : 8 * i + 8]
+
+    no_sync_calls = []
+
+    def run(wrap: bool, ckpt):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+        opt = AdamW(model.parameters(), lr=1e-2)
+        if wrap:
+            model = nn.parallel.DistributedDataParallel(model)
+            real_no_sync = model.no_sync
+
+            def counting_no_sync():
+                no_sync_calls.append(1)
+                return real_no_sync()
+
+            model.no_sync = counting_no_sync
+        cfg = _cfg(max_steps=3, grad_accum_steps=2, checkpoint_dir=ckpt)
+        t = Trainer(model, opt, cfg, batch_fn=batch_fn, loss_fn=_mse)
+        assert t.is_main_process
+        t.fit()
+        return t.unwrapped_model
+
+    plain = run(False, tmp_path / "plain")
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        wrapped = run(True, tmp_path / "ddp")
+    finally:
+        dist.destroy_process_group()
+    assert len(no_sync_calls) == 3  # one per optimiser step: all micro-batches but the last
+    for a, b in zip(plain.parameters(), wrapped.parameters(), strict=True):
+        assert (a - b).abs().max().item() < 1e-6
+    fresh = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    from fms_dl.torch import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "ddp", model=fresh, restore_rng=False)["step"] == 3

@@ -23,13 +23,14 @@ function of the step. So `fit(resume=True)` continues on exactly the same trajec
 final weights are bitwise equal to those of an uninterrupted run (a test kills a run with
 SIGKILL and checks this).
 
-**Distributed data parallel (not built yet, and where it would hook in).** With the model
-wrapped in `DistributedDataParallel`, every micro-batch but the last runs under
+**Distributed data parallel (hooks in place, multi-process training not built yet).** Pass the
+model wrapped in `DistributedDataParallel`: every micro-batch but the last runs under
 `model.no_sync()` so that gradients are all-reduced once per optimiser step
-(see `_sync_context`); `batch_fn` would take the rank into account (index
-`i * world_size + rank`); logging, the progress bar and checkpointing run on rank 0 only
-(`is_main_process`), and every rank loads the same checkpoint on resume. Both hooks already
-exist and are trivially true for one process.
+(`_sync_context`), checkpoints store the unwrapped module (`unwrapped_model`), and logging, the
+progress bar and checkpointing run on rank 0 only (`is_main_process`); a test runs this in a
+one-process gloo group. Still to do for several processes: `batch_fn` must shard the data
+(index `i * world_size + rank`), each rank's RNG states must be saved, and every rank must load
+the checkpoint on resume.
 """
 
 from __future__ import annotations
@@ -218,6 +219,14 @@ class Trainer:
         dist = torch.distributed
         return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        """The model without a `DistributedDataParallel` wrapper: what checkpoints store."""
+        if isinstance(self.model, nn.parallel.DistributedDataParallel):
+            inner: nn.Module = self.model.module
+            return inner
+        return self.model
+
     def _sync_context(self, last_micro_batch: bool) -> contextlib.AbstractContextManager[Any]:
         """`model.no_sync()` for all but the last micro-batch when the model is DDP-wrapped."""
         no_sync = getattr(self.model, "no_sync", None)
@@ -323,7 +332,7 @@ class Trainer:
             return None
         return save_checkpoint(
             cfg.checkpoint_dir,
-            model=self.model,
+            model=self.unwrapped_model,
             optimizer=self.optimizer,
             step=self.step,
             keep_last=cfg.checkpoint_keep_last,
@@ -358,7 +367,10 @@ class Trainer:
             found = latest_checkpoint(cfg.checkpoint_dir)
             if found is not None:
                 info = load_checkpoint(
-                    found, model=self.model, optimizer=self.optimizer, map_location=self.device
+                    found,
+                    model=self.unwrapped_model,
+                    optimizer=self.optimizer,
+                    map_location=self.device,
                 )
                 self.step = info["step"]
         final: dict[str, float] = {}
