@@ -71,10 +71,11 @@ def _assign(X: FloatArray, centers: FloatArray, x_sq: FloatArray) -> tuple[IntAr
 
 
 def _update(X: FloatArray, labels: IntArray, centers: FloatArray, mind: FloatArray) -> FloatArray:
-    k, p = centers.shape
+    k = centers.shape[0]
     counts = np.bincount(labels, minlength=k).astype(np.float64)
-    sums = np.zeros((k, p))
-    np.add.at(sums, labels, X)
+    onehot = np.zeros((k, len(X)))
+    onehot[labels, np.arange(len(X))] = 1.0
+    sums = onehot @ X
     new = centers.copy()
     full = counts > 0
     new[full] = sums[full] / counts[full, None]

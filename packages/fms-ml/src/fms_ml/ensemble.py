@@ -26,6 +26,7 @@ from fms_ml.tree import (
     DecisionTreeRegressor,
     Tree,
     _grow,
+    _grow_many,
     _resolve_max_features,
 )
 
@@ -55,12 +56,19 @@ class _BaseForest(BaseEstimator):
         mf = _resolve_max_features(self.max_features, p, self._default_mf)  # type: ignore[attr-defined]
         self.estimators_ = []
         imps = []
-        for _ in range(self.n_estimators):  # type: ignore[attr-defined]
-            idx = rng.integers(0, n, n) if self.bootstrap else np.arange(n)  # type: ignore[attr-defined]
-            tree, imp = _grow(
-                X[idx],
-                Y[idx],
+        roots = [
+            rng.integers(0, n, n) if self.bootstrap else np.arange(n)  # type: ignore[attr-defined]
+            for _ in range(self.n_estimators)  # type: ignore[attr-defined]
+        ]
+        # grow the trees in batches sharing the level arrays (~128k values a batch: cache-sized)
+        per_batch = max(1, (1 << 17) // max(1, n * p))
+        grown: list[tuple[Tree, FloatArray]] = []
+        for s in range(0, len(roots), per_batch):
+            grown += _grow_many(
+                X,
+                Y,
                 kind,
+                roots[s : s + per_batch],
                 max_depth=self.max_depth,  # type: ignore[attr-defined]
                 min_samples_split=self.min_samples_split,  # type: ignore[attr-defined]
                 min_samples_leaf=self.min_samples_leaf,  # type: ignore[attr-defined]
@@ -68,6 +76,7 @@ class _BaseForest(BaseEstimator):
                 max_features=mf,
                 rng=rng,
             )
+        for tree, imp in grown:
             est = tree_cls(
                 criterion=self.criterion,  # type: ignore[attr-defined]
                 max_depth=self.max_depth,  # type: ignore[attr-defined]
@@ -134,7 +143,7 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
 
     def predict_proba(self, X: ArrayLike) -> FloatArray:
         """Mean over trees of the leaf class frequencies."""
-        Xa = self._validate_predict_input(X)
+        Xa = self._validate_predict_input(X).astype(np.float32)
         P = np.zeros((len(Xa), self.n_classes_))
         for est in self.estimators_:
             v = est.tree_.value[est.tree_.apply(Xa)]
@@ -189,7 +198,7 @@ class RandomForestRegressor(RegressorMixin, _BaseForest):
 
     def predict(self, X: ArrayLike) -> FloatArray:
         """Mean prediction of the trees."""
-        Xa = self._validate_predict_input(X)
+        Xa = self._validate_predict_input(X).astype(np.float32)
         out = np.zeros(len(Xa))
         for est in self.estimators_:
             out += est.tree_.value[est.tree_.apply(Xa), 0]
@@ -300,7 +309,7 @@ class GradientBoostingRegressor(RegressorMixin, _BaseGB):
 
     def predict(self, X: ArrayLike) -> FloatArray:
         """$F_M(x)$."""
-        Xa = self._validate_predict_input(X)
+        Xa = self._validate_predict_input(X).astype(np.float32)
         F = np.full(len(Xa), self.init_)
         for (tree,) in self.estimators_:
             F += self.learning_rate * tree.value[tree.apply(Xa), 0]
@@ -390,7 +399,7 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
 
     def decision_function(self, X: ArrayLike) -> FloatArray:
         """Raw scores $F_M(x)$: `(n_samples,)` binary (log-odds), `(n_samples, K)` otherwise."""
-        Xa = self._validate_predict_input(X)
+        Xa = self._validate_predict_input(X).astype(np.float32)
         F = np.tile(self.init_, (len(Xa), 1))
         for stage in self.estimators_:
             for k, tree in enumerate(stage):

@@ -518,6 +518,26 @@ def _sgd_loss_grad(loss: str, z: FloatArray, y: FloatArray, epsilon: float) -> F
     raise ValueError(f"unknown loss {loss!r}")
 
 
+def _sgd_loss(loss: str, z: FloatArray, y: FloatArray, epsilon: float) -> float:
+    """Sum of the per-sample loss (for scikit-learn's epoch stopping rule)."""
+    if loss == "hinge":
+        return float(np.maximum(0.0, 1.0 - y * z).sum())
+    if loss == "log_loss":
+        return float(_log1pexp(-y * z).sum())
+    if loss == "modified_huber":
+        m = y * z
+        return float(np.where(m >= -1.0, np.maximum(0.0, 1.0 - m) ** 2, -4.0 * m).sum())
+    if loss == "squared_hinge":
+        return float((np.maximum(0.0, 1.0 - y * z) ** 2).sum())
+    r = z - y
+    if loss == "squared_error":
+        return float(0.5 * (r * r).sum())
+    if loss == "huber":
+        a = np.abs(r)
+        return float(np.where(a <= epsilon, 0.5 * r * r, epsilon * (a - 0.5 * epsilon)).sum())
+    return float(np.maximum(0.0, np.abs(r) - epsilon).sum())
+
+
 def _sgd_epochs(
     est: Any, X: FloatArray, y: FloatArray, rng: np.random.Generator
 ) -> tuple[FloatArray, float, int]:
@@ -553,12 +573,14 @@ def _sgd_epochs(
                 eta = est.eta0 / t**est.power_t
             else:
                 eta = est.eta0
-            w *= max(0.0, 1.0 - eta * alpha)
-            w -= eta * (Xb.T @ dz) / len(idx)
+            # one step for the whole batch, sized as the `len(idx)` per-sample steps it replaces
+            m = len(idx)
+            w *= max(0.0, 1.0 - eta * alpha) ** m
+            w -= eta * (Xb.T @ dz)
             if est.fit_intercept:
-                b -= eta * dz.mean()
-            total += float(np.sum(np.abs(dz)))
-            t += 1
+                b -= eta * dz.sum()
+            t += m
+            total += _sgd_loss(est.loss, z, yb, est.epsilon)
         if est.tol is not None:
             if total > best - est.tol * n:
                 no_improve += 1
@@ -591,9 +613,10 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
     $y \in \{-1, +1\}$ and `loss` $\in$ {`"hinge"` (linear SVM), `"log_loss"` (logistic regression),
     `"modified_huber"`, `"squared_hinge"`}.
 
-    Unlike scikit-learn (one sample per step, `batch_size=1`), the default steps on mini-batches of
-    32 samples: the gradient of a batch is one vectorised numpy expression, which is what makes
-    SGD in numpy fast. With `batch_size=1` this is plain SGD. Scores match scikit-learn's within
+    Unlike scikit-learn (one sample per step), the default steps on mini-batches of 32 samples:
+    the summed gradient of a batch is one vectorised numpy expression, and the step stands for the
+    32 per-sample steps it replaces (the schedule's counter $t$ advances by the batch size). With
+    `batch_size=1` this is plain SGD. Scores match scikit-learn's within
     the noise of the stochastic optimiser, not coefficient by coefficient.
     """
 

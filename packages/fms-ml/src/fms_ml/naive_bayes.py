@@ -79,7 +79,9 @@ class GaussianNB(_BaseNB):
 
     def _joint_log_likelihood(self, X: FloatArray) -> FloatArray:
         n_ij = -0.5 * np.sum(np.log(2.0 * np.pi * self.var_), axis=1)
-        quad = ((X[:, None, :] - self.theta_[None]) ** 2 / self.var_[None]).sum(2)
+        # sum_j (x_j - theta_kj)^2 / var_kj, expanded into matrix products
+        inv = 1.0 / self.var_
+        quad = (X * X) @ inv.T - 2.0 * X @ (self.theta_ * inv).T + (self.theta_**2 * inv).sum(1)
         return np.log(self.class_prior_) + n_ij - 0.5 * quad
 
 

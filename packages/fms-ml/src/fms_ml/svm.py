@@ -171,28 +171,31 @@ def _smo(
     n = len(y)
     alpha = np.zeros(n)
     G = -np.ones(n)  # gradient of the dual: Q alpha - 1
+    mG = y.copy()  # -y * G, kept up to date alongside G
     QD = cols.diag()
     tau = 1e-12
+    pos = y > 0
+    up = np.ones(n, dtype=bool)  # y=+1 & alpha<C  or  y=-1 & alpha>0
+    low = np.ones(n, dtype=bool)  # y=+1 & alpha>0  or  y=-1 & alpha<C
+    up[~pos] = False
+    low[pos] = False
+    ninf = np.full(n, -np.inf)
     it = 0
     limit = max_iter if max_iter > 0 else max(10_000_000, 100 * n)
     while it < limit:
-        yG = -y * G
-        up = ((y > 0) & (alpha < C)) | ((y < 0) & (alpha > 0))
-        low = ((y > 0) & (alpha > 0)) | ((y < 0) & (alpha < C))
-        if not up.any() or not low.any():
-            break
-        cand = np.where(up, yG, -np.inf)
+        cand = np.where(up, mG, ninf)
         i = int(np.argmax(cand))
         gmax = cand[i]
-        gmax2 = np.max(np.where(low, -yG, -np.inf))
-        if gmax + gmax2 < tol:
+        lowv = np.where(low, mG, np.inf)
+        gmax2 = -float(lowv.min())
+        if gmax + gmax2 < tol or not np.isfinite(gmax):
             break
         Ki = cols[i]
-        b = gmax - yG  # > 0 for violating t in low
-        ok = low & (b > 0)
+        b = gmax - lowv  # > 0 for violating t in low (inf elsewhere)
         a = QD[i] + QD - 2.0 * Ki  # y_i y_t Q_it = K_it
-        a = np.where(a > 0, a, tau)
-        score = np.where(ok, -(b * b) / a, np.inf)
+        a[a <= 0] = tau
+        score = np.where(b > 0, -(b * b) / a, np.inf)
+        score[~low] = np.inf
         j = int(np.argmin(score))
         Kj = cols[j]
         Ci = Cj = C
@@ -231,8 +234,16 @@ def _smo(
             elif ai < 0:
                 ai, aj = 0.0, s
         alpha[i], alpha[j] = ai, aj
-        # Q_i = y_i y * K_i
-        G += (y[i] * (ai - ai_old)) * (y * Ki) + (y[j] * (aj - aj_old)) * (y * Kj)
+        # G += Q_i dai + Q_j daj with Q_t = y_t y K_t; and -y G moves by -(y_t K_t da_t)
+        step = (y[i] * (ai - ai_old)) * Ki + (y[j] * (aj - aj_old)) * Kj
+        G += y * step
+        mG -= step
+        for t in (i, j):
+            at = alpha[t]
+            if pos[t]:
+                up[t], low[t] = at < C, at > 0
+            else:
+                up[t], low[t] = at > 0, at < C
         it += 1
     # rho, as libsvm's calculate_rho
     yG = y * G

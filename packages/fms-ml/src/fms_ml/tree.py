@@ -110,13 +110,52 @@ def _grow(
     max_features: int,
     rng: np.random.Generator,
 ) -> tuple[Tree, FloatArray]:
-    """Grow a tree on `X` `(n, p)` and targets `Y` `(n, K)` (one-hot, or `(n, 1)` for regression).
+    """Grow one tree on `X` `(n, p)` and targets `Y` `(n, K)` (one-hot, or `(n, 1)` for regression).
 
     Returns the tree and the (unnormalised) impurity-decrease importance of each feature.
     """
-    X = np.asarray(X, dtype=np.float32)  # scikit-learn's trees work on float32 features too
+    trees = _grow_many(
+        X,
+        Y,
+        kind,
+        [np.arange(len(X))],
+        max_depth=max_depth,
+        min_samples_split=min_samples_split,
+        min_samples_leaf=min_samples_leaf,
+        min_impurity_decrease=min_impurity_decrease,
+        max_features=max_features,
+        rng=rng,
+    )
+    return trees[0]
+
+
+def _grow_many(
+    X: FloatArray,
+    Y: FloatArray,
+    kind: str,
+    roots: list[IntArray],
+    *,
+    max_depth: int | None,
+    min_samples_split: int,
+    min_samples_leaf: int,
+    min_impurity_decrease: float,
+    max_features: int,
+    rng: np.random.Generator,
+) -> list[tuple[Tree, FloatArray]]:
+    """Grow one tree per row-index array in `roots` (e.g. bootstrap samples), all at once.
+
+    The trees' nodes share the level arrays (each root is one more segment), so a forest pays the
+    per-level numpy overhead once, not once per tree.
+    """
+    sizes = np.array([len(r) for r in roots])
+    n_root = int(sizes[0])
+    if (sizes != n_root).any():
+        raise ValueError("all roots must have the same number of rows")
+    B = len(roots)
+    rows_all = np.concatenate(roots)
+    X = np.asarray(X, dtype=np.float32)[rows_all]  # scikit-learn's trees use float32 features too
+    Y = Y[rows_all]
     n, p = X.shape
-    Y.shape[1]
     regression = kind == "squared_error"
     y2 = (Y[:, 0] ** 2) if regression else None
     depth_cap = np.iinfo(np.int64).max if max_depth is None else max_depth
@@ -124,34 +163,43 @@ def _grow(
 
     # node storage (lists grown level by level)
     left_l, right_l, feat_l, thr_l, val_l, imp_l, nsamp_l = [], [], [], [], [], [], []
+    tree_l: list[int] = []
+    depth_l: list[int] = []
 
-    def new_nodes(tot: FloatArray, cnt: FloatArray, sq: FloatArray | None) -> IntArray:
+    def new_nodes(
+        tot: FloatArray, cnt: FloatArray, sq: FloatArray | None, tree_id: IntArray, dep: int
+    ) -> IntArray:
         ids = np.arange(len(feat_l), len(feat_l) + len(cnt))
         imp = _impurity(kind, tot, cnt, sq)
-        for i in range(len(cnt)):
-            left_l.append(-1)
-            right_l.append(-1)
-            feat_l.append(-2)
-            thr_l.append(-2.0)
-            val_l.append(tot[i] / cnt[i] if regression else tot[i])
-            imp_l.append(float(imp[i]))
-            nsamp_l.append(int(cnt[i]))
+        m = len(cnt)
+        tree_l.extend(tree_id.tolist())
+        depth_l.extend([dep] * m)
+        left_l.extend([-1] * m)
+        right_l.extend([-1] * m)
+        feat_l.extend([-2] * m)
+        thr_l.extend([-2.0] * m)
+        val_l.extend(list(tot / cnt[:, None] if regression else tot))
+        imp_l.extend(imp.tolist())
+        nsamp_l.extend(cnt.astype(np.int64).tolist())
         return ids
 
-    S = np.argsort(X, axis=0, kind="stable").T.copy()  # (p, N): sample ids, sorted per feature
-    Xs = np.take_along_axis(X.T, S, axis=1)  # (p, N) sorted values
-    seg_start = np.array([0])
-    seg_len = np.array([n])
-    root_tot = Y.sum(0, keepdims=True)
-    seg_node = new_nodes(
-        root_tot, np.array([float(n)]), None if y2 is None else np.array([y2.sum()])
-    )
-    importances = np.zeros(p)
+    # (p, N): row ids sorted per feature within each root's block, and the sorted values
+    order = np.argsort(X.reshape(B, n_root, p), axis=1, kind="stable")
+    S = (order + (np.arange(B) * n_root)[:, None, None]).transpose(2, 0, 1).reshape(p, n)
+    Xs = np.take_along_axis(X.T, S, axis=1)
+    seg_start = np.arange(B) * n_root
+    seg_len = np.full(B, n_root)
+    root_tot = Y.reshape(B, n_root, -1).sum(1)
+    root_sq = None if y2 is None else y2.reshape(B, n_root).sum(1)
+    seg_node = new_nodes(root_tot, seg_len.astype(np.float64), root_sq, np.arange(B), 0)
+    seg_tree = np.arange(B)
+    seg_imp = np.asarray(imp_l)
+    importances = np.zeros((B, p))
     depth = 0
     while seg_len.size:
         n_seg, N = seg_len.size, int(seg_len.sum())
         seg_of = np.repeat(np.arange(n_seg), seg_len)
-        node_imp = np.asarray(imp_l)[seg_node]
+        node_imp = seg_imp
         can_split = (
             (seg_len >= min_samples_split)
             & (seg_len >= 2 * msl)
@@ -220,7 +268,7 @@ def _grow(
         imp_R = _impurity(kind, R, nr, sq_r)
         decrease = seg_len * node_imp - nl * imp_L - nr * imp_R  # N_t i(t) - N_L i(L) - N_R i(R)
         split = has & (
-            decrease / n >= min_impurity_decrease - 1e-12 if min_impurity_decrease > 0 else has
+            decrease / n_root >= min_impurity_decrease - 1e-12 if min_impurity_decrease > 0 else has
         )
         if not split.any():
             break
@@ -231,9 +279,10 @@ def _grow(
         xv, xn = xv.astype(np.float64), xn.astype(np.float64)
         thr = xv / 2.0 + xn / 2.0
         thr = np.where((thr == xn) | ~np.isfinite(thr), xv, thr)
-        np.add.at(importances, f[sidx], decrease[sidx])
-        lids = new_nodes(L[sidx], nl[sidx], None if sq_l is None else sq_l[sidx])
-        rids = new_nodes(R[sidx], nr[sidx], None if sq_r is None else sq_r[sidx])
+        tid = seg_tree[sidx]
+        np.add.at(importances, (tid, f[sidx]), decrease[sidx])
+        lids = new_nodes(L[sidx], nl[sidx], None if sq_l is None else sq_l[sidx], tid, depth + 1)
+        rids = new_nodes(R[sidx], nr[sidx], None if sq_r is None else sq_r[sidx], tid, depth + 1)
         for k, t in enumerate(sidx):
             nd = seg_node[t]
             feat_l[nd] = int(f[t])
@@ -275,18 +324,35 @@ def _grow(
         seg_start, seg_len = starts, lens
         seg_node = np.empty(2 * sidx.size, dtype=np.intp)
         seg_node[0::2], seg_node[1::2] = lids, rids
+        seg_tree = np.repeat(tid, 2)
+        seg_imp = np.empty(2 * sidx.size)
+        seg_imp[0::2], seg_imp[1::2] = imp_L[sidx], imp_R[sidx]
         depth += 1
-    tree = Tree(
-        children_left=np.asarray(left_l, dtype=np.intp),
-        children_right=np.asarray(right_l, dtype=np.intp),
-        feature=np.asarray(feat_l, dtype=np.intp),
-        threshold=np.asarray(thr_l, dtype=np.float64),
-        value=np.asarray(val_l, dtype=np.float64).reshape(len(feat_l), -1),
-        impurity=np.asarray(imp_l),
-        n_node_samples=np.asarray(nsamp_l, dtype=np.intp),
-        max_depth=depth,
-    )
-    return tree, importances
+    # split the shared node arrays into one Tree per root (node ids renumbered per tree)
+    tree_of = np.asarray(tree_l, dtype=np.intp)
+    left_a, right_a = np.asarray(left_l, dtype=np.intp), np.asarray(right_l, dtype=np.intp)
+    feat_a, thr_a = np.asarray(feat_l, dtype=np.intp), np.asarray(thr_l, dtype=np.float64)
+    val_a = np.asarray(val_l, dtype=np.float64).reshape(len(feat_l), -1)
+    imp_a, nsamp_a = np.asarray(imp_l), np.asarray(nsamp_l, dtype=np.intp)
+    depth_a = np.asarray(depth_l)
+    local = np.empty(len(tree_of), dtype=np.intp)
+    out = []
+    for b in range(B):
+        ids = np.nonzero(tree_of == b)[0]
+        local[ids] = np.arange(len(ids))
+        lf, rt = left_a[ids], right_a[ids]
+        tree = Tree(
+            children_left=np.where(lf >= 0, local[np.maximum(lf, 0)], -1),
+            children_right=np.where(rt >= 0, local[np.maximum(rt, 0)], -1),
+            feature=feat_a[ids],
+            threshold=thr_a[ids],
+            value=val_a[ids],
+            impurity=imp_a[ids],
+            n_node_samples=nsamp_a[ids],
+            max_depth=int(depth_a[ids].max()),
+        )
+        out.append((tree, importances[b]))
+    return out
 
 
 def _resolve_max_features(max_features: Any, p: int, default: Any) -> int:
