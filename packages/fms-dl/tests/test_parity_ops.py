@@ -291,3 +291,35 @@ def test_dtypes_follow_torch() -> None:
     assert y.grad.dtype == np.float32
     assert x.grad.dtype == np.float64
     np.testing.assert_allclose(y.grad.data, 2.5)
+
+
+@FEW
+@given(pair=broadcast_pair(), seed=st.integers(0, 2**16))
+def test_comparisons_parity(pair: tuple[tuple[int, ...], ...], seed: int) -> None:
+    """Comparisons broadcast like torch's and give the same boolean tensors (not differentiable)."""
+    r = np.random.default_rng(seed)
+    a, b = (
+        r.integers(0, 3, pair[0]).astype(np.float64),
+        r.integers(0, 3, pair[1]).astype(np.float64),
+    )
+    ours, theirs = fms_dl.Tensor(a), torch.tensor(a)
+    other_o, other_t = fms_dl.Tensor(b), torch.tensor(b)
+    for op in ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__"):
+        got = getattr(ours, op)(other_o)
+        assert got.dtype == np.bool_
+        assert not got.requires_grad
+        np.testing.assert_array_equal(got.data, getattr(theirs, op)(other_t).numpy(), err_msg=op)
+
+
+def test_no_grad_as_decorator_and_nesting() -> None:
+    x = fms_dl.tensor([1.0], requires_grad=True)
+
+    @fms_dl.no_grad()
+    def f(t: fms_dl.Tensor) -> fms_dl.Tensor:
+        with fms_dl.enable_grad():
+            inner = t * 2
+        assert inner.requires_grad
+        return t * 3
+
+    assert not f(x).requires_grad
+    assert fms_dl.is_grad_enabled()
