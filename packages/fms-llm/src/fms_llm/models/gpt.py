@@ -58,7 +58,7 @@ class ModelConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """The shape and parts of a decoder-only language model.
+    r"""The shape and parts of a decoder-only language model.
 
     Args:
         vocab_size: Number of token ids.

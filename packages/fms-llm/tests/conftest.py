@@ -1,0 +1,76 @@
+"""Shared fixtures of the fms-llm tests: offline Hugging Face, one thread, tiny run configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The shapes are tiny: extra threads only add contention on a shared 2-core machine.
+torch.set_num_threads(1)
+
+
+def tiny_overrides(out_dir: Path, cache: Path, **extra: object) -> list[str]:
+    """Overrides that shrink any preset to a seconds-long CPU run on the synthetic corpus."""
+    base: dict[str, object] = {
+        "data.corpus": "synthetic",
+        "data.synthetic_docs": 600,
+        "data.vocab_size": 320,
+        "data.val_fraction": 0.1,
+        "data.cache_dir": str(cache),
+        "model.n_layers": 1,
+        "model.d_model": 32,
+        "model.n_heads": 2,
+        "model.max_seq_len": 192,
+        "train.seq_len": 32,
+        "train.batch_size": 4,
+        "train.max_steps": 12,
+        "train.warmup_steps": 2,
+        "train.eval_every": 6,
+        "train.eval_batches": 2,
+        "train.checkpoint_every": 6,
+        "train.log_every": 3,
+        "train.out_dir": str(out_dir),
+        "train.progress": False,
+        "train.peak_flops": 1e11,
+        "sample.prompt": "Once upon a time",
+        "sample.max_new_tokens": 8,
+    }
+    base.update(extra)
+    out = []
+    for k, v in base.items():
+        if isinstance(v, str):
+            v = '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        elif isinstance(v, bool):
+            v = str(v).lower()
+        elif v is None:
+            v = "none"
+        out.append(f"{k}={v}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A token-shard cache shared by the tests of a session."""
+    return tmp_path_factory.mktemp("fms-llm-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> Path:
+    """One finished tiny run on the synthetic corpus (its directory)."""
+    from fms_llm.train import load_config, pretrain
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    pretrain(load_config("tiny", tiny_overrides(out, data_cache)))
+    return out
+
+
+@pytest.fixture
+def overrides() -> object:
+    """The `tiny_overrides` helper."""
+    return tiny_overrides

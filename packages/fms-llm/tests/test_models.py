@@ -1,0 +1,188 @@
+"""Models: logits parity with transformers both ways, configs, counts, and bad model files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
+from transformers import LlamaConfig as HFLlamaConfig
+
+from fms_llm.models import (
+    GPT,
+    GPTConfig,
+    Llama,
+    LlamaConfig,
+    ModelConfigError,
+    ModelFileError,
+    load_pretrained,
+)
+
+TOL = 1e-5  # float32 logits
+
+
+def _hf_gpt2() -> GPT2LMHeadModel:
+    cfg = GPT2Config(
+        vocab_size=101, n_positions=40, n_embd=48, n_layer=2, n_head=4,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def _hf_llama() -> LlamaForCausalLM:
+    cfg = HFLlamaConfig(
+        vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=64,
+        rope_theta=500.0, bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _perturb(model: torch.nn.Module) -> None:
+    """Random weights everywhere, norms and biases included (fresh norms are all ones/zeros)."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+
+
+@pytest.mark.parametrize("make_hf", [_hf_gpt2, _hf_llama], ids=["gpt2", "llama"])
+def test_logits_parity_with_transformers_both_ways_within_1e5(
+    make_hf: object, tmp_path: Path
+) -> None:
+    """transformers model -> save -> fms-llm, and fms-llm -> save -> transformers: |dlogits| <= 1e-5."""
+    torch.manual_seed(1)
+    hf = make_hf()  # type: ignore[operator]
+    _perturb(hf)
+    hf.save_pretrained(tmp_path / "hf")
+    ours = load_pretrained(tmp_path / "hf").eval()
+    x = torch.randint(0, 101, (3, 17))
+    with torch.no_grad():
+        ref = hf(x).logits
+        got = ours(x)
+    torch.testing.assert_close(got, ref, atol=TOL, rtol=0)
+    ours.save_pretrained(tmp_path / "ours")
+    back = type(hf).from_pretrained(tmp_path / "ours").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(x).logits, got, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+def test_fresh_model_saves_and_loads_through_transformers(family: str, tmp_path: Path) -> None:
+    """A model initialised by fms-llm loads in AutoModelForCausalLM with the same logits (1e-5)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(2)
+    if family == "gpt":
+        model: GPT = GPT(
+            GPTConfig(vocab_size=67, n_layers=2, d_model=32, n_heads=4, max_seq_len=32)
+        )
+    else:
+        model = Llama(LlamaConfig(vocab_size=67, n_layers=2, d_model=32, n_heads=4, n_kv_heads=1))
+    model.eval().save_pretrained(tmp_path)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    x = torch.randint(0, 67, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), hf(x).logits, atol=TOL, rtol=0)
+    assert model.num_parameters() == hf.num_parameters()
+
+
+def test_parameter_count_matches_transformers_and_gpt2_small() -> None:
+    """GPT-2 small has 124,439,808 parameters (tied head counted once), as transformers counts."""
+    model = GPT(GPTConfig())
+    assert model.num_parameters() == 124_439_808
+    assert model.num_parameters(non_embedding=True) == 124_439_808 - 50257 * 768 - 1024 * 768
+
+
+def test_flops_per_token_is_6n_plus_attention() -> None:
+    cfg = GPTConfig(vocab_size=100, n_layers=2, d_model=32, n_heads=4, max_seq_len=16)
+    model = GPT(cfg)
+    n_matmul = 2 * (4 * 32 * 32 + 2 * 32 * 128) + 100 * 32
+    assert model.flops_per_token(16) == 6 * n_matmul + 12 * 2 * 32 * 16
+
+
+def test_gpt2_init_scales_residual_projections() -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=100, n_layers=8, d_model=256, n_heads=4, max_seq_len=16))
+    out_std = model.blocks[0].self_attn.out_proj.weight.std().item()
+    q_std = model.blocks[0].self_attn.q_proj.weight.std().item()
+    assert abs(q_std - 0.02) < 0.002
+    assert abs(out_std - 0.02 / 4) < 0.0005  # 0.02 / sqrt(2 * 8)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"d_model": 30, "n_heads": 4}, "d_model=30 is not divisible by n_heads=4"),
+        ({"n_heads": 4, "n_kv_heads": 3}, "not a multiple of n_kv_heads=3"),
+        ({"vocab_size": 0}, "vocab_size must be a positive int"),
+        ({"dropout": 1.0}, "dropout"),
+    ],
+)
+def test_bad_model_configs_raise(kwargs: dict[str, int], match: str) -> None:
+    with pytest.raises(ModelConfigError, match=match):
+        GPTConfig(**{"d_model": 32, "n_heads": 4, **kwargs})  # type: ignore[arg-type]
+
+
+def test_context_longer_than_max_seq_len_raises() -> None:
+    model = GPT(GPTConfig(vocab_size=10, n_layers=1, d_model=8, n_heads=2, max_seq_len=4))
+    with pytest.raises(ValueError, match="exceeds max_seq_len=4"):
+        model(torch.zeros(1, 5, dtype=torch.long))
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    GPT(GPTConfig(vocab_size=50, n_layers=1, d_model=16, n_heads=2, max_seq_len=8)).save_pretrained(
+        tmp_path / "m"
+    )
+    return tmp_path / "m"
+
+
+def test_missing_model_dir_and_files(tmp_path: Path, saved: Path) -> None:
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_pretrained(tmp_path / "nope")
+    (saved / "model.safetensors").unlink()
+    with pytest.raises(ModelFileError, match=r"model\.safetensors does not exist"):
+        load_pretrained(saved)
+
+
+def test_corrupt_config_and_weights(saved: Path) -> None:
+    (saved / "config.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="not JSON"):
+        load_pretrained(saved)
+    (saved / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ModelFileError, match="model_type 'bert' is not supported"):
+        load_pretrained(saved)
+
+
+def test_truncated_safetensors(saved: Path) -> None:
+    data = (saved / "model.safetensors").read_bytes()
+    (saved / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="corrupt"):
+        load_pretrained(saved)
+
+
+def test_config_weights_mismatch(saved: Path) -> None:
+    cfg = json.loads((saved / "config.json").read_text())
+    cfg["n_embd"] = 32
+    (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFileError, match="c_attn has weight"):
+        load_pretrained(saved)
+    cfg["n_embd"], cfg["n_layer"] = 16, 2
+    (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFileError, match=r"missing weight 'transformer\.h\.1"):
+        load_pretrained(saved)
+
+
+def test_save_is_atomic_and_keeps_other_files(saved: Path) -> None:
+    (saved / "tokenizer.json").write_text("{}")
+    model = load_pretrained(saved)
+    model.save_pretrained(saved)
+    assert sorted(p.name for p in saved.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
+    assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]
