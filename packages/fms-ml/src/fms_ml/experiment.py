@@ -563,6 +563,7 @@ class Experiment:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text + "\n")
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a record is meant to be shared
             os.replace(tmp, p)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
