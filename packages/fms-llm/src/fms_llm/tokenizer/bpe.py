@@ -33,7 +33,7 @@ import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from itertools import chain
+from itertools import chain, pairwise
 from multiprocessing import get_context
 from typing import TYPE_CHECKING, Any
 
@@ -370,22 +370,24 @@ class BPETokenizer:
         if len(piece) > _LONG_PIECE:
             parts = _merge_long(piece, self._ranks)
         else:
-            ranks = self._ranks
+            get = self._ranks.get
             parts = [piece[i : i + 1] for i in range(len(piece))]
             # pair_ranks[i] is the rank of parts[i] + parts[i + 1] (absent: a huge number)
             none = 1 << 62
-            pair_ranks = [ranks.get(parts[i] + parts[i + 1], none) for i in range(len(parts) - 1)]
+            pair_ranks = [get(a + b, none) for a, b in pairwise(parts)]
             while pair_ranks:
                 best = min(pair_ranks)
                 if best == none:
                     break
                 i = pair_ranks.index(best)  # the leftmost of equal ranks
-                parts[i : i + 2] = [parts[i] + parts[i + 1]]
+                merged = parts[i] + parts[i + 1]
+                parts[i] = merged
+                del parts[i + 1]
                 del pair_ranks[i]
-                if i < len(parts) - 1:
-                    pair_ranks[i] = ranks.get(parts[i] + parts[i + 1], none)
+                if i < len(pair_ranks):
+                    pair_ranks[i] = get(merged + parts[i + 1], none)
                 if i > 0:
-                    pair_ranks[i - 1] = ranks.get(parts[i - 1] + parts[i], none)
+                    pair_ranks[i - 1] = get(parts[i - 1] + merged, none)
         to_id = self._mergeable
         return tuple([to_id[p] for p in parts])
 
