@@ -764,3 +764,17 @@ def test_ascii_english_ids_equal_tiktoken(gpt2_tok: BPETokenizer) -> None:
     text = "\n".join(v for v, _ in zip(_kjv_verses(), range(3000), strict=False))
     assert text.isascii()
     assert gpt2_tok.encode(text) == gpt2_tok.to_tiktoken().encode_ordinary(text)
+
+
+def test_saved_tokenizer_loads_in_transformers(
+    gpt2_tok: BPETokenizer, corpus: list[str], tmp_path: Path
+) -> None:
+    """`transformers.PreTrainedTokenizerFast(tokenizer_file=...)`: same ids, same text back."""
+    from transformers import PreTrainedTokenizerFast
+
+    gpt2_tok.save(tmp_path / "tokenizer.json")
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    for doc in corpus[:5]:
+        ids = fast(doc, add_special_tokens=False)["input_ids"]
+        assert ids == gpt2_tok.encode(doc)
+        assert fast.decode(ids) == doc
