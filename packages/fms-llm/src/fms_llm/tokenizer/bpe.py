@@ -17,9 +17,10 @@ i^\star = \arg\min_i \operatorname{rank}(t_i t_{i+1}), \qquad
 (t_1, \dots, t_n) \leftarrow (t_1, \dots, t_{i^\star} t_{i^\star + 1}, \dots, t_n).
 $$
 
-That is exactly tiktoken's rule (ranks of concatenations, a piece that is already a whole token is
-taken as is) and, for the vocabularies BPE training produces, Hugging Face tokenizers' rule
-(ranks of merge pairs, with `ignore_merges`); the parity tests check both on a megabyte of text.
+That is exactly tiktoken's rule (ranks of concatenations; a piece that is already a whole token is
+taken as is). Hugging Face tokenizers ranks merge *pairs* instead (with `ignore_merges` for whole
+tokens); the two differ only when encoding meets a split of a token other than the one that built
+it, and the parity tests check that ours equals both on a megabyte of varied text.
 
 Special tokens are cut out of the text before pre-tokenisation, longest match first, and are never
 merged with anything.
