@@ -80,20 +80,30 @@ def test_pool_layers(h: Any) -> None:
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])
-def test_batchnorm_train_then_eval(h: Any, momentum: float | None) -> None:
+@settings(max_examples=3, deadline=None)
+@given(
+    n=st.integers(2, 5),
+    c=st.integers(1, 4),
+    length=st.integers(1, 3),
+    hw=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    seed=st.integers(0, 99),
+)
+def test_batchnorm_train_then_eval(
+    h: Any, momentum: float | None, n: int, c: int, length: int, hw: tuple[int, int], seed: int
+) -> None:
     """BatchNorm1d/2d: training output, gradients and running statistics over 3 steps, then eval."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for ours, theirs, shape in (
-        (nn.BatchNorm1d(3, momentum=momentum), torch.nn.BatchNorm1d(3, momentum=momentum), (5, 3)),
+        (nn.BatchNorm1d(c, momentum=momentum), torch.nn.BatchNorm1d(c, momentum=momentum), (n, c)),
         (
-            nn.BatchNorm1d(3, momentum=momentum),
-            torch.nn.BatchNorm1d(3, momentum=momentum),
-            (4, 3, 2),
+            nn.BatchNorm1d(c, momentum=momentum),
+            torch.nn.BatchNorm1d(c, momentum=momentum),
+            (n, c, length),
         ),
         (
-            nn.BatchNorm2d(3, momentum=momentum),
-            torch.nn.BatchNorm2d(3, momentum=momentum),
-            (2, 3, 4, 5),
+            nn.BatchNorm2d(c, momentum=momentum),
+            torch.nn.BatchNorm2d(c, momentum=momentum),
+            (n, c, *hw),
         ),
     ):
         with torch.no_grad():
@@ -153,10 +163,28 @@ def test_dropout_semantics() -> None:
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_recurrent(h: Any, kind: str, batch_first: bool) -> None:
-    """RNN, LSTM and GRU (2 layers) equal torch's, outputs and final states, with initial states."""
-    rng = np.random.default_rng(0)
-    layers, n, length, i, hs = 2, 3, 5, 4, 6
+@settings(max_examples=4, deadline=None)
+@given(
+    layers=st.integers(1, 3),
+    n=st.integers(1, 3),
+    length=st.integers(1, 5),
+    i=st.integers(1, 4),
+    hs=st.integers(1, 5),
+    seed=st.integers(0, 99),
+)
+def test_recurrent(
+    h: Any,
+    kind: str,
+    batch_first: bool,
+    layers: int,
+    n: int,
+    length: int,
+    i: int,
+    hs: int,
+    seed: int,
+) -> None:
+    """RNN, LSTM and GRU (multi-layer) equal torch's: outputs, final states and every gradient."""
+    rng = np.random.default_rng(seed)
     ours = getattr(nn, kind)(i, hs, num_layers=layers, batch_first=batch_first)
     theirs = getattr(torch.nn, kind)(i, hs, num_layers=layers, batch_first=batch_first).double()
     ours.double()

@@ -323,3 +323,13 @@ def test_no_grad_as_decorator_and_nesting() -> None:
 
     assert not f(x).requires_grad
     assert fms_dl.is_grad_enabled()
+
+
+def test_iteration_over_first_dim(h: Any) -> None:
+    """Iterating yields rows (as in torch), each differentiable, and stops at the end."""
+    x, tx = h.pair(np.arange(6.0).reshape(3, 2))
+    rows = list(x)
+    assert len(rows) == 3
+    sum(r * float(i + 1) for i, r in enumerate(rows)).sum().backward()  # type: ignore[union-attr]
+    sum(r * float(i + 1) for i, r in enumerate(tx)).sum().backward()
+    h.close(x.grad, tx.grad, h.GRAD_TOL, "grad through iteration")

@@ -387,6 +387,11 @@ class Tensor:
             raise TypeError("len() of a 0-d tensor")
         return int(self._data.shape[0])
 
+    def __iter__(self) -> Iterator[Tensor]:
+        """Iterate over the first dimension (each item is a differentiable view)."""
+        for i in range(len(self)):
+            yield self[i]
+
     def __repr__(self) -> str:
         extra = f", grad_fn={self._op}" if self._op else ""
         extra += ", requires_grad=True" if self.requires_grad and not self._op else ""
