@@ -167,13 +167,20 @@ def test_checkpoint_every_and_final_checkpoint(tmp_path):
     x, y = _data(16)
     model = _model()
     cfg = _cfg(max_steps=5, checkpoint_every=2, checkpoint_dir=tmp_path)
-    Trainer(model, AdamW(model.parameters()), cfg, batch_fn=lambda i: (x, y), loss_fn=_mse).fit()
+    t = Trainer(model, AdamW(model.parameters()), cfg, batch_fn=lambda i: (x, y), loss_fn=_mse)
+    first = t.fit()
     assert sorted(p.name for p in tmp_path.glob("step-*")) == [
         "step-00000002",
         "step-00000004",
         "step-00000005",
     ]
     assert latest_checkpoint(tmp_path) == tmp_path / "step-00000005"
+    again = Trainer(model, AdamW(model.parameters()), cfg, batch_fn=lambda i: (x, y), loss_fn=_mse)
+    final = again.fit(
+        resume=True
+    )  # a finished run: nothing to do, metrics come from the checkpoint
+    assert again.step == 5
+    assert final["loss"] == first["loss"]
 
 
 def test_resume_in_process_matches_uninterrupted_bitwise(tmp_path):

@@ -335,6 +335,7 @@ class Trainer:
             model=self.unwrapped_model,
             optimizer=self.optimizer,
             step=self.step,
+            extra={"metrics": self.metrics},
             keep_last=cfg.checkpoint_keep_last,
         )
 
@@ -353,8 +354,9 @@ class Trainer:
                 states, step) first, if there is one, and continue from it.
 
         Returns:
-            The final metrics: the last step's training metrics, the last evaluation's
-            metrics prefixed with `eval_`, and `step`.
+            The final metrics: the last step's training metrics (restored from the checkpoint
+            when a finished run is resumed), the last evaluation's metrics prefixed with
+            `eval_`, and `step`.
 
         Raises:
             ValueError: `resume=True` without `config.checkpoint_dir`.
@@ -373,7 +375,8 @@ class Trainer:
                     map_location=self.device,
                 )
                 self.step = info["step"]
-        final: dict[str, float] = {}
+                self.metrics = dict(info["extra"].get("metrics", {}))
+        final: dict[str, float] = dict(self.metrics)
         bar = self._progress()
         last_saved = self.step if resume else -1
         last_eval = -1
