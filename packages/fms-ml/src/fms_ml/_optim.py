@@ -44,7 +44,7 @@ def lbfgs(
             s, y, _ = mem[-1]
             q *= (s @ y) / (y @ y)
         else:
-            q /= max(1.0, np.linalg.norm(g))
+            q /= max(1.0, float(np.linalg.norm(g)))
         for (s, y, rho), a in zip(mem, reversed(alphas), strict=True):
             b = rho * (y @ q)
             q += (a - b) * s
@@ -63,7 +63,7 @@ def lbfgs(
         else:
             return x, it, False
         s, y = x_new - x, g_new - g
-        sy = s @ y
+        sy = float(s @ y)
         if sy > 1e-12 * np.sqrt((s @ s) * (y @ y)):
             mem.append((s, y, 1.0 / sy))
         if abs(f - f_new) <= 1e-15 * max(1.0, abs(f)) and np.max(np.abs(g_new)) <= 10 * tol:

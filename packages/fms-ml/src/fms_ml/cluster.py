@@ -30,7 +30,7 @@ IntArray = NDArray[np.intp]
 
 def _sq_dists(A: FloatArray, B: FloatArray, A_sq: FloatArray | None = None) -> FloatArray:
     a = (A * A).sum(1) if A_sq is None else A_sq
-    return np.maximum(a[:, None] - 2.0 * (A @ B.T) + (B * B).sum(1)[None, :], 0.0)
+    return np.asarray(np.maximum(a[:, None] - 2.0 * (A @ B.T) + (B * B).sum(1)[None, :], 0.0))
 
 
 def kmeans_plusplus(

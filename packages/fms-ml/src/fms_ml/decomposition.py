@@ -89,7 +89,7 @@ class PCA(TransformerMixin, BaseEstimator):
         Z = (Xa - self.mean_) @ self.components_.T
         if self.whiten:
             Z /= np.sqrt(self.explained_variance_)
-        return Z
+        return np.asarray(Z)
 
     def fit_transform(self, X: ArrayLike, y: ArrayLike | None = None) -> FloatArray:
         """Fit and project in one go ($U S$, no second product)."""
@@ -108,7 +108,7 @@ class PCA(TransformerMixin, BaseEstimator):
             )
         if self.whiten:
             Za = Za * np.sqrt(self.explained_variance_)
-        return Za @ self.components_ + self.mean_
+        return np.asarray(Za @ self.components_ + self.mean_)
 
     def get_covariance(self) -> Any:
         """Model covariance $V^\\top \\operatorname{diag}(\\lambda - \\sigma^2) V + \\sigma^2 I$."""

@@ -56,8 +56,8 @@ class _BaseForest(BaseEstimator):
         mf = _resolve_max_features(self.max_features, p, self._default_mf)  # type: ignore[attr-defined]
         self.estimators_ = []
         imps = []
-        roots = [
-            rng.integers(0, n, n) if self.bootstrap else np.arange(n)  # type: ignore[attr-defined]
+        roots: list[NDArray[np.intp]] = [
+            np.asarray(rng.integers(0, n, n) if self.bootstrap else np.arange(n), dtype=np.intp)  # type: ignore[attr-defined]
             for _ in range(self.n_estimators)  # type: ignore[attr-defined]
         ]
         # grow the trees in batches sharing the level arrays (~128k values a batch: cache-sized)
@@ -87,7 +87,7 @@ class _BaseForest(BaseEstimator):
             est.tree_, est.n_features_in_ = tree, p
             est.feature_importances_ = imp / imp.sum() if imp.sum() > 0 else imp
             if hasattr(self, "classes_"):
-                est.classes_, est.n_classes_ = self.classes_, len(self.classes_)  # type: ignore[attr-defined]
+                est.classes_, est.n_classes_ = self.classes_, len(self.classes_)
             self.estimators_.append(est)
             imps.append(est.feature_importances_)
         mean_imp = np.mean(imps, axis=0)
@@ -153,7 +153,7 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Class with the largest mean probability."""
         proba = self.predict_proba(X)
-        return self.classes_[proba.argmax(1)]
+        return np.asarray(self.classes_[proba.argmax(1)])
 
 
 class RandomForestRegressor(RegressorMixin, _BaseForest):
@@ -382,10 +382,10 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
                 leaves = tree.apply(Xa)
                 lm = np.where(mask, leaves, tree.node_count)
                 p = P[:, k]
-                num = np.bincount(lm, r, minlength=tree.node_count + 1)[:-1]
+                num = np.bincount(lm, r, minlength=tree.node_count + 1)[:-1].astype(np.float64)
                 den = np.bincount(lm, p * (1 - p), minlength=tree.node_count + 1)[:-1]
                 if K > 2:
-                    num *= (K - 1) / K
+                    num = num * ((K - 1) / K)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     val = np.where(np.abs(den) > 1e-150, num / den, 0.0)
                 leaf = tree.children_left == -1
@@ -415,11 +415,11 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Most probable class."""
         proba = self.predict_proba(X)
-        return self.classes_[proba.argmax(1)]
+        return np.asarray(self.classes_[proba.argmax(1)])
 
 
 def _link_inverse(F: FloatArray) -> FloatArray:
     if F.shape[1] == 1:
         return 1.0 / (1.0 + np.exp(-F))
     Z = np.exp(F - F.max(1, keepdims=True))
-    return Z / Z.sum(1, keepdims=True)
+    return np.asarray(Z / Z.sum(1, keepdims=True))

@@ -269,7 +269,7 @@ def t_ci(x: ArrayLike, confidence: float = 0.95) -> CI:
 
 def bootstrap_ci(
     x: ArrayLike,
-    statistic: Callable[[NDArray[np.float64]], float] = np.mean,  # type: ignore[assignment]
+    statistic: Callable[[NDArray[np.float64]], Any] = np.mean,
     *,
     confidence: float = 0.95,
     n_resamples: int = 10_000,

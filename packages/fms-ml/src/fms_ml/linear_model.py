@@ -58,7 +58,7 @@ class _LinearRegressorBase(RegressorMixin, BaseEstimator):
     def predict(self, X: ArrayLike) -> FloatArray:
         """$\\hat y = X w + b$, shape `(n_samples,)` (or `(n_samples, n_targets)`)."""
         Xa = self._validate_predict_input(X)
-        return Xa @ self.coef_.T + self.intercept_
+        return np.asarray(Xa @ self.coef_.T + self.intercept_)
 
     def _set_intercept(self, x_off: FloatArray, y_off: Any) -> None:
         self.intercept_ = y_off - x_off @ self.coef_.T
@@ -87,7 +87,7 @@ class LinearRegression(_LinearRegressorBase):
         self.n_features_in_ = Xa.shape[1]
         Xc, yc, x_off, y_off = _center(Xa, ya, self.fit_intercept)
         coef, _, self.rank_, self.singular_ = np.linalg.lstsq(Xc, yc, rcond=None)
-        self.coef_ = coef.T
+        self.coef_ = np.asarray(coef.T, dtype=np.float64)
         self._set_intercept(x_off, y_off)
         return self
 
@@ -124,7 +124,7 @@ class Ridge(_LinearRegressorBase):
         Xc, yc, x_off, y_off = _center(Xa, ya, self.fit_intercept)
         n, p = Xc.shape
         a = float(self.alpha)
-        coef: FloatArray | None = None
+        coef: NDArray[Any] | None = None
         if self.solver in ("auto", "cholesky"):
             try:
                 if p <= n:
@@ -432,7 +432,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
                 Xb = np.c_[Xa, np.ones(n)] if fi else Xa
                 H = (Xb.T * d) @ Xb
                 H[np.arange(p), np.arange(p)] += lam
-                return H / n
+                return np.asarray(H / n)
 
             theta0 = np.zeros(p + int(fi))
             if self.solver == "newton":
@@ -472,14 +472,14 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         """Scores $Xw + b$: `(n_samples,)` for binary, `(n_samples, n_classes)` otherwise."""
         Xa = self._validate_predict_input(X)
         Z = Xa @ self.coef_.T + self.intercept_
-        return Z[:, 0] if Z.shape[1] == 1 else Z
+        return np.asarray(Z[:, 0] if Z.shape[1] == 1 else Z)
 
     def predict_proba(self, X: ArrayLike) -> FloatArray:
         """Class probabilities `(n_samples, n_classes)`, columns in `classes_` order."""
         Z = self.decision_function(X)
         if Z.ndim == 1:
             p1 = _sigmoid(Z)
-            return np.c_[1 - p1, p1]
+            return np.asarray(np.c_[1 - p1, p1])
         return _softmax(Z)
 
     def predict_log_proba(self, X: ArrayLike) -> FloatArray:
@@ -490,7 +490,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         """Most probable class."""
         Z = self.decision_function(X)
         idx = (Z > 0).astype(np.intp) if Z.ndim == 1 else Z.argmax(axis=1)
-        return self.classes_[idx]
+        return np.asarray(self.classes_[idx])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -676,13 +676,13 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
         """Signed distance-like scores: `(n_samples,)` binary, `(n_samples, K)` otherwise."""
         Xa = self._validate_predict_input(X)
         Z = Xa @ self.coef_.T + self.intercept_
-        return Z[:, 0] if Z.shape[1] == 1 else Z
+        return np.asarray(Z[:, 0] if Z.shape[1] == 1 else Z)
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Class with the largest score."""
         Z = self.decision_function(X)
         idx = (Z > 0).astype(np.intp) if Z.ndim == 1 else Z.argmax(axis=1)
-        return self.classes_[idx]
+        return np.asarray(self.classes_[idx])
 
     def predict_proba(self, X: ArrayLike) -> FloatArray:
         """Probabilities for `loss="log_loss"` (sigmoid; one-vs-rest normalised for $K > 2$)."""
@@ -691,9 +691,9 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
         Z = self.decision_function(X)
         if Z.ndim == 1:
             p = _sigmoid(Z)
-            return np.c_[1 - p, p]
+            return np.asarray(np.c_[1 - p, p])
         P = _sigmoid(Z)
-        return P / P.sum(axis=1, keepdims=True)
+        return np.asarray(P / P.sum(axis=1, keepdims=True))
 
 
 class SGDRegressor(RegressorMixin, _SGDBase):
@@ -748,4 +748,4 @@ class SGDRegressor(RegressorMixin, _SGDBase):
     def predict(self, X: ArrayLike) -> FloatArray:
         """$\\hat y = X w + b$."""
         Xa = self._validate_predict_input(X)
-        return Xa @ self.coef_ + self.intercept_[0]
+        return np.asarray(Xa @ self.coef_ + self.intercept_[0])

@@ -321,7 +321,7 @@ def r2_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 
 def _pairwise_sq_dists(X: NDArray[np.float64], Y: NDArray[np.float64]) -> NDArray[np.float64]:
     d = (X * X).sum(1)[:, None] - 2.0 * X @ Y.T + (Y * Y).sum(1)[None, :]
-    return np.maximum(d, 0.0)
+    return np.asarray(np.maximum(d, 0.0))
 
 
 def silhouette_samples(X: ArrayLike, labels: ArrayLike) -> NDArray[np.float64]:

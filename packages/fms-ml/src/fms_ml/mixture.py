@@ -29,7 +29,7 @@ FloatArray = NDArray[np.float64]
 
 def _logsumexp(a: FloatArray) -> FloatArray:
     m = a.max(1, keepdims=True)
-    return (m + np.log(np.exp(a - m).sum(1, keepdims=True)))[:, 0]
+    return np.asarray((m + np.log(np.exp(a - m).sum(1, keepdims=True)))[:, 0])
 
 
 class GaussianMixture(BaseEstimator):
@@ -121,7 +121,7 @@ class GaussianMixture(BaseEstimator):
                 - 2.0 * (X @ (self.means_ * prec).T)
                 + (X**2) @ prec.T
             )
-        return -0.5 * (p * np.log(2 * np.pi) + log_prob) + log_det
+        return np.asarray(-0.5 * (p * np.log(2 * np.pi) + log_prob) + log_det)
 
     def _e_step(self, X: FloatArray) -> tuple[float, FloatArray]:
         weighted = self._estimate_log_gaussian(X) + np.log(self.weights_)
@@ -213,7 +213,7 @@ class GaussianMixture(BaseEstimator):
         else:
             self.precisions_ = self.precisions_cholesky_**2
         _, log_resp = self._e_step(Xa)
-        return log_resp.argmax(1)
+        return np.asarray(log_resp.argmax(1))
 
     def _check(self, X: ArrayLike) -> FloatArray:
         if not hasattr(self, "means_"):
@@ -238,7 +238,7 @@ class GaussianMixture(BaseEstimator):
 
     def predict(self, X: ArrayLike) -> NDArray[np.intp]:
         """Most responsible component."""
-        return self.predict_proba(X).argmax(1)
+        return np.asarray(self.predict_proba(X).argmax(1))
 
     def _n_parameters(self) -> int:
         K, p = self.means_.shape
@@ -248,7 +248,7 @@ class GaussianMixture(BaseEstimator):
     def bic(self, X: ArrayLike) -> float:
         """Bayesian information criterion $-2\\log L + k \\log n$ (lower is better)."""
         Xa = check_array(X)
-        return -2 * self.score(Xa) * len(Xa) + self._n_parameters() * np.log(len(Xa))
+        return float(-2 * self.score(Xa) * len(Xa) + self._n_parameters() * np.log(len(Xa)))
 
     def aic(self, X: ArrayLike) -> float:
         """Akaike information criterion $-2\\log L + 2k$ (lower is better)."""

@@ -49,7 +49,7 @@ def _n_test_train(
         test_size = 0.25
 
     def to_count(size: float | int, name: str, ceil: bool) -> int:
-        if isinstance(size, numbers.Integral):
+        if isinstance(size, int | np.integer):
             if not 0 < size < n:
                 raise ValueError(f"{name}={size} must lie in (0, {n}) for {n} samples.")
             return int(size)
@@ -131,7 +131,7 @@ class KFold:
     def __init__(
         self, n_splits: int = 5, *, shuffle: bool = False, random_state: int | None = None
     ) -> None:
-        if not isinstance(n_splits, numbers.Integral) or n_splits < 2:
+        if not isinstance(n_splits, int | np.integer) or n_splits < 2:
             raise ValueError(f"n_splits must be an int >= 2; got {n_splits!r}.")
         self.n_splits = int(n_splits)
         self.shuffle = shuffle
@@ -139,7 +139,7 @@ class KFold:
 
     def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
         """Number of folds."""
-        return self.n_splits
+        return int(self.n_splits)
 
     def _test_folds(self, n: int, y: Any) -> Iterator[IntArray]:
         idx = np.arange(n)

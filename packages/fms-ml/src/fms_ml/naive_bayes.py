@@ -30,7 +30,7 @@ class _BaseNB(ClassifierMixin, BaseEstimator):
         """$\\log p(c \\mid x)$, normalised with log-sum-exp."""
         jll = self._joint_log_likelihood(self._validate_predict_input(X))
         m = jll.max(1, keepdims=True)
-        return jll - (m + np.log(np.exp(jll - m).sum(1, keepdims=True)))
+        return np.asarray(jll - (m + np.log(np.exp(jll - m).sum(1, keepdims=True))))
 
     def predict_proba(self, X: ArrayLike) -> FloatArray:
         """$p(c \\mid x)$, `(n_samples, n_classes)`."""
@@ -39,7 +39,7 @@ class _BaseNB(ClassifierMixin, BaseEstimator):
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Maximum a posteriori class."""
         jll = self._joint_log_likelihood(self._validate_predict_input(X))
-        return self.classes_[jll.argmax(1)]
+        return np.asarray(self.classes_[jll.argmax(1)])
 
 
 class GaussianNB(_BaseNB):
@@ -82,7 +82,7 @@ class GaussianNB(_BaseNB):
         # sum_j (x_j - theta_kj)^2 / var_kj, expanded into matrix products
         inv = 1.0 / self.var_
         quad = (X * X) @ inv.T - 2.0 * X @ (self.theta_ * inv).T + (self.theta_**2 * inv).sum(1)
-        return np.log(self.class_prior_) + n_ij - 0.5 * quad
+        return np.asarray(np.log(self.class_prior_) + n_ij - 0.5 * quad)
 
 
 class MultinomialNB(_BaseNB):
@@ -125,4 +125,4 @@ class MultinomialNB(_BaseNB):
         return self
 
     def _joint_log_likelihood(self, X: FloatArray) -> FloatArray:
-        return X @ self.feature_log_prob_.T + self.class_log_prior_
+        return np.asarray(X @ self.feature_log_prob_.T + self.class_log_prior_)

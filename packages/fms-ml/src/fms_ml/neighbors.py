@@ -35,7 +35,7 @@ IntArray = NDArray[np.intp]
 def _sq_dists(A: FloatArray, B: FloatArray, B_sq: FloatArray | None = None) -> FloatArray:
     Bs = (B * B).sum(1) if B_sq is None else B_sq
     d = (A * A).sum(1)[:, None] - 2.0 * (A @ B.T) + Bs[None, :]
-    return np.maximum(d, 0.0)
+    return np.asarray(np.maximum(d, 0.0))
 
 
 def _k_smallest(D: FloatArray, k: int) -> tuple[FloatArray, IntArray]:
@@ -196,11 +196,11 @@ class NearestNeighbors(BaseEstimator):
         k = self.n_neighbors if n_neighbors is None else n_neighbors
         self_query = X is None
         if self_query:
-            self._validate_predict_input(np.zeros((1, getattr(self, "n_features_in_", 0))))
+            self._validate_predict_input(np.zeros((1, getattr(self, "n_features_in_", 1))))
             Q = self._fit_X_
             k += 1
         else:
-            Q = self._validate_predict_input(X)
+            Q = self._validate_predict_input(X)  # type: ignore[arg-type]
         if k > self.n_samples_fit_:
             raise ValueError(
                 f"n_neighbors={k - int(self_query)} must be <= the number of training samples "
@@ -258,7 +258,7 @@ class KNeighborsClassifier(ClassifierMixin, NearestNeighbors):
         self.algorithm = algorithm
         self.leaf_size = leaf_size
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> KNeighborsClassifier:
+    def fit(self, X: ArrayLike, y: ArrayLike) -> KNeighborsClassifier:  # type: ignore[override]
         """Store the training set."""
         if self.weights not in ("uniform", "distance"):
             raise ValueError(f"weights must be 'uniform' or 'distance'; got {self.weights!r}.")
@@ -275,12 +275,12 @@ class KNeighborsClassifier(ClassifierMixin, NearestNeighbors):
         P = np.zeros((len(ind), K))
         rows = np.repeat(np.arange(len(ind)), ind.shape[1])
         np.add.at(P, (rows, self._y[ind].ravel()), w.ravel())
-        return P / P.sum(1, keepdims=True)
+        return np.asarray(P / P.sum(1, keepdims=True))
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """The class with the largest (weighted) vote."""
         proba = self.predict_proba(X)
-        return self.classes_[proba.argmax(1)]
+        return np.asarray(self.classes_[proba.argmax(1)])
 
 
 class KNeighborsRegressor(RegressorMixin, NearestNeighbors):
@@ -299,7 +299,7 @@ class KNeighborsRegressor(RegressorMixin, NearestNeighbors):
         self.algorithm = algorithm
         self.leaf_size = leaf_size
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> KNeighborsRegressor:
+    def fit(self, X: ArrayLike, y: ArrayLike) -> KNeighborsRegressor:  # type: ignore[override]
         """Store the training set."""
         if self.weights not in ("uniform", "distance"):
             raise ValueError(f"weights must be 'uniform' or 'distance'; got {self.weights!r}.")
@@ -312,7 +312,7 @@ class KNeighborsRegressor(RegressorMixin, NearestNeighbors):
         """Weighted mean of the neighbours' targets."""
         dist, ind = self.kneighbors(X)
         w = _weights(dist, self.weights)
-        return (w * self._y[ind]).sum(1) / w.sum(1)
+        return np.asarray((w * self._y[ind]).sum(1) / w.sum(1))
 
 
 _ = check_n_features  # re-exported validation helper used through BaseEstimator

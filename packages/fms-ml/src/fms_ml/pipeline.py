@@ -72,7 +72,7 @@ class Pipeline(BaseEstimator):
         """Classes of the final classifier."""
         return np.asarray(self._final.classes_)
 
-    @property  # type: ignore[misc]
+    @property
     def _estimator_type(self) -> str | None:  # type: ignore[override]
         return getattr(self.steps[-1][1], "_estimator_type", None)
 

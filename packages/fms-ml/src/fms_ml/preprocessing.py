@@ -65,14 +65,14 @@ class StandardScaler(TransformerMixin, BaseEstimator):
         Xa = self._validate_predict_input(X).copy()
         if self.with_mean:
             Xa -= self.mean_
-        if self.with_std:
+        if self.with_std and self.scale_ is not None:
             Xa /= self.scale_
         return Xa
 
     def inverse_transform(self, X: ArrayLike) -> FloatArray:
         """Undo [`transform`][fms_ml.preprocessing.StandardScaler.transform]."""
         Xa = self._validate_predict_input(X).copy()
-        if self.with_std:
+        if self.with_std and self.scale_ is not None:
             Xa *= self.scale_
         if self.with_mean:
             Xa += self.mean_
@@ -112,11 +112,11 @@ class MinMaxScaler(TransformerMixin, BaseEstimator):
         Xa = self._validate_predict_input(X) * self.scale_ + self.min_
         if self.clip:
             Xa = np.clip(Xa, *self.feature_range)
-        return Xa
+        return np.asarray(Xa)
 
     def inverse_transform(self, X: ArrayLike) -> FloatArray:
         """Undo [`transform`][fms_ml.preprocessing.MinMaxScaler.transform]."""
-        return (self._validate_predict_input(X) - self.min_) / self.scale_
+        return np.asarray((self._validate_predict_input(X) - self.min_) / self.scale_)
 
 
 class OneHotEncoder(TransformerMixin, BaseEstimator):
@@ -206,8 +206,9 @@ class OneHotEncoder(TransformerMixin, BaseEstimator):
             block = np.zeros((Xa.shape[0], len(cats)))
             rows = np.nonzero(known)[0]
             block[rows, pos[rows]] = 1.0
-            if self.drop_idx_[j] is not None:
-                block = np.delete(block, self.drop_idx_[j], axis=1)
+            drop = self.drop_idx_[j]
+            if drop is not None:
+                block = np.delete(block, drop, axis=1)
             blocks.append(block)
         return np.hstack(blocks)
 
@@ -215,7 +216,7 @@ class OneHotEncoder(TransformerMixin, BaseEstimator):
         """Output column names `x{j}_{category}`."""
         check_is_fitted(self, ["categories_"])
         names = input_features or [f"x{j}" for j in range(self.n_features_in_)]
-        out = []
+        out: list[str] = []
         for j, cats in enumerate(self.categories_):
             keep = [c for i, c in enumerate(cats) if i != self.drop_idx_[j]]
             out.extend(f"{names[j]}_{c}" for c in keep)

@@ -109,7 +109,7 @@ class LinearSVC(ClassifierMixin, BaseEstimator):
         """Class with the largest score."""
         Z = self.decision_function(X)
         idx = (Z > 0).astype(np.intp) if Z.ndim == 1 else Z.argmax(axis=1)
-        return self.classes_[idx]
+        return np.asarray(self.classes_[idx])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ def kernel_matrix(
         return A @ B.T
     if kernel == "rbf":
         d = (A * A).sum(1)[:, None] - 2.0 * (A @ B.T) + (B * B).sum(1)[None, :]
-        return np.exp(-gamma * np.maximum(d, 0.0))
+        return np.asarray(np.exp(-gamma * np.maximum(d, 0.0)))
     if kernel == "poly":
         return (gamma * (A @ B.T) + coef0) ** degree
     if kernel == "sigmoid":
@@ -154,7 +154,7 @@ class _KernelColumns:
 
     def __getitem__(self, i: int) -> FloatArray:
         if self.full is not None:
-            return self.full[i]
+            return np.asarray(self.full[i])
         col = self.cache.get(i)
         if col is None:
             if len(self.cache) >= self.capacity:
@@ -389,7 +389,7 @@ class SVC(ClassifierMixin, BaseEstimator):
             win_a = dec[:, m] > 0
             votes[win_a, a] += 1
             votes[~win_a, b] += 1
-        return self.classes_[votes.argmax(axis=1)]
+        return np.asarray(self.classes_[votes.argmax(axis=1)])
 
 
 def _ovr_decision_function(
@@ -407,4 +407,4 @@ def _ovr_decision_function(
             votes[predictions[:, k] == 0, i] += 1
             votes[predictions[:, k] == 1, j] += 1
             k += 1
-    return votes + conf / (3 * (np.abs(conf) + 1))
+    return np.asarray(votes + conf / (3 * (np.abs(conf) + 1)))

@@ -65,7 +65,7 @@ class Tree:
         """Number of leaves."""
         return int(np.sum(self.children_left == -1))
 
-    def apply(self, X: FloatArray) -> IntArray:
+    def apply(self, X: NDArray[Any]) -> IntArray:
         """Leaf id reached by each row of `X`, descending all rows one level at a time."""
         X = np.asarray(X, dtype=np.float32)
         node = np.zeros(len(X), dtype=np.intp)
@@ -130,7 +130,7 @@ def _grow(
 
 
 def _grow_many(
-    X: FloatArray,
+    X: NDArray[Any],
     Y: FloatArray,
     kind: str,
     roots: list[IntArray],
@@ -162,7 +162,13 @@ def _grow_many(
     msl = max(1, min_samples_leaf)
 
     # node storage (lists grown level by level)
-    left_l, right_l, feat_l, thr_l, val_l, imp_l, nsamp_l = [], [], [], [], [], [], []
+    left_l: list[int] = []
+    right_l: list[int] = []
+    feat_l: list[int] = []
+    thr_l: list[float] = []
+    val_l: list[Any] = []
+    imp_l: list[float] = []
+    nsamp_l: list[int] = []
     tree_l: list[int] = []
     depth_l: list[int] = []
 
@@ -233,7 +239,9 @@ def _grow_many(
 
                 def plogp(c: FloatArray, m: FloatArray) -> FloatArray:
                     q = c / m[None, :, None]
-                    return np.where(c > 0, c * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(-1)
+                    return np.asarray(
+                        np.where(c > 0, c * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(-1)
+                    )
 
                 score = plogp(left, n_left) + plogp(right, n_right)
             else:
@@ -480,12 +488,12 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseTree):
         """Class frequencies of the training samples in each sample's leaf."""
         leaves = self.apply(X)
         v = self.tree_.value[leaves]
-        return v / v.sum(1, keepdims=True)
+        return np.asarray(v / v.sum(1, keepdims=True))
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Majority class of the leaf."""
         leaves = self.apply(X)
-        return self.classes_[self.tree_.value[leaves].argmax(1)]
+        return np.asarray(self.classes_[self.tree_.value[leaves].argmax(1)])
 
 
 class DecisionTreeRegressor(RegressorMixin, _BaseTree):
@@ -524,4 +532,4 @@ class DecisionTreeRegressor(RegressorMixin, _BaseTree):
     def predict(self, X: ArrayLike) -> FloatArray:
         """Mean training target of each sample's leaf."""
         leaves = self.apply(X)
-        return self.tree_.value[leaves, 0]
+        return np.asarray(self.tree_.value[leaves, 0])
