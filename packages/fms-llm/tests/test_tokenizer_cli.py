@@ -104,3 +104,62 @@ def test_register_wires_into_a_parent_cli(
         parser.parse_args(["tokenizer", "encode", "--help"])
     assert exit_info.value.code == 0
     assert "little-endian token ids" in capsys.readouterr().out
+
+
+def test_parallel_encode_of_a_large_file_equals_streaming(tmp_path: Path) -> None:
+    """Chunks cut where pre-tokens end, encoded by 2 processes: the same id file, byte for byte."""
+    a = tmp_path / "a.txt"
+    text = (TEXT + "<|endoftext|>") * 30
+    a.write_text(text, encoding="utf-8")
+    tok_path = tmp_path / "tok.json"
+    argv = ["train", "--input", str(a), "--vocab-size", "400", "--out", str(tok_path)]
+    assert main([*argv, "--special-token", "<|endoftext|>", "--quiet"]) == 0
+    base = ["encode", "--tokenizer", str(tok_path), "--input", str(a), "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "one.bin"), "--workers", "1"]) == 0
+    argv = [*base, "--out", str(tmp_path / "two.bin"), "--workers", "2", "--chunk-bytes", "20000"]
+    assert main(argv) == 0
+    assert (tmp_path / "one.bin").read_bytes() == (tmp_path / "two.bin").read_bytes()
+    assert _ids(tmp_path / "one.bin", "H") == BPETokenizer.load(tok_path).encode(text)
+
+
+def test_encode_rejects_a_file_that_is_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = tmp_path / "a.txt"
+    a.write_text(TEXT, encoding="utf-8")
+    assert (
+        main(
+            [
+                "train",
+                "--input",
+                str(a),
+                "--vocab-size",
+                "300",
+                "--out",
+                str(tmp_path / "t.json"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("un caf\xe9 au lait\n".encode("latin-1") * 100)  # spaces: cuttable
+    for workers in ("1", "2"):
+        argv = ["encode", "--tokenizer", str(tmp_path / "t.json"), "--input", str(bad), "--quiet"]
+        assert (
+            main(
+                [
+                    *argv,
+                    "--out",
+                    str(tmp_path / "o.bin"),
+                    "--workers",
+                    workers,
+                    "--chunk-bytes",
+                    "64",
+                ]
+            )
+            == 2
+        )
+        assert "latin1.txt' is not UTF-8" in capsys.readouterr().err
+        assert not (tmp_path / "o.bin").exists()
+        assert not list(tmp_path.glob(".o.bin*"))  # no temporary file left behind

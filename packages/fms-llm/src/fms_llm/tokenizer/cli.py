@@ -16,12 +16,16 @@ import os
 import sys
 from array import array
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from itertools import pairwise
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from tqdm.auto import tqdm
 
 from fms_llm.tokenizer.bpe import CL100K_PATTERN, GPT2_PATTERN, BPETokenizer
+from fms_llm.tokenizer.train import chunk_boundaries
 
 __all__ = ["main", "register"]
 
@@ -74,7 +78,9 @@ def _add_commands(parser: argparse.ArgumentParser) -> None:
         help="encode text files to a binary file of token ids",
         description="Encode UTF-8 text files (streamed, in bounded memory) into one flat binary "
         "file of little-endian token ids: uint16 if the vocabulary fits, else uint32. With "
-        "--separator, that special token's id is written after each file.",
+        "--separator, that special token's id is written after each file. Files larger than "
+        "--chunk-bytes are cut where pre-tokens end and encoded by --workers processes; the ids "
+        "are the same as encoding the whole file at once.",
     )
     encode.add_argument(
         "--tokenizer", type=Path, required=True, metavar="PATH", help="a tokenizer.json"
@@ -96,6 +102,20 @@ def _add_commands(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "uint16", "uint32"],
         default="auto",
         help="id width (default: the smallest that holds the vocabulary)",
+    )
+    encode.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes for files larger than --chunk-bytes (default: all CPUs; 1: stream in "
+        "this process)",
+    )
+    encode.add_argument(
+        "--chunk-bytes",
+        type=int,
+        default=8 << 20,
+        metavar="N",
+        help="target size of the chunks a large file is cut into for the workers (default 8 MiB)",
     )
     encode.add_argument("--quiet", action="store_true", help="no progress bars")
     encode.set_defaults(func=_guarded(_encode))
@@ -185,26 +205,101 @@ def _encode(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"input file {str(path)!r} does not exist")
     total = sum(os.path.getsize(p) for p in args.input)
+    workers = args.workers or os.cpu_count() or 1
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     count = 0
-    with (
-        tqdm(total=total, unit="B", unit_scale=True, desc="encode", disable=args.quiet) as bar,
-        open(tmp, "wb") as out,
-    ):
-        for path in args.input:
-            buffer = array(code)
-            for block in tokenizer._encode_blocks(_read_lines(path, bar)):
-                buffer.extend(block)
-                if len(buffer) >= 1 << 20:
-                    count += _flush(buffer, out)
-                    buffer = array(code)
-            if separator is not None:
-                buffer.append(separator)
-            count += _flush(buffer, out)
-    os.replace(tmp, args.out)
+    try:
+        with (
+            tqdm(total=total, unit="B", unit_scale=True, desc="encode", disable=args.quiet) as bar,
+            open(tmp, "wb") as out,
+        ):
+            for path in args.input:
+                bounds = [0, os.path.getsize(path)]
+                if workers > 1 and bounds[1] > args.chunk_bytes:
+                    bounds = chunk_boundaries(
+                        path, list(tokenizer.special_tokens), tokenizer.pattern, args.chunk_bytes
+                    )
+                if len(bounds) > 2:
+                    count += _encode_file_parallel(args, path, bounds, code, workers, bar, out)
+                else:  # small file, one worker, or no safe cut (a custom pattern, no specials)
+                    count += _encode_file_streaming(path, tokenizer, code, bar, out)
+                if separator is not None:
+                    count += _flush(array(code, [separator]), out)
+        os.replace(tmp, args.out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if not args.quiet:
         print(f"wrote {count} ids ({dtype}) to {args.out}", file=sys.stderr)
     return 0
+
+
+def _encode_file_streaming(
+    path: Path, tokenizer: BPETokenizer, code: str, bar: Any, out: BinaryIO
+) -> int:
+    """One process: `encode_iterable` over the lines, ids flushed every million."""
+    count = 0
+    buffer = array(code)
+    try:
+        for block in tokenizer._encode_blocks(_read_lines(path, bar)):
+            buffer.extend(block)
+            if len(buffer) >= 1 << 20:
+                count += _flush(buffer, out)
+                buffer = array(code)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"input file {str(path)!r} is not UTF-8: {exc.reason}") from None
+    return count + _flush(buffer, out)
+
+
+def _encode_file_parallel(
+    args: argparse.Namespace,
+    path: Path,
+    bounds: list[int],
+    code: str,
+    workers: int,
+    bar: Any,
+    out: BinaryIO,
+) -> int:
+    """Encode the chunks `[bounds[k], bounds[k + 1])` of a file (cut where pre-tokens end, as
+    training cuts) in worker processes and write their ids in file order. Exact: the chunks'
+    pre-tokens are the file's."""
+    jobs = [(str(path), a, b, code) for a, b in pairwise(bounds)]
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    count = 0
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)),
+        mp_context=get_context(method),
+        initializer=_init_worker,
+        initargs=(str(args.tokenizer),),
+    ) as pool:
+        for (_, a, b, _), ids in zip(jobs, pool.map(_encode_chunk, jobs), strict=True):
+            count += _flush(ids, out)
+            bar.update(b - a)
+    return count
+
+
+_WORKER: BPETokenizer | None = None
+
+
+def _init_worker(tokenizer_path: str) -> None:
+    global _WORKER
+    _WORKER = BPETokenizer.load(tokenizer_path)
+
+
+def _encode_chunk(job: tuple[str, int, int, str]) -> array[int]:
+    path, start, end, code = job
+    assert _WORKER is not None
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"input file {path!r} is not UTF-8: bytes {start + exc.start}..{start + exc.end} "
+            f"({exc.reason})"
+        ) from None
+    return array(code, _WORKER.encode(text))
 
 
 def _flush(buffer: array[int], out: BinaryIO) -> int:
