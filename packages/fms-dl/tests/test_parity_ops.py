@@ -333,3 +333,22 @@ def test_iteration_over_first_dim(h: Any) -> None:
     sum(r * float(i + 1) for i, r in enumerate(rows)).sum().backward()  # type: ignore[union-attr]
     sum(r * float(i + 1) for i, r in enumerate(tx)).sum().backward()
     h.close(x.grad, tx.grad, h.GRAD_TOL, "grad through iteration")
+
+
+def test_graph_is_freed_by_reference_counting() -> None:
+    """No reference cycles: a dropped graph (even of ops that save their output) frees at once."""
+    import gc
+    import weakref
+
+    x = fms_dl.Tensor(np.ones((4, 4)), requires_grad=True)
+    gc.disable()
+    try:
+        e = x.exp()  # exp, tanh, sigmoid, sqrt and softmax save their own output
+        t = e.tanh().sigmoid().sqrt().softmax(-1)
+        y = (t @ x).sum()
+        refs = [weakref.ref(v) for v in (e, t, y)]
+        y.backward()
+        del e, t, y
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()

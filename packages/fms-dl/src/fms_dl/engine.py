@@ -270,7 +270,9 @@ class Tensor:
         self.grad: Tensor | None = None
         self._parents: tuple[Tensor, ...] = ()
         self._backward: _Backward | None = None
-        self._saved: tuple[tuple[Tensor, int], ...] = ()
+        # (version counter, value seen, shape) of each tensor the backward rule needs; holding
+        # the counter rather than the tensor avoids a reference cycle when an op saves its output
+        self._saved: tuple[tuple[_Version, int, tuple[int, ...]], ...] = ()
         self._op = ""
         self._retain = False
         self._version = _Version()
@@ -311,7 +313,7 @@ class Tensor:
             out._backward = backward
             out._op = op
             saved_all = (*saved, out) if save_output else saved
-            out._saved = tuple((t, t._version.value) for t in saved_all)
+            out._saved = tuple((t._version, t._version.value, t.shape) for t in saved_all)
         return out
 
     # -- basic properties ------------------------------------------------------------------------
@@ -491,11 +493,11 @@ class Tensor:
                     node.grad = Tensor._wrap(g)
             if node._backward is None:
                 continue
-            for t, version in node._saved:
-                if t._version.value != version:
+            for counter, version, shape in node._saved:
+                if counter.value != version:
                     raise InplaceModificationError(
-                        f"backward: a tensor of shape {t.shape} saved by '{node._op}' was "
-                        f"modified in place (version {version} -> {t._version.value}); its "
+                        f"backward: a tensor of shape {shape} saved by '{node._op}' was "
+                        f"modified in place (version {version} -> {counter.value}); its "
                         f"gradient would be wrong. Modify a copy, or do it after backward()."
                     )
             parent_grads = node._backward(g)
