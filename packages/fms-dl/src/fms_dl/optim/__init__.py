@@ -4,7 +4,7 @@ from fms_dl.nn.utils import clip_grad_norm_
 from fms_dl.optim import lr_scheduler
 from fms_dl.optim.adagrad import Adagrad
 from fms_dl.optim.adam import Adam, AdamW
-from fms_dl.optim.optimizer import Optimizer
+from fms_dl.optim.optimizer import Optimizer, load_optimizer, save_optimizer
 from fms_dl.optim.rmsprop import RMSprop
 from fms_dl.optim.sgd import SGD
 
@@ -16,5 +16,7 @@ __all__ = [
     "Optimizer",
     "RMSprop",
     "clip_grad_norm_",
+    "load_optimizer",
     "lr_scheduler",
+    "save_optimizer",
 ]
