@@ -512,6 +512,29 @@ def test_parallel_chunked_counting_equals_whole_text(
     assert count_pretokens([path], [], pattern, num_workers=2, chunk_bytes=20_000) == no_specials
 
 
+@pytest.mark.parametrize("pattern", [GPT2_PATTERN, CL100K_PATTERN], ids=["gpt2", "cl100k"])
+def test_chunking_text_without_spaces_cuts_at_newlines_exactly(
+    pattern: str, tmp_path: Path
+) -> None:
+    """Lines of CJK, digits and punctuation with no spaces: cuts fall before a newline that
+    follows a letter or digit, and the counts still equal the whole text's."""
+    rng = random.Random(1)
+    lines = []
+    for _ in range(3000):
+        body = "".join(chr(rng.randint(0x4E00, 0x4E80)) for _ in range(rng.randint(1, 12)))
+        tail = rng.choice(["", "2026", "。", "!!", "\r", "\t", "é"])
+        lines.append(body + tail + rng.choice(["\n", "\n\n", "\n\n\n"]))
+    text = "".join(lines)
+    path = tmp_path / "cjk.txt"
+    path.write_text(text, encoding="utf-8")
+    assert " " not in text
+    bounds = chunk_boundaries(path, [], pattern, chunk_bytes=2000)
+    assert len(bounds) > 20
+    assert count_pretokens([path], [], pattern, num_workers=2, chunk_bytes=2000) == count_pretokens(
+        [text], [], pattern
+    )
+
+
 def test_training_on_a_file_equals_training_on_its_text(corpus: list[str], tmp_path: Path) -> None:
     text = "".join(corpus[:20])
     path = tmp_path / "c.txt"

@@ -27,14 +27,16 @@ merged, so every merge creates a new token and ids grow with merge order, as tik
 
 **Streaming and parallel pre-tokenisation.** Files are cut into chunks at special-token
 occurrences or, for the built-in patterns, before a space that follows a printable ASCII
-character (a point where both patterns always cut). Each chunk is read and counted by a worker
-process, so a file larger than memory needs only the table of distinct pre-tokens in memory.
+character or a newline that follows a letter or digit (points where both patterns always cut).
+Each chunk is read and counted by a worker process, so a file larger than memory needs only the
+table of distinct pre-tokens in memory.
 """
 
 from __future__ import annotations
 
 import heapq
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -134,8 +136,9 @@ def chunk_boundaries(
     """Byte offsets that cut a file into chunks that can be pre-tokenised independently.
 
     A cut falls at the start of a special token or, for the built-in patterns, before a space
-    that follows a printable ASCII character (both patterns end a pre-token there, and neither
-    looks across it). The file is read a window at a time, never whole.
+    that follows a printable ASCII character or before a newline that follows a letter or a digit
+    (both patterns end a pre-token there, and neither looks across it). The file is read a window
+    at a time, never whole; a stretch of file with no such point stays in one chunk.
 
     Returns:
         `[0, c_1, ..., size]`, strictly increasing; chunks are `[c_k, c_{k+1})`.
@@ -174,20 +177,41 @@ def _find_cut(
             if k >= 0:
                 best = min(best, lo + k)
         if space_rule:
-            k = pos - lo
-            while True:
-                k = window.find(b" ", max(k, 1))
-                if k < 0 or lo + k >= best:
+            for m in _CUT_CANDIDATE.finditer(window, max(pos - lo, 1)):
+                k = m.start()
+                if lo + k >= best:
                     break
-                prev = window[k - 1]
-                if 0x21 <= prev <= 0x7E and not _inside_special(window, k, specials):
+                if _safe_before(window, k) and not _inside_special(window, k, specials):
                     best = lo + k
                     break
-                k += 1
         if best < size:
             return best
         pos += _WINDOW
     return size
+
+
+_CUT_CANDIDATE = re.compile(rb"[ \n]")
+_LETTER_OR_DIGIT = regex.compile(r"[\p{L}\p{N}]")
+
+
+def _safe_before(window: bytes, k: int) -> bool:
+    """Whether both built-in patterns end a pre-token before `window[k]` (a space or a newline).
+
+    A space after a printable ASCII character, or a newline after a letter or a digit: no
+    alternative of either pattern continues a pre-token of those characters with whitespace
+    (only punctuation takes trailing newlines, in cl100k), and both scan forward only.
+    """
+    prev = window[k - 1]
+    if window[k] == 0x20:
+        return 0x21 <= prev <= 0x7E
+    j = k - 1  # a newline: decode the character before it (up to 4 UTF-8 bytes)
+    while j > 0 and k - j < 4 and 0x80 <= window[j] <= 0xBF:
+        j -= 1
+    try:
+        char = window[j:k].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return _LETTER_OR_DIGIT.fullmatch(char) is not None
 
 
 def _inside_special(window: bytes, k: int, specials: list[bytes]) -> bool:
