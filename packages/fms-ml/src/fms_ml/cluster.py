@@ -99,7 +99,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         random_state: seed for the initialisations.
 
     Attributes:
-        cluster_centers_, labels_, inertia_, n_iter_.
+        cluster_centers_: `(n_clusters, n_features)` centres of the best run.
+        labels_: cluster index of each training sample.
+        inertia_: sum of squared distances to the nearest centre.
+        n_iter_: Lloyd iterations of the best run.
     """
 
     def __init__(
@@ -211,7 +214,9 @@ class DBSCAN(ClusterMixin, BaseEstimator):
     labels are identical to scikit-learn's.
 
     Attributes:
-        labels_ (`-1` = noise), core_sample_indices_, components_ (the core samples).
+        labels_: cluster of each sample, `-1` for noise.
+        core_sample_indices_: indices of the core samples.
+        components_: the core samples themselves.
     """
 
     def __init__(self, eps: float = 0.5, *, min_samples: int = 5) -> None:

@@ -34,8 +34,13 @@ class PCA(TransformerMixin, BaseEstimator):
         whiten: scale projections to unit variance.
 
     Attributes:
-        components_ (`(q, p)`), explained_variance_, explained_variance_ratio_, singular_values_,
-        mean_, noise_variance_, n_components_.
+        components_: `(q, p)` principal axes, one per row.
+        explained_variance_: variance along each axis, $s_k^2/(n-1)$.
+        explained_variance_ratio_: fraction of the total variance along each axis.
+        singular_values_: the kept singular values $s_k$.
+        mean_: per-feature training mean.
+        noise_variance_: mean variance of the discarded directions.
+        n_components_: number of components kept, $q$.
     """
 
     def __init__(self, n_components: int | float | None = None, *, whiten: bool = False) -> None:

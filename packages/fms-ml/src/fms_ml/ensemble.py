@@ -100,7 +100,10 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
     Args:
         n_estimators: number of trees.
         criterion: `"gini"` or `"entropy"`.
-        max_depth, min_samples_split, min_samples_leaf, min_impurity_decrease: tree controls.
+        max_depth: depth limit of each tree.
+        min_samples_split: smallest node that may be split.
+        min_samples_leaf: smallest allowed child.
+        min_impurity_decrease: smallest weighted impurity decrease for a split.
         max_features: features tried per node (default `"sqrt"`).
         bootstrap: resample the training set for each tree.
         random_state: seed for the bootstrap and feature draws.

@@ -220,7 +220,10 @@ class ElasticNet(_LinearRegressorBase):
     $\le$ `tol` $\cdot\, y^\top y$ as in scikit-learn.
 
     Attributes:
-        coef_, intercept_, n_iter_, dual_gap_.
+        coef_: `(n_features,)` weights.
+        intercept_: the unpenalised intercept.
+        n_iter_: coordinate-descent sweeps.
+        dual_gap_: duality gap at the end (divided by $n$, as scikit-learn reports it).
     """
 
     def __init__(
@@ -376,7 +379,10 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         max_iter: iteration cap.
 
     Attributes:
-        classes_, coef_ (`(1, p)` binary or `(K, p)`), intercept_, n_iter_.
+        classes_: the sorted class labels.
+        coef_: `(1, p)` for two classes, `(K, p)` otherwise.
+        intercept_: `(1,)` or `(K,)`.
+        n_iter_: solver iterations.
     """
 
     def __init__(

@@ -43,12 +43,20 @@ class GaussianMixture(BaseEstimator):
         max_iter: EM iterations per initialisation.
         n_init: initialisations; the best lower bound wins.
         init_params: `"kmeans"` or `"random"` responsibilities to start from.
-        weights_init, means_init, precisions_init: explicit starting parameters.
+        weights_init: explicit starting weights `(K,)`.
+        means_init: explicit starting means `(K, p)`.
+        precisions_init: explicit starting precisions (`(K, p, p)` full, `(K, p)` diag).
         random_state: seed.
 
     Attributes:
-        weights_, means_, covariances_, precisions_, precisions_cholesky_, converged_,
-        n_iter_, lower_bound_.
+        weights_: mixing proportions $\\pi_k$.
+        means_: `(K, p)` component means.
+        covariances_: `(K, p, p)` (full) or `(K, p)` (diag) covariances.
+        precisions_: inverses of the covariances.
+        precisions_cholesky_: Cholesky factors of the precisions.
+        converged_: whether EM met `tol` for the best initialisation.
+        n_iter_: EM iterations of the best initialisation.
+        lower_bound_: mean log-likelihood at the end of the best initialisation.
     """
 
     _estimator_type = "density_estimator"

@@ -49,7 +49,12 @@ class GaussianNB(_BaseNB):
     as in scikit-learn.
 
     Attributes:
-        classes_, class_prior_, class_count_, theta_ (`(K, p)` means), var_ (`(K, p)`), epsilon_.
+        classes_: the sorted class labels.
+        class_prior_: $p(c)$.
+        class_count_: training samples per class.
+        theta_: `(K, p)` per-class means.
+        var_: `(K, p)` per-class variances (smoothed).
+        epsilon_: the variance added for stability.
     """
 
     def __init__(self, *, priors: ArrayLike | None = None, var_smoothing: float = 1e-9) -> None:
@@ -89,7 +94,11 @@ class MultinomialNB(_BaseNB):
     r"""Multinomial naive Bayes for counts: $\hat\theta_{cj} = \frac{N_{cj} + \alpha}{N_c + \alpha p}$.
 
     Attributes:
-        classes_, class_count_, feature_count_, class_log_prior_, feature_log_prob_.
+        classes_: the sorted class labels.
+        class_count_: training samples per class.
+        feature_count_: `(K, p)` summed counts per class.
+        class_log_prior_: $\log p(c)$.
+        feature_log_prob_: `(K, p)` $\log \hat\theta_{cj}$.
     """
 
     def __init__(

@@ -43,7 +43,9 @@ class LinearSVC(ClassifierMixin, BaseEstimator):
         max_iter: Newton iterations cap.
 
     Attributes:
-        classes_, coef_ (`(1, p)` binary or `(K, p)`), intercept_.
+        classes_: the sorted class labels.
+        coef_: `(1, p)` for two classes, `(K, p)` otherwise.
+        intercept_: `(1,)` or `(K,)`.
     """
 
     def __init__(
@@ -278,9 +280,13 @@ class SVC(ClassifierMixin, BaseEstimator):
             votes) or `"ovo"`.
 
     Attributes:
-        classes_, support_ (indices of support vectors), support_vectors_, n_support_,
-        dual_coef_ (binary problems: `(1, n_SV)` of $y_i\alpha_i$, scikit-learn's sign),
-        intercept_ (one per class pair), n_iter_.
+        classes_: the sorted class labels.
+        support_: indices of the support vectors, grouped by class.
+        support_vectors_: the support vectors.
+        n_support_: support vectors per class.
+        dual_coef_: binary problems only: `(1, n_SV)` values of $y_i\alpha_i$ (scikit-learn's sign).
+        intercept_: one per pair of classes.
+        n_iter_: SMO iterations per pair of classes.
     """
 
     def __init__(

@@ -443,8 +443,10 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseTree):
         random_state: seed for the feature draws.
 
     Attributes:
-        classes_, n_classes_, tree_ ([`Tree`][fms_ml.tree.Tree]), feature_importances_
-        (normalised total impurity decrease per feature).
+        classes_: the sorted class labels.
+        n_classes_: number of classes.
+        tree_: the fitted [`Tree`][fms_ml.tree.Tree].
+        feature_importances_: normalised total impurity decrease per feature.
     """
 
     _criteria = ("gini", "entropy", "log_loss")
