@@ -12,3 +12,7 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+# The suite runs on a small shared machine: one intra-op thread avoids oversubscription stalls.
+torch.set_num_threads(1)

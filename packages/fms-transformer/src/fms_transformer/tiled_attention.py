@@ -80,16 +80,25 @@ def _tile_scores(
     qe: int,
     ks: int,
     ke: int,
-) -> Tensor:
-    """Scores of one tile `(..., H_kv, G, B_q, B_k)`; `q_tile` is already multiplied by the scale."""
+) -> tuple[Tensor, bool]:
+    """Scores of one tile `(..., H_kv, G, B_q, B_k)`, and whether any entry may be masked.
+
+    `q_tile` is already multiplied by the scale. Masking is done in place on the fresh tile.
+    """
     s = q_tile @ k_tile.transpose(-2, -1)
+    masked = False
     if mask is not None:
         m = mask[..., qs:qe, ks:ke]
-        s = s.masked_fill(~m, -math.inf) if m.dtype == torch.bool else s + m
+        if m.dtype == torch.bool:
+            s.masked_fill_(~m, -math.inf)
+        else:
+            s.add_(m)
+        masked = True
     if is_causal and ke - 1 > qs:  # the tile crosses the diagonal
         allowed = causal_mask(qe - qs, ke - ks, offset=qs - ks, device=s.device)
-        s = s.masked_fill(~allowed, -math.inf)
-    return s
+        s.masked_fill_(~allowed, -math.inf)
+        masked = True
+    return s, masked
 
 
 def _keep_tile(
@@ -101,11 +110,17 @@ def _keep_tile(
     return dropout_keep_mask(seed, batch_index, rows, cols, l_q, l_k, p)
 
 
+def _sum_groups(x: Tensor) -> Tensor:
+    """Sum the query-group dim (-3) of a key-side gradient, keeping it (size 1) for broadcasting."""
+    return x if x.shape[-3] == 1 else x.sum(dim=-3, keepdim=True)
+
+
 class TiledAttentionFunction(torch.autograd.Function):
     """The `torch.autograd.Function` behind [`tiled_attention`][fms_transformer.tiled_attention.tiled_attention].
 
     Inputs are already grouped: `q` `(..., H_kv, G, L_q, E)`, `k` `(..., H_kv, 1, L_k, E)`,
     `v` `(..., H_kv, 1, L_k, E_v)`, `mask` `None` or broadcast to `(..., H_kv, G, L_q, L_k)`.
+    Tiles are updated in place so that each costs as few passes over memory as possible.
     """
 
     @staticmethod
@@ -138,16 +153,17 @@ class TiledAttentionFunction(torch.autograd.Function):
                 if is_causal and ks > qe - 1:
                     break  # this tile and all after it lie above the diagonal
                 ke = min(ks + block_k, l_k)
-                s = _tile_scores(q_tile, k[..., ks:ke, :], mask, is_causal, qs, qe, ks, ke)
+                s, masked = _tile_scores(q_tile, k[..., ks:ke, :], mask, is_causal, qs, qe, ks, ke)
                 m_new = torch.maximum(m, s.amax(dim=-1))
-                m_safe = m_new.masked_fill(m_new == -math.inf, 0.0)  # rows with nothing allowed yet
-                p = torch.exp(s - m_safe.unsqueeze(-1))
-                alpha = torch.exp(m - m_safe)
-                ell = ell * alpha + p.sum(dim=-1)
+                # rows with nothing allowed yet have m_new = -inf: shift them by 0 instead
+                m_safe = m_new.masked_fill(m_new == -math.inf, 0.0) if masked else m_new
+                p = s.sub_(m_safe.unsqueeze(-1)).exp_()  # the tile, in place: every exponent <= 0
+                alpha = (m - m_safe).exp_()
+                ell.mul_(alpha).add_(p.sum(dim=-1))
                 if batch_index is not None:
                     keep = _keep_tile(seed, batch_index, qs, qe, ks, ke, l_q, l_k, dropout_p)
-                    p = p.masked_fill(~keep, 0.0) * inv_keep
-                acc = acc * alpha.unsqueeze(-1) + p @ v[..., ks:ke, :]
+                    p.masked_fill_(~keep, 0.0).mul_(inv_keep)
+                acc.mul_(alpha.unsqueeze(-1)).add_(p @ v[..., ks:ke, :])
                 m = m_new
             empty = ell == 0  # fully masked rows: output 0, as PyTorch's math backend
             out[..., qs:qe, :] = acc / ell.masked_fill(empty, 1.0).unsqueeze(-1)
@@ -166,7 +182,9 @@ class TiledAttentionFunction(torch.autograd.Function):
         block_q, block_k = ctx.block_q, ctx.block_k
         l_q, l_k = q.shape[-2], k.shape[-2]
         dout = dout.contiguous()
-        d_rows = (dout * out).sum(dim=-1)  # D_i = sum_c dO_ic O_ic = sum_j P_ij dP_ij
+        d_rows = (dout * out).sum(dim=-1).unsqueeze(-1)  # D_i = sum_c dO_ic O_ic
+        lse = lse.unsqueeze(-1)
+        q_scaled = q * scale
         dq = torch.zeros_like(q)
         dk = torch.zeros_like(k)
         dv = torch.zeros_like(v)
@@ -177,28 +195,29 @@ class TiledAttentionFunction(torch.autograd.Function):
         for ks in range(0, l_k, block_k):
             ke = min(ks + block_k, l_k)
             k_tile, v_tile = k[..., ks:ke, :], v[..., ks:ke, :]
+            k_scaled = k_tile * scale
             dk_acc = torch.zeros_like(k_tile)
             dv_acc = torch.zeros_like(v_tile)
             q_start = (ks // block_q) * block_q if is_causal else 0
             for qs in range(q_start, l_q, block_q):
                 qe = min(qs + block_q, l_q)
-                q_tile = q[..., qs:qe, :]
-                s = _tile_scores(q_tile * scale, k_tile, mask, is_causal, qs, qe, ks, ke)
-                p = torch.exp(s - lse[..., qs:qe].unsqueeze(-1))
+                q_tile = q_scaled[..., qs:qe, :]
+                s, _ = _tile_scores(q_tile, k_tile, mask, is_causal, qs, qe, ks, ke)
+                p = s.sub_(lse[..., qs:qe, :]).exp_()  # P recomputed from the saved lse
                 dout_tile = dout[..., qs:qe, :]
                 dp = dout_tile @ v_tile.transpose(-2, -1)
                 if batch_index is not None:
                     keep = _keep_tile(seed, batch_index, qs, qe, ks, ke, l_q, l_k, dropout_p)
-                    p_dropped = p.masked_fill(~keep, 0.0) * inv_keep
-                    dp = dp.masked_fill(~keep, 0.0) * inv_keep
+                    p_dropped = p.masked_fill(~keep, 0.0).mul_(inv_keep)
+                    dp.masked_fill_(~keep, 0.0).mul_(inv_keep)
                 else:
                     p_dropped = p
-                dv_acc += (p_dropped.transpose(-2, -1) @ dout_tile).sum(dim=-3, keepdim=True)
-                ds = p * (dp - d_rows[..., qs:qe].unsqueeze(-1))
+                dv_acc += _sum_groups(p_dropped.transpose(-2, -1) @ dout_tile)
+                ds = dp.sub_(d_rows[..., qs:qe, :]).mul_(p)  # dS = P o (dP - D)
                 if dmask is not None:
                     dmask[..., qs:qe, ks:ke] = ds
-                dq[..., qs:qe, :] += (ds @ k_tile) * scale
-                dk_acc += (ds.transpose(-2, -1) @ q_tile).sum(dim=-3, keepdim=True) * scale
+                dq[..., qs:qe, :] += ds @ k_scaled
+                dk_acc += _sum_groups(ds.transpose(-2, -1) @ q_tile)
             dk[..., ks:ke, :] = dk_acc
             dv[..., ks:ke, :] = dv_acc
         return dq, dk, dv, dmask, None, None, None, None, None, None
