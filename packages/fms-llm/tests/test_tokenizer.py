@@ -796,7 +796,7 @@ def test_saved_tokenizer_loads_in_transformers(
     from transformers import PreTrainedTokenizerFast
 
     gpt2_tok.save(tmp_path / "tokenizer.json")
-    fast = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))  # type: ignore[no-untyped-call]
     for doc in corpus[:5]:
         ids = fast(doc, add_special_tokens=False)["input_ids"]
         assert ids == gpt2_tok.encode(doc)
