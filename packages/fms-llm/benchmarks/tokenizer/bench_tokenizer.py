@@ -186,21 +186,21 @@ def main() -> None:
             clock=time.process_time,
         )
         t_tt, t_hf1, t_cold, t_warm = t["tiktoken"], t["hf"], t["cold"], t["warm"]
-        for label, t in (("cold cache", t_cold), ("warm cache", t_warm)):
+        for label, secs in (("cold cache", t_cold), ("warm cache", t_warm)):
             rows.append(
                 (
                     f"encode 1 thread, {label}",
-                    f"{mb / t:.2f} MB/s",
+                    f"{mb / secs:.2f} MB/s",
                     f"tiktoken {mb / t_tt:.2f} MB/s",
-                    f"{t / t_tt:.2f}",
+                    f"{secs / t_tt:.2f}",
                 )
             )
             rows.append(
                 (
                     f"encode 1 thread, {label}",
-                    f"{mb / t:.2f} MB/s",
+                    f"{mb / secs:.2f} MB/s",
                     f"HF tokenizers {mb / t_hf1:.2f} MB/s",
-                    f"{t / t_hf1:.2f}",
+                    f"{secs / t_hf1:.2f}",
                 )
             )
 
