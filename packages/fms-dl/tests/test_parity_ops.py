@@ -352,3 +352,17 @@ def test_graph_is_freed_by_reference_counting() -> None:
         assert all(r() is None for r in refs)
     finally:
         gc.enable()
+
+
+def test_retain_graph_semantics(h: Any) -> None:
+    """As in torch: a second backward through a released graph is an error; with
+    retain_graph=True it works and accumulates (1e-12)."""
+    x, tx = h.pair(np.array([0.5, -1.0]))
+    y, ty = (x.exp() * x).sum(), (tx.exp() * tx).sum()
+    y.backward(retain_graph=True)
+    ty.backward(retain_graph=True)
+    y.backward()
+    ty.backward()
+    h.close(x.grad, tx.grad, 1e-12, "grad after two backward passes")
+    with pytest.raises(fms_dl.AutogradError, match="second time"):
+        y.backward()

@@ -423,7 +423,7 @@ class Tensor:
         out._version = self._version
         return out
 
-    def backward(self, gradient: Tensor | Array | None = None) -> None:
+    def backward(self, gradient: Tensor | Array | None = None, retain_graph: bool = False) -> None:
         """Backpropagate: accumulate $\\partial(\\text{self}) / \\partial x$ into `x.grad` of each leaf.
 
         The graph is sorted topologically (children before parents when read in reverse), so each
@@ -432,10 +432,14 @@ class Tensor:
         Args:
             gradient: $\\bar y$, the gradient of some scalar with respect to this tensor. May be
                 omitted only when this tensor has one element (then $\\bar y = 1$).
+            retain_graph: keep the backward rules (and the arrays they saved) so that the graph
+                can be backpropagated again. By default they are released as soon as they have
+                run, as in PyTorch, which frees the activations even while the output lives on.
 
         Raises:
             AutogradError: if this tensor does not require a gradient, or it is not a scalar and
-                no `gradient` was given, or `gradient` has the wrong shape.
+                no `gradient` was given, or `gradient` has the wrong shape, or the graph was
+                already backpropagated without `retain_graph=True`.
             InplaceModificationError: if a tensor saved for the backward pass was modified in place.
         """
         if not self.requires_grad:
@@ -501,6 +505,8 @@ class Tensor:
                         f"gradient would be wrong. Modify a copy, or do it after backward()."
                     )
             parent_grads = node._backward(g)
+            if not retain_graph:
+                node._backward = _released
             for p, pg in zip(node._parents, parent_grads, strict=True):
                 if pg is None or not p.requires_grad:
                     continue
@@ -1023,6 +1029,14 @@ class Tensor:
 # ------------------------------------------------------------------------------------------------
 # Functions (ops with several inputs)
 # ------------------------------------------------------------------------------------------------
+
+
+def _released(g: Array) -> tuple[Array | None, ...]:
+    """Stands in for a backward rule that has run and let go of its saved arrays."""
+    raise AutogradError(
+        "backward: trying to backpropagate through the graph a second time; its saved arrays "
+        "were released after the first backward. Pass retain_graph=True to the first call."
+    )
 
 
 def _index(index: Any) -> Any:
