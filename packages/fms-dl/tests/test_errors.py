@@ -114,6 +114,18 @@ def test_inplace_on_leaf_requiring_grad_is_refused() -> None:
         w.add_(1.0)  # allowed, as optimisers do
 
 
+def test_inplace_on_graph_tensor_is_refused() -> None:
+    """An in-place op on a non-leaf tensor would not be recorded; it is refused, not miscomputed."""
+    w = fms_dl.randn(3, requires_grad=True)
+    y = w * 2
+    with pytest.raises(
+        fms_dl.InplaceModificationError, match="produced by 'mul' is part of the graph"
+    ):
+        y[0] = 5.0
+    with pytest.raises(fms_dl.InplaceModificationError, match="part of the graph"):
+        y.mul_(2.0)
+
+
 def test_state_dict_errors_name_keys_and_shapes() -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     sd = model.state_dict()

@@ -251,7 +251,8 @@ class Tensor:
 
     Args:
         data: array-like. Python floats become `float32` (PyTorch's default); numpy arrays keep
-            their dtype (float32 or float64 for differentiable tensors; integers become int64).
+            their dtype (float32 or float64 for differentiable tensors; integers become int64)
+            and share memory with the tensor, like `torch.from_numpy` (`fms_dl.tensor` copies).
         dtype: optional numpy dtype to cast to.
         requires_grad: whether `backward` should fill `.grad` for this (leaf) tensor.
 
@@ -519,11 +520,19 @@ class Tensor:
     # -- in-place ops (bump the version counter) -----------------------------------------------
 
     def _check_inplace(self, op: str) -> None:
-        if _grad_enabled and self.requires_grad and self.is_leaf:
+        """In-place ops are not recorded, so refuse them where they would corrupt gradients."""
+        if not (_grad_enabled and self.requires_grad):
+            return
+        if self.is_leaf:
             raise InplaceModificationError(
                 f"{op}: a leaf tensor that requires grad (shape {self.shape}) cannot be modified "
                 f"in place while recording the graph; wrap the update in `with no_grad():`"
             )
+        raise InplaceModificationError(
+            f"{op}: tensor of shape {self.shape} produced by '{self._op}' is part of the graph; "
+            f"in-place ops are not recorded, so its gradient would be wrong. Build a new tensor "
+            f"instead (fms_dl.where, fms_dl.cat, or arithmetic)."
+        )
 
     def _inplace(self, op: str, value: Array) -> Tensor:
         self._check_inplace(op)
