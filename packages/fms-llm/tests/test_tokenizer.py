@@ -549,10 +549,22 @@ def test_training_on_a_file_equals_training_on_its_text(corpus: list[str], tmp_p
 def test_encode_batch_parallel_equals_sequential(gpt2_tok: BPETokenizer, corpus: list[str]) -> None:
     docs = corpus + corpus[:20]
     assert sum(map(len, docs)) > 1 << 20  # large enough for the process pool
-    assert gpt2_tok.encode_batch(docs, num_workers=2) == [gpt2_tok.encode(d) for d in docs]
+    expected = [gpt2_tok.encode(d) for d in docs]
+    assert gpt2_tok.encode_batch(docs, num_workers=2) == expected
     assert gpt2_tok.encode_batch(corpus[:3], num_workers=1) == [
         gpt2_tok.encode(d) for d in corpus[:3]
     ]
+
+
+def test_encode_batch_with_spawned_workers(
+    gpt2_tok: BPETokenizer, corpus: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where fork is unavailable (Windows, macOS defaults) workers are spawned and rebuilt."""
+    import fms_llm.tokenizer.bpe as bpe_module
+
+    monkeypatch.setattr(bpe_module, "_start_methods", lambda: ["spawn"])
+    docs = corpus + corpus[:20]
+    assert gpt2_tok.encode_batch(docs, num_workers=2) == [gpt2_tok.encode(d) for d in docs]
 
 
 @pytest.mark.parametrize("which", ["gpt2_tok", "cl100k_tok"])

@@ -432,22 +432,25 @@ class BPETokenizer:
         if workers <= 1 or len(texts) < 2 or total < (1 << 20):
             return [self.encode(t) for t in texts]
         workers = min(workers, len(texts))
-        # contiguous groups of about equal character counts, a few per worker for balance
+        # contiguous ranges of about equal character counts, a few per worker for balance
         n_groups = workers * 4
-        groups: list[list[str]] = [[] for _ in range(n_groups)]
-        target = total / n_groups
-        g, acc = 0, 0
-        for t in texts:
-            if acc >= target * (g + 1) and g < n_groups - 1:
-                g += 1
-            groups[g].append(t)
+        bounds = [0]
+        acc = 0
+        for k, t in enumerate(texts):
             acc += len(t)
-        global _WORKER
+            if acc >= total * len(bounds) / n_groups and k + 1 < len(texts):
+                bounds.append(k + 1)
+        bounds.append(len(texts))
+        global _WORKER, _TEXTS
+        jobs: list[tuple[int, int, list[str] | None]]
         if "fork" in _start_methods():
-            # a forked worker inherits this tokenizer, warm cache included: nothing to rebuild
-            _WORKER = self
+            # forked workers inherit this tokenizer (warm cache included) and the texts: only
+            # index ranges travel to them, and packed arrays of ids come back
+            _WORKER, _TEXTS = self, texts
+            jobs = [(a, b, None) for a, b in pairwise(bounds) if b > a]
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
         else:
+            jobs = [(a, b, texts[a:b]) for a, b in pairwise(bounds) if b > a]
             pool = ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=get_context("spawn"),
@@ -456,11 +459,17 @@ class BPETokenizer:
             )
         try:
             with pool:
-                results = list(pool.map(_encode_group, [grp for grp in groups if grp]))
+                results = list(pool.map(_encode_group, jobs))
         finally:
-            _WORKER = None
-        # ids travel as packed arrays (one buffer copy) rather than pickled lists of ints
-        return [ids.tolist() for group in results for ids in group]
+            _WORKER, _TEXTS = None, None
+        out: list[list[int]] = []
+        for flat, lengths in results:
+            ids = flat.tolist()
+            start = 0
+            for n in lengths:
+                out.append(ids[start : start + n])
+                start += n
+        return out
 
     def encode_iterable(self, lines: Iterable[str], block_size: int = 1 << 16) -> Iterator[int]:
         """Encode a stream of strings (e.g. an open file) lazily, in bounded memory.
@@ -687,6 +696,7 @@ def _start_methods() -> list[str]:
 
 
 _WORKER: BPETokenizer | None = None
+_TEXTS: list[str] | None = None
 
 
 def _init_worker(
@@ -700,7 +710,18 @@ def _init_worker(
     # specials were validated against this vocab already, so the ids are the same ones
 
 
-def _encode_group(texts: list[str]) -> list[array[int]]:
+def _encode_group(job: tuple[int, int, list[str] | None]) -> tuple[array[int], array[int]]:
+    """Encode `texts[start:end]` in a worker: all ids in one packed array, and the lengths."""
+    start, end, texts = job
     assert _WORKER is not None
+    if texts is None:
+        assert _TEXTS is not None
+        texts = _TEXTS[start:end]
     code = "I" if max(_WORKER._vocab) < 1 << 32 else "Q"
-    return [array(code, _WORKER.encode(t)) for t in texts]
+    flat: array[int] = array(code)
+    lengths: array[int] = array("Q")
+    for t in texts:
+        ids = _WORKER.encode(t)
+        flat.extend(ids)
+        lengths.append(len(ids))
+    return flat, lengths
