@@ -51,7 +51,8 @@ letters, of digits and of other symbols, each with at most one leading space, an
 that leave their last space to the following word."""
 
 CL100K_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-"""The pre-tokenisation pattern of the cl100k family (GPT-3.5/GPT-4, also Llama 3): case-insensitive
+"""The pre-tokenisation pattern of the cl100k family (GPT-3.5 and GPT-4; Llama 3 uses a near-identical
+one), as tiktoken writes it: case-insensitive
 contractions, a word may take any one non-letter prefix, digits in groups of at most three, and
 newlines kept with the symbols they follow."""
 
