@@ -176,16 +176,28 @@ def _adamw_foreach(
     eps: float,
     wd: float,
 ) -> None:
-    """The AdamW update on lists of same-device, same-dtype tensors (see `AdamW`)."""
+    r"""The AdamW update on lists of same-device, same-dtype tensors (see `AdamW`).
+
+    With $c_t = \sqrt{1-\beta_2^t}$ the step is rewritten as in Kingma & Ba (2015, sec. 2):
+
+    $$
+    \frac{\eta}{1-\beta_1^t}\,\frac{m_t}{\sqrt{v_t}/c_t + \epsilon}
+      = \frac{\eta\, c_t}{1-\beta_1^t}\,\frac{m_t}{\sqrt{v_t} + \epsilon c_t},
+    $$
+
+    which is the same number up to rounding but saves one pass over the second moments (seven
+    element-wise passes instead of torch's eight).
+    """
     if wd != 0.0:
         torch._foreach_mul_(params, 1.0 - lr * wd)
     torch._foreach_lerp_(ms, grads, 1.0 - beta1)
     torch._foreach_mul_(vs, beta2)
     torch._foreach_addcmul_(vs, grads, grads, 1.0 - beta2)
+    c2 = [math.sqrt(1.0 - beta2**t) for t in steps]
     denom = torch._foreach_sqrt(vs)
-    torch._foreach_div_(denom, [math.sqrt(1.0 - beta2**t) for t in steps])
-    torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, ms, denom, [-lr / (1.0 - beta1**t) for t in steps])
+    torch._foreach_add_(denom, [eps * c for c in c2])
+    step_sizes = [-lr * c / (1.0 - beta1**t) for c, t in zip(c2, steps, strict=True)]
+    torch._foreach_addcdiv_(params, ms, denom, step_sizes)
 
 
 class SGD(torch.optim.Optimizer):
