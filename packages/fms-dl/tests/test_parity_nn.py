@@ -163,7 +163,8 @@ def test_dropout_semantics() -> None:
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 @pytest.mark.parametrize("batch_first", [False, True])
-@settings(max_examples=4, deadline=None)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@settings(max_examples=3, deadline=None)
 @given(
     layers=st.integers(1, 3),
     n=st.integers(1, 3),
@@ -176,6 +177,7 @@ def test_recurrent(
     h: Any,
     kind: str,
     batch_first: bool,
+    bidirectional: bool,
     layers: int,
     n: int,
     length: int,
@@ -183,15 +185,18 @@ def test_recurrent(
     hs: int,
     seed: int,
 ) -> None:
-    """RNN, LSTM and GRU (multi-layer) equal torch's: outputs, final states and every gradient."""
+    """RNN, LSTM and GRU (multi-layer, both layouts, uni- and bidirectional) equal torch's:
+    outputs, final states and every gradient."""
     rng = np.random.default_rng(seed)
-    ours = getattr(nn, kind)(i, hs, num_layers=layers, batch_first=batch_first)
-    theirs = getattr(torch.nn, kind)(i, hs, num_layers=layers, batch_first=batch_first).double()
+    kw = {"num_layers": layers, "batch_first": batch_first, "bidirectional": bidirectional}
+    ours = getattr(nn, kind)(i, hs, **kw)
+    theirs = getattr(torch.nn, kind)(i, hs, **kw).double()
     ours.double()
     h.copy_module(ours, theirs)
     x = rng.standard_normal((n, length, i) if batch_first else (length, n, i))
-    h0 = rng.standard_normal((layers, n, hs))
-    c0 = rng.standard_normal((layers, n, hs))
+    d = 2 if bidirectional else 1
+    h0 = rng.standard_normal((layers * d, n, hs))
+    c0 = rng.standard_normal((layers * d, n, hs))
     xo, xt = h.pair(x)
     h0o, h0t = h.pair(h0)
     if kind == "LSTM":

@@ -2,7 +2,8 @@
 
 Parameters are named and shaped as in PyTorch (`weight_ih_l0` of shape `(gates * hidden, input)`,
 `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, gates stacked in PyTorch's order), so a PyTorch state
-dict loads unchanged. Each layer unrolls its cell over time with ordinary `Tensor` ops, so
+dict loads unchanged; with `bidirectional=True` a second set (`weight_ih_l0_reverse`, ...) reads
+the sequence backwards and the two outputs are concatenated per step. Each layer unrolls its cell over time with ordinary `Tensor` ops, so
 backpropagation through time is just `backward` on the unrolled graph.
 
 With $a = W_{ih}x_t + b_{ih} + W_{hh}h_{t-1} + b_{hh}$ split into gate blocks:
@@ -21,7 +22,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from fms_dl.engine import ShapeError, Tensor, stack
+from fms_dl.engine import ShapeError, Tensor, cat, stack
 from fms_dl.nn import functional as F
 from fms_dl.nn import init
 from fms_dl.nn.module import Module, Parameter
@@ -42,6 +43,7 @@ class _RNNBase(Module):
         bias: bool = True,
         batch_first: bool = False,
         dropout: float = 0.0,
+        bidirectional: bool = False,
         dtype: npt.DTypeLike = np.float32,
     ) -> None:
         super().__init__()
@@ -54,22 +56,34 @@ class _RNNBase(Module):
             raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1], got {dropout}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
+        self.bidirectional = bidirectional
+        self.num_directions = 2 if bidirectional else 1
         gh = self._gates * hidden_size
         for k in range(num_layers):
-            n_in = input_size if k == 0 else hidden_size
-            setattr(self, f"weight_ih_l{k}", Parameter(np.empty((gh, n_in), dtype=dtype)))
-            setattr(self, f"weight_hh_l{k}", Parameter(np.empty((gh, hidden_size), dtype=dtype)))
-            if bias:
-                setattr(self, f"bias_ih_l{k}", Parameter(np.empty(gh, dtype=dtype)))
-                setattr(self, f"bias_hh_l{k}", Parameter(np.empty(gh, dtype=dtype)))
+            n_in = input_size if k == 0 else hidden_size * self.num_directions
+            for sfx in ("", "_reverse")[: self.num_directions]:
+                setattr(self, f"weight_ih_l{k}{sfx}", Parameter(np.empty((gh, n_in), dtype=dtype)))
+                setattr(
+                    self,
+                    f"weight_hh_l{k}{sfx}",
+                    Parameter(np.empty((gh, hidden_size), dtype=dtype)),
+                )
+                if bias:
+                    setattr(self, f"bias_ih_l{k}{sfx}", Parameter(np.empty(gh, dtype=dtype)))
+                    setattr(self, f"bias_hh_l{k}{sfx}", Parameter(np.empty(gh, dtype=dtype)))
         bound = 1.0 / math.sqrt(hidden_size)
         for p in self.parameters():
             init.uniform_(p, -bound, bound)
 
-    def _layer(self, k: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        b_ih = getattr(self, f"bias_ih_l{k}") if self.bias else None
-        b_hh = getattr(self, f"bias_hh_l{k}") if self.bias else None
-        return getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), b_ih, b_hh
+    def _layer(self, k: int, sfx: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        b_ih = getattr(self, f"bias_ih_l{k}{sfx}") if self.bias else None
+        b_hh = getattr(self, f"bias_hh_l{k}{sfx}") if self.bias else None
+        return (
+            getattr(self, f"weight_ih_l{k}{sfx}"),
+            getattr(self, f"weight_hh_l{k}{sfx}"),
+            b_ih,
+            b_hh,
+        )
 
     def _cell(
         self, xw: Tensor, h: Tensor, c: Tensor | None, w_hh: Tensor, b_hh: Tensor | None
@@ -79,11 +93,8 @@ class _RNNBase(Module):
     def _check_state(self, t: Tensor | None, n: int, name: str, batched: bool) -> Tensor | None:
         if t is None:
             return None
-        expected = (
-            (self.num_layers, n, self.hidden_size)
-            if batched
-            else (self.num_layers, self.hidden_size)
-        )
+        layers = self.num_layers * self.num_directions
+        expected = (layers, n, self.hidden_size) if batched else (layers, self.hidden_size)
         if t.shape != expected:
             raise ShapeError(
                 f"{type(self).__name__}: {name} must have shape {expected}, got {t.shape}"
@@ -112,20 +123,28 @@ class _RNNBase(Module):
         inputs = [x[t] for t in range(length)]
         h_last, c_last = [], []
         for k in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = self._layer(k)
-            h = zeros if h0 is None else h0[k]
-            c = (zeros if c0 is None else c0[k]) if self._gates == 4 else None
-            outs = []
-            for xt in inputs:
-                xw = F.linear(xt, w_ih, b_ih)
-                h, c = self._cell(xw, h, c, w_hh, b_hh)
-                outs.append(h)
+            per_direction = []
+            for d, sfx in enumerate(("", "_reverse")[: self.num_directions]):
+                w_ih, w_hh, b_ih, b_hh = self._layer(k, sfx)
+                i = k * self.num_directions + d
+                h = zeros if h0 is None else h0[i]
+                c = (zeros if c0 is None else c0[i]) if self._gates == 4 else None
+                outs = []
+                for xt in inputs if d == 0 else reversed(inputs):  # the reverse pass reads L-1..0
+                    xw = F.linear(xt, w_ih, b_ih)
+                    h, c = self._cell(xw, h, c, w_hh, b_hh)
+                    outs.append(h)
+                per_direction.append(outs if d == 0 else outs[::-1])
+                h_last.append(h)
+                if c is not None:
+                    c_last.append(c)
+            if self.bidirectional:
+                outs = [cat([f, b], -1) for f, b in zip(*per_direction, strict=True)]
+            else:
+                outs = per_direction[0]
             if self.dropout and self.training and k < self.num_layers - 1:
                 outs = [F.dropout(o, self.dropout, True) for o in outs]
             inputs = outs
-            h_last.append(h)
-            if c is not None:
-                c_last.append(c)
         out = stack(inputs, 0)
         h_n = stack(h_last, 0)
         c_n = stack(c_last, 0) if c_last else None
@@ -139,7 +158,7 @@ class _RNNBase(Module):
         """Sizes."""
         return (
             f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-            f"batch_first={self.batch_first}"
+            f"batch_first={self.batch_first}, bidirectional={self.bidirectional}"
         )
 
 
@@ -161,11 +180,14 @@ class RNN(_RNNBase):
         bias: bool = True,
         batch_first: bool = False,
         dropout: float = 0.0,
+        bidirectional: bool = False,
         dtype: npt.DTypeLike = np.float32,
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, dtype)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype
+        )
         self.nonlinearity = nonlinearity
 
     def _cell(
