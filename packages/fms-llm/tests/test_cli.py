@@ -31,8 +31,10 @@ def test_train_prints_validation_and_a_sample(
     sets = [a for o in overrides(tmp_path / "run", data_cache) for a in ("--set", o)]
     assert main(["train", "--family", "llama", "--max-steps", "4", *sets]) == 0
     out = capsys.readouterr().out
-    assert "validation: loss" in out and "bits/byte" in out
-    assert "synthetic floor" in out and "sample: Once upon a time" in out
+    assert "validation: loss" in out
+    assert "bits/byte" in out
+    assert "synthetic floor" in out
+    assert "sample: Once upon a time" in out
     assert load_pretrained(tmp_path / "run" / "model").config.family == "llama"
 
 
@@ -81,7 +83,8 @@ def test_errors_are_one_line_and_status_2(
     other.save(broken / "tokenizer.json")
     assert main(["generate", str(broken)]) == 2
     err = capsys.readouterr().err
-    assert f"vocab_size={other.vocab_size}" in err and "vocab_size=320" in err
+    assert f"vocab_size={other.vocab_size}" in err
+    assert "vocab_size=320" in err
     assert "do not belong together" in err
     (broken / "model.safetensors").write_bytes(b"\x00" * 10)
     assert main(["eval", str(broken), "--file", str(broken / "config.json")]) == 2

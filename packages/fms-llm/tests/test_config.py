@@ -23,9 +23,12 @@ def test_overrides_are_typed() -> None:
          "train.checkpoint_every=none", "train.compile=true"],
     )  # fmt: skip
     assert cfg.train.max_steps == 7
-    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
-    assert cfg.model.family == "llama" and cfg.data.corpus == "x y"
-    assert cfg.train.checkpoint_every is None and cfg.train.compile is True
+    assert cfg.train.lr == 1.0
+    assert isinstance(cfg.train.lr, float)
+    assert cfg.model.family == "llama"
+    assert cfg.data.corpus == "x y"
+    assert cfg.train.checkpoint_every is None
+    assert cfg.train.compile is True
 
 
 @pytest.mark.parametrize(

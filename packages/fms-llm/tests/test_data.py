@@ -156,8 +156,10 @@ def _encode(texts: list[str]) -> list[list[int]]:
 
 def test_split_is_by_document_and_seeded() -> None:
     tr, va = split_documents(100, val_fraction=0.1, seed=0)
-    assert len(va) == 10 and len(tr) == 90 and not set(tr) & set(va)
-    tr2, va2 = split_documents(100, val_fraction=0.1, seed=0)
+    assert len(va) == 10
+    assert len(tr) == 90
+    assert not set(tr) & set(va)
+    _tr2, va2 = split_documents(100, val_fraction=0.1, seed=0)
     assert np.array_equal(va, va2)
     with pytest.raises(CorpusError, match="at least 2"):
         split_documents(1, val_fraction=0.1, seed=0)
@@ -204,8 +206,10 @@ def test_random_windows_are_a_pure_function_of_seed_and_index() -> None:
     shards = [np.arange(100, dtype=np.uint16), np.arange(1000, 1050, dtype=np.uint16)]
     x, y = random_windows(shards, batch_size=64, seq_len=8, seed=1, index=5)
     x2, y2 = random_windows(shards, batch_size=64, seq_len=8, seed=1, index=5)
-    assert np.array_equal(x, x2) and np.array_equal(y, y2)
-    assert x.dtype == np.int64 and x.shape == (64, 8)
+    assert np.array_equal(x, x2)
+    assert np.array_equal(y, y2)
+    assert x.dtype == np.int64
+    assert x.shape == (64, 8)
     assert np.array_equal(x[:, 1:], y[:, :-1])
     assert np.all(
         np.diff(np.concatenate([x, y[:, -1:]], axis=1), axis=1) == 1
@@ -220,5 +224,6 @@ def test_sequential_windows_tile_without_overlap() -> None:
     shard = np.arange(50)
     batches = list(sequential_windows([shard], batch_size=2, seq_len=10))
     xs = np.concatenate([x for x, _ in batches])
-    assert xs.shape == (4, 10) and xs[:, 0].tolist() == [0, 10, 20, 30]
+    assert xs.shape == (4, 10)
+    assert xs[:, 0].tolist() == [0, 10, 20, 30]
     assert len(list(sequential_windows([shard], batch_size=1, seq_len=10, max_batches=2))) == 2

@@ -4,8 +4,8 @@ bitwise after SIGKILL, and refuses bad input before any work is lost."""
 from __future__ import annotations
 
 import math
-import os
 import multiprocessing as mp
+import os
 import shutil
 import signal
 import time
@@ -27,14 +27,15 @@ Overrides = Callable[..., list[str]]
 def test_synthetic_run_gets_within_margin_of_the_entropy_floor(
     tmp_path: Path, data_cache: Path, overrides: Overrides
 ) -> None:
-    """150 steps of a 2-layer, 64-wide GPT: whole-document validation loss within 0.45
-    nats/token of the Bayes-optimal floor (from about 6 nats at the start), and not below it
+    """250 steps of a 2-layer, 64-wide GPT (256k tokens): whole-document validation loss within
+    0.45 nats/token of the Bayes-optimal floor of about 0.36 (from ln 512 = 6.2 at the start;
+    0.30 above the floor when calibrated), and not below it
     (held-out documents: no model can beat the floor, up to 0.02 of sampling noise)."""
     extra = {
-        "data.synthetic_docs": 2000, "data.vocab_size": 384, "model.n_layers": 2,
+        "data.synthetic_docs": 3000, "data.vocab_size": 512, "model.n_layers": 2,
         "model.d_model": 64, "model.n_heads": 4, "model.max_seq_len": 160, "train.seq_len": 128,
-        "train.batch_size": 8, "train.max_steps": 150, "train.warmup_steps": 10, "train.lr": 1e-2,
-        "train.min_lr": 1e-3, "train.eval_every": 150, "train.eval_batches": 4,
+        "train.batch_size": 8, "train.max_steps": 250, "train.warmup_steps": 10, "train.lr": 1e-2,
+        "train.min_lr": 1e-3, "train.eval_every": 250, "train.eval_batches": 4,
         "train.checkpoint_every": None,
     }  # fmt: skip
     result = pretrain(load_config("tiny", overrides(tmp_path / "run", data_cache, **extra)))
@@ -155,7 +156,8 @@ def test_missing_and_empty_corpus(tmp_path: Path, data_cache: Path, overrides: O
     with pytest.raises(CorpusError, match="is empty"):
         pretrain(load_config("tiny", overrides(tmp_path / "r2", data_cache,
                                                **{"data.corpus": str(tmp_path / "empty.txt")})))  # fmt: skip
-    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    assert not (tmp_path / "r1").exists()
+    assert not (tmp_path / "r2").exists()
 
 
 def test_tokenizer_without_end_of_text(
@@ -184,4 +186,5 @@ def test_the_run_directory_holds_a_complete_model(tiny_run: Path) -> None:
         "config.json", "model.safetensors", "tokenizer.json",
     ]  # fmt: skip
     summary = json.loads((tiny_run / "summary.json").read_text())
-    assert summary["sample"] and summary["parameters"] > 0
+    assert summary["sample"]
+    assert summary["parameters"] > 0

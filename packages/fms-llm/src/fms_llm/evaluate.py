@@ -113,7 +113,7 @@ def document_loss(
     """
     if device is None:
         device = next(model.parameters()).device
-    max_len = int(model.max_seq_len)
+    max_len = int(getattr(model, "max_seq_len"))  # noqa: B009
     docs = [list(d) for d in documents]
     for i, d in enumerate(docs):
         if len(d) + 1 > max_len:
@@ -134,7 +134,10 @@ def document_loss(
         logits = model(x.to(device))
         total += float(
             F.cross_entropy(
-                logits.flatten(0, 1).float(), y.to(device).flatten(), ignore_index=-100, reduction="sum"
+                logits.flatten(0, 1).float(),
+                y.to(device).flatten(),
+                ignore_index=-100,
+                reduction="sum",
             )
         )
         n += int((y != -100).sum())

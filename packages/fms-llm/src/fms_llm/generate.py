@@ -51,7 +51,9 @@ def _check(temperature: float, top_k: int | None, top_p: float | None) -> None:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
 
 
-def filter_logits(logits: Tensor, *, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+def filter_logits(
+    logits: Tensor, *, top_k: int | None = None, top_p: float | None = None
+) -> Tensor:
     """Set to $-\\infty$ the logits outside the top-k and/or the top-p nucleus. `(..., vocab)`."""
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]

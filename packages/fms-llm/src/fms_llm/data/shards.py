@@ -117,7 +117,9 @@ class TokenShards:
     def split(self, name: str) -> list[np.memmap[Any, np.dtype[Any]]]:
         """The memory-mapped shards of split `name` (`"train"` or `"val"`)."""
         if name not in self.meta["splits"]:
-            raise ShardError(f"split {name!r} not in {self.directory}: {sorted(self.meta['splits'])}")
+            raise ShardError(
+                f"split {name!r} not in {self.directory}: {sorted(self.meta['splits'])}"
+            )
         dtype = np.dtype(self.meta["dtype"])
         return [
             np.memmap(self.directory / s["file"], dtype=dtype, mode="r", shape=(s["n_tokens"],))

@@ -60,9 +60,48 @@ class Story:
 
 # --- the vocabulary of the stories (weights are Zipf-like: 1 / rank) -------------------------------
 
-_NAMES_HE = ("Tom", "Sam", "Ben", "Max", "Leo", "Jack", "Finn", "Oscar", "Hugo", "Noah", "Eli", "Ravi")
-_NAMES_SHE = ("Lily", "Mia", "Anna", "Zoe", "Ella", "Ruby", "Nora", "Ivy", "Grace", "Maya", "Luna", "Kate")
-_KINDS = ("girl", "boy", "cat", "dog", "rabbit", "fox", "bird", "bear", "mouse", "duck", "frog", "owl")
+_NAMES_HE = (
+    "Tom",
+    "Sam",
+    "Ben",
+    "Max",
+    "Leo",
+    "Jack",
+    "Finn",
+    "Oscar",
+    "Hugo",
+    "Noah",
+    "Eli",
+    "Ravi",
+)
+_NAMES_SHE = (
+    "Lily",
+    "Mia",
+    "Anna",
+    "Zoe",
+    "Ella",
+    "Ruby",
+    "Nora",
+    "Ivy",
+    "Grace",
+    "Maya",
+    "Luna",
+    "Kate",
+)
+_KINDS = (
+    "girl",
+    "boy",
+    "cat",
+    "dog",
+    "rabbit",
+    "fox",
+    "bird",
+    "bear",
+    "mouse",
+    "duck",
+    "frog",
+    "owl",
+)
 _ADJS = (
     "a little",
     "a kind",

@@ -4,7 +4,15 @@
 - [fms_llm.models.hf][]: the Hugging Face `config.json` + `model.safetensors` round trip.
 """
 
-from fms_llm.models.gpt import GPT, GPTConfig, Llama, LlamaConfig, ModelConfig, ModelConfigError, lm_loss
+from fms_llm.models.gpt import (
+    GPT,
+    GPTConfig,
+    Llama,
+    LlamaConfig,
+    ModelConfig,
+    ModelConfigError,
+    lm_loss,
+)
 from fms_llm.models.hf import ModelFileError, load_pretrained
 
 __all__ = [

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from fms_transformer.blocks import DecoderBlock, make_norm
 from fms_transformer.init import init_gpt2_
 from fms_transformer.kv_cache import KVCache
+from fms_transformer.norm import LayerNorm, RMSNorm
 from fms_transformer.positional import LearnedPositionalEmbedding
 
 __all__ = ["GPT", "GPTConfig", "Llama", "LlamaConfig", "ModelConfig", "ModelConfigError", "lm_loss"]
@@ -122,9 +123,13 @@ class ModelConfig:
         if self.norm not in ("layernorm", "rmsnorm"):
             raise ModelConfigError(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
         if self.ffn not in ("gelu_tanh_mlp", "gelu_mlp", "swiglu"):
-            raise ModelConfigError(f"ffn must be gelu_tanh_mlp, gelu_mlp or swiglu, got {self.ffn!r}")
+            raise ModelConfigError(
+                f"ffn must be gelu_tanh_mlp, gelu_mlp or swiglu, got {self.ffn!r}"
+            )
         if self.positional not in ("learned", "rope"):
-            raise ModelConfigError(f"positional must be 'learned' or 'rope', got {self.positional!r}")
+            raise ModelConfigError(
+                f"positional must be 'learned' or 'rope', got {self.positional!r}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ModelConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -278,11 +283,11 @@ class GPT(nn.Module):
             init_gpt2_(self, c.n_layers, c.init_std)
         if self.pos_emb is not None:
             nn.init.normal_(self.pos_emb.weight, 0.0, c.init_std)
-        for block in self.blocks:
-            for norm in (block.attn_norm, block.ffn_norm):
-                nn.init.ones_(norm.weight)
-                if getattr(norm, "bias", None) is not None:
-                    nn.init.zeros_(norm.bias)
+        for m in self.modules():
+            if isinstance(m, LayerNorm | RMSNorm):
+                nn.init.ones_(m.weight)
+                if isinstance(m, LayerNorm) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     # -- forward --------------------------------------------------------------------------------
 
@@ -342,9 +347,10 @@ class GPT(nn.Module):
         """
         c = self.config
         t = c.max_seq_len if seq_len is None else seq_len
-        n_matmul = sum(
-            m.weight.numel() for m in self.blocks.modules() if isinstance(m, nn.Linear)
-        ) + self.lm_head.weight.numel()
+        n_matmul = (
+            sum(m.weight.numel() for m in self.blocks.modules() if isinstance(m, nn.Linear))
+            + self.lm_head.weight.numel()
+        )
         return 6.0 * n_matmul + 12.0 * c.n_layers * c.d_model * t
 
     # -- Hugging Face round trip ------------------------------------------------------------------

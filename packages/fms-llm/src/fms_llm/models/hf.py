@@ -90,7 +90,12 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
             "initializer_range": c.init_std,
             "torch_dtype": "float32",
         }
-    if c.norm != "layernorm" or c.positional != "learned" or not c.bias or c.n_kv_heads != c.n_heads:
+    if (
+        c.norm != "layernorm"
+        or c.positional != "learned"
+        or not c.bias
+        or c.n_kv_heads != c.n_heads
+    ):
         raise ModelConfigError(
             "a gpt config needs layernorm, learned positions, biases and n_kv_heads == n_heads "
             "to save as HF GPT-2"
@@ -123,7 +128,11 @@ def config_from_hf(hf: dict[str, Any], *, source: str = "config.json") -> ModelC
     try:
         if model_type == "gpt2":
             act = hf.get("activation_function", "gelu_new")
-            ffn = {"gelu_new": "gelu_tanh_mlp", "gelu_pytorch_tanh": "gelu_tanh_mlp", "gelu": "gelu_mlp"}
+            ffn = {
+                "gelu_new": "gelu_tanh_mlp",
+                "gelu_pytorch_tanh": "gelu_tanh_mlp",
+                "gelu": "gelu_mlp",
+            }
             if act not in ffn:
                 raise ModelFileError(f"{source}: activation_function {act!r} is not supported")
             for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
@@ -169,7 +178,9 @@ def config_from_hf(hf: dict[str, Any], *, source: str = "config.json") -> ModelC
                 init_std=hf.get("initializer_range", 0.02),
             )
     except KeyError as exc:
-        raise ModelFileError(f"{source}: missing field {exc.args[0]!r} for model_type {model_type!r}") from None
+        raise ModelFileError(
+            f"{source}: missing field {exc.args[0]!r} for model_type {model_type!r}"
+        ) from None
     except ModelConfigError as exc:
         raise ModelFileError(f"{source}: {exc}") from None
     raise ModelFileError(
@@ -219,7 +230,9 @@ def to_hf_state_dict(model: GPT) -> dict[str, Tensor]:
                 out[q + theirs + ".bias"] = sd[p + ours + ".bias"]
             qkv = [sd[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]
             out[q + "attn.c_attn.weight"] = torch.cat(qkv, dim=0).t()
-            out[q + "attn.c_attn.bias"] = torch.cat([sd[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
+            out[q + "attn.c_attn.bias"] = torch.cat(
+                [sd[p + f"self_attn.{n}_proj.bias"] for n in "qkv"]
+            )
             for ours, theirs in (
                 ("self_attn.out_proj", "attn.c_proj"),
                 ("ffn.up_proj", "mlp.c_fc"),

@@ -5,7 +5,7 @@
 """
 
 from fms_llm.train.config import PRESETS, ConfigError, RunConfig, apply_overrides, load_config
-from fms_llm.train.pretrain import EOS_TOKEN, PretrainResult, pretrain, prepare_data
+from fms_llm.train.pretrain import EOS_TOKEN, PretrainResult, prepare_data, pretrain
 
 __all__ = [
     "EOS_TOKEN",

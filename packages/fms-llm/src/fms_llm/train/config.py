@@ -161,13 +161,17 @@ class RunConfig:
                 "lower it with --set train.warmup_steps=N"
             )
         if t.lr <= 0 or t.min_lr < 0 or t.min_lr > t.lr:
-            raise ConfigError(f"need 0 <= train.min_lr <= train.lr and lr > 0, got {t.min_lr}, {t.lr}")
+            raise ConfigError(
+                f"need 0 <= train.min_lr <= train.lr and lr > 0, got {t.min_lr}, {t.lr}"
+            )
         if t.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {t.precision!r}")
         if not 0.0 < d.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
         if d.vocab_size < 257:
-            raise ConfigError(f"data.vocab_size must be >= 257 (256 bytes + end-of-text), got {d.vocab_size}")
+            raise ConfigError(
+                f"data.vocab_size must be >= 257 (256 bytes + end-of-text), got {d.vocab_size}"
+            )
         if d.synthetic_docs < 2:
             raise ConfigError(f"data.synthetic_docs must be >= 2, got {d.synthetic_docs}")
 
@@ -248,7 +252,9 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     return cfg
 
 
-def load_config(preset_or_path: str | Path = "tiny", overrides: list[str] | None = None) -> RunConfig:
+def load_config(
+    preset_or_path: str | Path = "tiny", overrides: list[str] | None = None
+) -> RunConfig:
     """Read a preset name or TOML file, apply overrides, validate.
 
     Args:

@@ -174,7 +174,10 @@ def prepare_data(config: RunConfig, *, progress: bool = True) -> PreparedData:
         assert docs is not None
         train_idx, _ = split_documents(len(docs), val_fraction=d.val_fraction, seed=0)
         tokenizer = BPETokenizer.train(
-            [docs[i] for i in train_idx], d.vocab_size, special_tokens=[EOS_TOKEN], progress=progress
+            [docs[i] for i in train_idx],
+            d.vocab_size,
+            special_tokens=[EOS_TOKEN],
+            progress=progress,
         )
         root.mkdir(parents=True, exist_ok=True)
         tokenizer.save(tok_file)
@@ -236,7 +239,8 @@ def configure_optimizer(model: nn.Module, config: RunConfig) -> AdamW:
     has no regularising meaning (a norm gain of 0 switches a feature off).
     """
     t = config.train
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -313,7 +317,9 @@ _RESUME_TRAIN_KEYS = (
 def _check_run_dir(config: RunConfig, out_dir: Path, resume: bool) -> None:
     """Refuse to overwrite another run; on resume, require the same run config."""
     run_file = out_dir / "run.json"
-    ckpt = latest_checkpoint(out_dir / "checkpoints") if (out_dir / "checkpoints").is_dir() else None
+    ckpt = (
+        latest_checkpoint(out_dir / "checkpoints") if (out_dir / "checkpoints").is_dir() else None
+    )
     if not resume:
         if run_file.exists() or ckpt is not None:
             raise ConfigError(
@@ -366,8 +372,10 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
             f"of seq_len + 1 = {t.seq_len + 1}; use a larger corpus or data.val_fraction"
         )
     model = build_model(config, data.tokenizer.vocab_size)
-    device = torch.device(t.device) if t.device else (
-        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    device = (
+        torch.device(t.device)
+        if t.device
+        else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     )
     model.to(device)
     optimizer = configure_optimizer(model, config)
