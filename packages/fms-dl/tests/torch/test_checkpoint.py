@@ -315,3 +315,17 @@ def test_unserialisable_state_writes_nothing(tmp_path):
 def test_bad_step_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="step must be an int >= 0, got -1"):
         save_checkpoint(tmp_path, model=nn.Linear(1, 1), step=-1)
+
+
+def test_optimizer_state_sharing_memory_is_saved(tmp_path):
+    """Two state entries that alias one buffer (a custom optimiser might) are stored as copies."""
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    buf = opt.state[model.weight]["momentum_buffer"]
+    opt.state[model.weight]["alias"] = buf.view(-1)
+    save_checkpoint(tmp_path, model=model, optimizer=opt, step=1)
+    fresh_opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    load_checkpoint(tmp_path, model=model, optimizer=fresh_opt)
+    assert torch.equal(fresh_opt.state[model.weight]["alias"], buf.view(-1))

@@ -131,7 +131,13 @@ def _model_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]
 def _encode(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
     """JSON-able copy of `obj`, with every tensor moved to `tensors[<path>]` and tuples tagged."""
     if isinstance(obj, Tensor):
-        tensors[prefix] = obj.detach().contiguous().cpu()
+        t = obj.detach().contiguous().cpu()
+        ptr = t.untyped_storage().data_ptr()
+        if t.numel() > 0 and any(
+            v.untyped_storage().data_ptr() == ptr for v in tensors.values() if v.numel() > 0
+        ):
+            t = t.clone()  # safetensors refuses tensors that share memory
+        tensors[prefix] = t
         return {"__tensor__": prefix}
     if isinstance(obj, dict):
         if not all(isinstance(k, str | int) for k in obj):
