@@ -524,54 +524,68 @@ def _sgd_loss_grad(loss: str, z: FloatArray, y: FloatArray, epsilon: float) -> F
     raise ValueError(f"unknown loss {loss!r}")
 
 
-def _sgd_loss(loss: str, z: FloatArray, y: FloatArray, epsilon: float) -> float:
-    """Sum of the per-sample loss (for scikit-learn's epoch stopping rule)."""
+def _sgd_loss(loss: str, z: FloatArray, y: FloatArray, epsilon: float) -> FloatArray:
+    """Per-column sum of the per-sample loss (for scikit-learn's epoch stopping rule)."""
     if loss == "hinge":
-        return float(np.maximum(0.0, 1.0 - y * z).sum())
-    if loss == "log_loss":
-        return float(_log1pexp(-y * z).sum())
-    if loss == "modified_huber":
+        out = np.maximum(0.0, 1.0 - y * z)
+    elif loss == "log_loss":
+        out = _log1pexp(-y * z)
+    elif loss == "modified_huber":
         m = y * z
-        return float(np.where(m >= -1.0, np.maximum(0.0, 1.0 - m) ** 2, -4.0 * m).sum())
-    if loss == "squared_hinge":
-        return float((np.maximum(0.0, 1.0 - y * z) ** 2).sum())
-    r = z - y
-    if loss == "squared_error":
-        return float(0.5 * (r * r).sum())
-    if loss == "huber":
-        a = np.abs(r)
-        return float(np.where(a <= epsilon, 0.5 * r * r, epsilon * (a - 0.5 * epsilon)).sum())
-    return float(np.maximum(0.0, np.abs(r) - epsilon).sum())
+        out = np.where(m >= -1.0, np.maximum(0.0, 1.0 - m) ** 2, -4.0 * m)
+    elif loss == "squared_hinge":
+        out = np.maximum(0.0, 1.0 - y * z) ** 2
+    else:
+        r = z - y
+        if loss == "squared_error":
+            out = 0.5 * r * r
+        elif loss == "huber":
+            a = np.abs(r)
+            out = np.where(a <= epsilon, 0.5 * r * r, epsilon * (a - 0.5 * epsilon))
+        else:
+            out = np.maximum(0.0, np.abs(r) - epsilon)
+    return np.asarray(out.sum(axis=0), dtype=np.float64)
 
 
 def _sgd_epochs(
-    est: Any, X: FloatArray, y: FloatArray, rng: np.random.Generator
-) -> tuple[FloatArray, float, int]:
+    est: Any, X: FloatArray, Y: FloatArray, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray, int]:
     r"""Mini-batch SGD on $\frac1n\sum_i L(y_i, x_i^\top w + b) + \frac{\alpha}{2}\lVert w\rVert^2$.
 
-    Learning rates as scikit-learn's: `"optimal"` $\eta_t = 1/(\alpha(t_0 + t))$ (Bottou's
-    heuristic $t_0$), `"invscaling"` $\eta_t = \eta_0 / t^{\text{power\_t}}$, `"constant"`
-    $\eta_0$. Stops when the epoch loss has not improved by `tol` for `n_iter_no_change` epochs.
+    `Y` is `(n, K)`: $K$ independent problems (one-vs-rest columns) trained side by side on the
+    same batches, each stopping on its own. Learning rates as scikit-learn's: `"optimal"`
+    $\eta_t = 1/(\alpha(t_0 + t))$ (Bottou's heuristic $t_0$), `"invscaling"`
+    $\eta_t = \eta_0 / t^{\text{power\_t}}$, `"constant"` $\eta_0$. A problem stops when its
+    epoch loss has not improved by `tol` for `n_iter_no_change` epochs.
+
+    Returns:
+        `(W, b, n_epochs)` with `W` of shape `(p, K)` and `b` of shape `(K,)`.
     """
     n, p = X.shape
-    w, b = np.zeros(p), 0.0
-    alpha, bs = float(est.alpha), int(est.batch_size)
+    K = Y.shape[1]
+    W, b = np.zeros((p, K)), np.zeros(K)
+    alpha = float(est.alpha)
+    # "auto": plain SGD on small data (where few steps per epoch hurt), batches of up to 32 above
+    bs = int(np.clip(n // 100, 1, 32)) if est.batch_size == "auto" else int(est.batch_size)
     if est.learning_rate == "optimal":
         typw = math.sqrt(1.0 / math.sqrt(alpha))
-        eta0 = typw / max(
-            1.0, float(np.abs(_sgd_loss_grad(est.loss, np.array([-typw]), np.array([1.0]), 0.1))[0])
-        )
+        g0 = _sgd_loss_grad(est.loss, np.array([-typw]), np.array([1.0]), 0.1)
+        eta0 = typw / max(1.0, float(np.abs(g0)[0]))
         t0 = 1.0 / (eta0 * alpha)
     t = 1.0
-    best, no_improve = math.inf, 0
+    best = np.full(K, np.inf)
+    no_improve = np.zeros(K, dtype=np.int64)
+    active = np.ones(K, dtype=bool)
     epoch = 0
     for epoch in range(1, est.max_iter + 1):  # noqa: B007
         order = rng.permutation(n) if est.shuffle else np.arange(n)
-        total = 0.0
+        total = np.zeros(K)
+        cols = np.nonzero(active)[0]
+        Wa, ba, Ya = W[:, cols], b[cols], Y[:, cols]
         for start in range(0, n, bs):
             idx = order[start : start + bs]
-            Xb, yb = X[idx], y[idx]
-            z = Xb @ w + b
+            Xb, yb = X[idx], Ya[idx]
+            z = Xb @ Wa + ba
             dz = _sgd_loss_grad(est.loss, z, yb, est.epsilon)
             if est.learning_rate == "optimal":
                 eta = 1.0 / (alpha * (t0 + t - 1))
@@ -581,21 +595,21 @@ def _sgd_epochs(
                 eta = est.eta0
             # one step for the whole batch, sized as the `len(idx)` per-sample steps it replaces
             m = len(idx)
-            w *= max(0.0, 1.0 - eta * alpha) ** m
-            w -= eta * (Xb.T @ dz)
+            Wa *= max(0.0, 1.0 - eta * alpha) ** m
+            Wa -= eta * (Xb.T @ dz)
             if est.fit_intercept:
-                b -= eta * dz.sum()
+                ba -= eta * dz.sum(axis=0)
             t += m
-            total += _sgd_loss(est.loss, z, yb, est.epsilon)
+            total[cols] += _sgd_loss(est.loss, z, yb, est.epsilon)
+        W[:, cols], b[cols] = Wa, ba
         if est.tol is not None:
-            if total > best - est.tol * n:
-                no_improve += 1
-            else:
-                no_improve = 0
-            best = min(best, total)
-            if no_improve >= est.n_iter_no_change:
+            worse = total[cols] > best[cols] - est.tol * n
+            no_improve[cols] = np.where(worse, no_improve[cols] + 1, 0)
+            best[cols] = np.minimum(best[cols], total[cols])
+            active[cols[no_improve[cols] >= est.n_iter_no_change]] = False
+            if not active.any():
                 break
-    return w, b, epoch
+    return W, b, epoch
 
 
 class _SGDBase(BaseEstimator):
@@ -608,7 +622,7 @@ class _SGDBase(BaseEstimator):
             )
         if self.alpha <= 0 and self.learning_rate == "optimal":  # type: ignore[attr-defined]
             raise ValueError("alpha must be > 0 with learning_rate='optimal'.")
-        if self.batch_size < 1:  # type: ignore[attr-defined]
+        if self.batch_size != "auto" and self.batch_size < 1:  # type: ignore[attr-defined]
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")  # type: ignore[attr-defined]
 
 
@@ -619,10 +633,12 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
     $y \in \{-1, +1\}$ and `loss` $\in$ {`"hinge"` (linear SVM), `"log_loss"` (logistic regression),
     `"modified_huber"`, `"squared_hinge"`}.
 
-    Unlike scikit-learn (one sample per step), the default steps on mini-batches of 32 samples:
-    the summed gradient of a batch is one vectorised numpy expression, and the step stands for the
-    32 per-sample steps it replaces (the schedule's counter $t$ advances by the batch size). With
-    `batch_size=1` this is plain SGD. Scores match scikit-learn's within
+    Unlike scikit-learn (one sample per step), large problems step on mini-batches: the summed
+    gradient of a batch is one vectorised numpy expression, and the step stands for the per-sample
+    steps it replaces (the schedule's counter $t$ advances by the batch size). `batch_size="auto"`
+    uses $\min(32, \max(1, \lfloor n/100\rfloor))$: plain SGD below 200 samples, batches of 32
+    from 3 200. The one-vs-rest problems of a multiclass fit are trained side by side on the same
+    batches. Scores match scikit-learn's within
     the noise of the stochastic optimiser, not coefficient by coefficient.
     """
 
@@ -641,7 +657,7 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
         eta0: float = 0.01,
         power_t: float = 0.5,
         n_iter_no_change: int = 5,
-        batch_size: int = 32,
+        batch_size: int | Literal["auto"] = "auto",
     ) -> None:
         self.loss = loss
         self.alpha = alpha
@@ -665,17 +681,11 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
         self.n_features_in_ = Xa.shape[1]
         rng = check_random_state(self.random_state)
         K = self.classes_.size
-        targets = [1] if K == 2 else list(range(K))
-        coefs, inters, iters = [], [], []
-        for k in targets:
-            yk = np.where(codes == k, 1.0, -1.0)
-            w, b, it = _sgd_epochs(self, Xa, yk, rng)
-            coefs.append(w)
-            inters.append(b)
-            iters.append(it)
-        self.coef_ = np.asarray(coefs)
-        self.intercept_ = np.asarray(inters)
-        self.n_iter_ = max(iters)
+        targets = np.array([1]) if K == 2 else np.arange(K)
+        Y = np.where(codes[:, None] == targets[None, :], 1.0, -1.0)  # one-vs-rest columns
+        W, b, self.n_iter_ = _sgd_epochs(self, Xa, Y, rng)
+        self.coef_ = W.T.copy()
+        self.intercept_ = b
         return self
 
     def decision_function(self, X: ArrayLike) -> FloatArray:
@@ -707,8 +717,8 @@ class SGDRegressor(RegressorMixin, _SGDBase):
 
     `loss` $\in$ {`"squared_error"`, `"huber"`, `"epsilon_insensitive"`}; the default schedule is
     scikit-learn's `"invscaling"` ($\eta_t = \eta_0 / t^{0.25}$). Mini-batches of `batch_size`
-    (default 32) as in [`SGDClassifier`][fms_ml.linear_model.SGDClassifier]. Features should be
-    standardised first.
+    as in [`SGDClassifier`][fms_ml.linear_model.SGDClassifier]. Features should be standardised
+    first.
     """
 
     def __init__(
@@ -726,7 +736,7 @@ class SGDRegressor(RegressorMixin, _SGDBase):
         eta0: float = 0.01,
         power_t: float = 0.25,
         n_iter_no_change: int = 5,
-        batch_size: int = 32,
+        batch_size: int | Literal["auto"] = "auto",
     ) -> None:
         self.loss = loss
         self.alpha = alpha
@@ -747,8 +757,10 @@ class SGDRegressor(RegressorMixin, _SGDBase):
         self._check_params(("squared_error", "huber", "epsilon_insensitive"))
         Xa, ya = check_X_y(X, y, y_numeric=True)
         self.n_features_in_ = Xa.shape[1]
-        w, b, self.n_iter_ = _sgd_epochs(self, Xa, ya, check_random_state(self.random_state))
-        self.coef_, self.intercept_ = w, np.array([b])
+        W, b, self.n_iter_ = _sgd_epochs(
+            self, Xa, ya.reshape(-1, 1), check_random_state(self.random_state)
+        )
+        self.coef_, self.intercept_ = W[:, 0].copy(), b
         return self
 
     def predict(self, X: ArrayLike) -> FloatArray:
