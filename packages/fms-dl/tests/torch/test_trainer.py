@@ -396,3 +396,24 @@ def test_ddp_hooks_no_sync_and_unwrapped_checkpoints(tmp_path):
     from fms_dl.torch import load_checkpoint
 
     assert load_checkpoint(tmp_path / "ddp", model=fresh, restore_rng=False)["step"] == 3
+
+
+def test_compiled_model_checkpoints_hold_the_plain_keys(tmp_path):
+    """`trainer.model = torch.compile(model)`: checkpoints have no `_orig_mod.` prefix."""
+    x, y = _data(16)
+    x, y = x.float(), y.float()
+    model = nn.Linear(4, 1)
+    cfg = _cfg(max_steps=2, checkpoint_dir=tmp_path)
+    t = Trainer(
+        model,
+        AdamW(model.parameters()),
+        cfg,
+        batch_fn=lambda i: (x, y),
+        loss_fn=lambda m, b: ((m(b[0]).squeeze(1) - b[1]) ** 2).mean(),
+    )
+    t.model = torch.compile(model, backend="eager")
+    assert t.unwrapped_model is model
+    t.fit()
+    from fms_dl.torch import load_checkpoint
+
+    assert load_checkpoint(tmp_path, model=nn.Linear(4, 1), restore_rng=False)["step"] == 2

@@ -26,9 +26,9 @@ SIGKILL and checks this).
 **Distributed data parallel (hooks in place, multi-process training not built yet).** Pass the
 model wrapped in `DistributedDataParallel`: every micro-batch but the last runs under
 `model.no_sync()` so that gradients are all-reduced once per optimiser step
-(`_sync_context`), checkpoints store the unwrapped module (`unwrapped_model`), and logging, the
-progress bar and checkpointing run on rank 0 only (`is_main_process`); a test runs this in a
-one-process gloo group. Still to do for several processes: `batch_fn` must shard the data
+(`_sync_context`), checkpoints store the unwrapped module (`unwrapped_model`, which also
+strips a `torch.compile` wrapper), and logging, the progress bar and checkpointing run on rank 0
+only (`is_main_process`); a test runs this in a one-process gloo group. Still to do for several processes: `batch_fn` must shard the data
 (index `i * world_size + rank`), each rank's RNG states must be saved, and every rank must load
 the checkpoint on resume.
 """
@@ -221,11 +221,19 @@ class Trainer:
 
     @property
     def unwrapped_model(self) -> nn.Module:
-        """The model without a `DistributedDataParallel` wrapper: what checkpoints store."""
-        if isinstance(self.model, nn.parallel.DistributedDataParallel):
-            inner: nn.Module = self.model.module
-            return inner
-        return self.model
+        """The model without `DistributedDataParallel` or `torch.compile` wrappers.
+
+        Checkpoints store this module, so their keys do not depend on how the model was
+        wrapped (no `module.` or `_orig_mod.` prefixes).
+        """
+        model = self.model
+        while True:
+            if isinstance(model, nn.parallel.DistributedDataParallel):
+                model = model.module
+            elif isinstance(inner := getattr(model, "_orig_mod", None), nn.Module):
+                model = inner  # torch.compile's OptimizedModule
+            else:
+                return model
 
     def _sync_context(self, last_micro_batch: bool) -> contextlib.AbstractContextManager[Any]:
         """`model.no_sync()` for all but the last micro-batch when the model is DDP-wrapped."""
