@@ -247,3 +247,21 @@ def test_other_bad_inputs() -> None:
         tiled_attention(q, q[:1], q[:1])
     with pytest.raises(AttentionInputError, match=r"k and v.*\(2, 2, 4, 8\).*\(2, 2, 5, 8\)"):
         tiled_attention(q, q, torch.randn(2, 2, 5, 8))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tiled_on_cuda_matches_torch_sdpa_fwd_1e5_grad_1e4() -> None:
+    """The tiled kernel is device-agnostic PyTorch: same result on CUDA (float32, TF32 off)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    q = torch.randn(2, 4, 300, 32, device="cuda", requires_grad=True)
+    k = torch.randn(2, 2, 300, 32, device="cuda", requires_grad=True)
+    v = torch.randn(2, 2, 300, 32, device="cuda", requires_grad=True)
+    out = tiled_attention(q, k, v, is_causal=True, block_size=64, dropout_p=0.0)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    g = torch.randn_like(ref)
+    for a, b in zip(
+        torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g), strict=True
+    ):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
