@@ -329,3 +329,23 @@ def test_optimizer_state_sharing_memory_is_saved(tmp_path):
     fresh_opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     load_checkpoint(tmp_path, model=model, optimizer=fresh_opt)
     assert torch.equal(fresh_opt.state[model.weight]["alias"], buf.view(-1))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_round_trip_keeps_dtypes_and_integer_and_bool_buffers(tmp_path, dtype):
+    model = nn.Linear(3, 2).to(dtype)
+    model.register_buffer("count", torch.tensor([3, -1], dtype=torch.int64))
+    model.register_buffer("mask", torch.tensor([True, False]))
+    opt = AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3, dtype=dtype)).float().sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path, model=model, optimizer=opt, step=1)
+    fresh = nn.Linear(3, 2).to(dtype)
+    fresh.register_buffer("count", torch.zeros(2, dtype=torch.int64))
+    fresh.register_buffer("mask", torch.zeros(2, dtype=torch.bool))
+    fresh_opt = AdamW(fresh.parameters(), lr=0.1)
+    load_checkpoint(tmp_path, model=fresh, optimizer=fresh_opt)
+    _same_state(fresh.state_dict(), model.state_dict())
+    assert fresh.weight.dtype == dtype
+    assert fresh_opt.state[fresh.weight]["exp_avg"].dtype == dtype
+    _same_state(fresh_opt.state[fresh.weight], opt.state[model.weight])
