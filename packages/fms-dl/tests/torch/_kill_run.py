@@ -64,6 +64,16 @@ class KillAfterStep(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class Report(Callback):
+    """Writes each completed step number to a pipe, for a parent that kills from outside."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+        os.write(self.fd, f"{step}\n".encode())
+
+
 class KillMidSave(Callback):
     """Arms a SIGKILL at the 3rd fsync of the checkpoint written after step `at`."""
 
@@ -93,6 +103,7 @@ def main() -> None:
     parser.add_argument("--no-rng", action="store_true")
     parser.add_argument("--kill-at", type=int)
     parser.add_argument("--kill-mode", choices=["after_step", "mid_save"], default="after_step")
+    parser.add_argument("--report-fd", type=int, help="write each completed step to this fd")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -103,6 +114,8 @@ def main() -> None:
     if args.kill_at is not None:
         kill = KillAfterStep if args.kill_mode == "after_step" else KillMidSave
         callbacks.append(kill(args.kill_at))
+    if args.report_fd is not None:
+        callbacks.append(Report(args.report_fd))
     config = TrainerConfig(
         max_steps=MAX_STEPS,
         grad_accum_steps=ACCUM,

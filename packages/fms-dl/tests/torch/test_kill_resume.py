@@ -16,6 +16,7 @@ import random
 import runpy
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -35,8 +36,8 @@ KILLS = [
 ]
 
 
-def _run(*args: str) -> int:
-    """Run the script in a forked child; its exit code, or -signal if a signal killed it."""
+def _fork(*args: str) -> int:
+    """Start the script in a forked child and return its pid."""
     # Constructing an optimiser imports torch._dynamo lazily (seconds): do it once, here.
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     pid = os.fork()
@@ -50,8 +51,17 @@ def _run(*args: str) -> int:
             traceback.print_exc()
         finally:
             os._exit(code)
+    return pid
+
+
+def _wait(pid: int) -> int:
+    """The child's exit code, or -signal if a signal killed it."""
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def _run(*args: str) -> int:
+    return _wait(_fork(*args))
 
 
 def _weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -93,6 +103,31 @@ def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(
     assert _equal(final, uninterrupted)
     assert (ckpt / "latest").read_text().strip() == f"step-{MAX_STEPS:08d}"
     assert not any(p.name.startswith(".tmp-") for p in ckpt.iterdir())  # temporaries cleaned
+
+
+def test_sigkill_from_outside_at_an_arbitrary_instant(tmp_path, uninterrupted):
+    """The parent kills the child a seeded random delay after it reports step 3: the kill lands
+    wherever the child happens to be (forward, backward, optimiser step, a checkpoint write).
+    If the child was too quick and finished, the resume is a no-op and must still match."""
+    ckpt, out = tmp_path / "ckpt", tmp_path / "final.safetensors"
+    read_fd, write_fd = os.pipe()
+    pid = _fork(str(ckpt), str(out), "--report-fd", str(write_fd))
+    os.close(write_fd)
+    delay = random.Random(7).uniform(0.0, 0.05)
+    buffer = b""
+    while b"\n3\n" not in b"\n" + buffer:  # wait until step 3 is done
+        chunk = os.read(read_fd, 64)
+        if not chunk:
+            break
+        buffer += chunk
+    time.sleep(delay)
+    os.kill(pid, signal.SIGKILL)
+    status = _wait(pid)
+    os.close(read_fd)
+    assert status in (-signal.SIGKILL, 0)
+    assert _run(str(ckpt), str(out), "--resume") == 0
+    final, _ = _weights(out)
+    assert _equal(final, uninterrupted)
 
 
 def test_resume_without_restoring_rng_differs(tmp_path, uninterrupted):
