@@ -207,11 +207,21 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return -float(_assign(Xa, self.cluster_centers_, (Xa * Xa).sum(1))[1].sum())
 
 
+def _groups(sorted_ids: IntArray) -> tuple[IntArray, IntArray]:
+    """Distinct values of a sorted array and where each run starts (for `ufunc.reduceat`)."""
+    if sorted_ids.size == 0:
+        return sorted_ids, sorted_ids
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    return sorted_ids[starts], starts
+
+
 class DBSCAN(ClusterMixin, BaseEstimator):
     """Density-based clustering with noise (Euclidean distance).
 
-    Clusters are numbered in the order scikit-learn's depth-first expansion finds them, so the
-    labels are identical to scikit-learn's.
+    The clusters are the connected components of the core points, found by vectorised
+    minimum-label propagation with pointer jumping (no Python loop over points); they are numbered
+    by their first core point and each border point joins the lowest-numbered cluster among its
+    core neighbours, which is exactly what scikit-learn's depth-first expansion produces.
 
     Attributes:
         labels_: cluster of each sample, `-1` for noise.
@@ -234,30 +244,43 @@ class DBSCAN(ClusterMixin, BaseEstimator):
         self.n_features_in_ = Xa.shape[1]
         x_sq = (Xa * Xa).sum(1)
         eps2 = self.eps * self.eps
-        neigh: list[IntArray] = []
+        # the eps-neighbour graph in CSR form: neighbours of i are nbr[ptr[i]:ptr[i + 1]]
+        rows_l, cols_l = [], []
         block = max(1, 2**19 // n)
         for s in range(0, n, block):
             D = _sq_dists(Xa[s : s + block], Xa, x_sq[s : s + block])
-            rows, cols = np.nonzero(eps2 >= D)
-            splits = np.searchsorted(rows, np.arange(1, len(D)))
-            neigh.extend(np.split(cols, splits))
-        counts = np.array([len(nb) for nb in neigh])
+            r, c = np.nonzero(eps2 >= D)
+            rows_l.append(r + s)
+            cols_l.append(c)
+        rows, nbr = np.concatenate(rows_l), np.concatenate(cols_l)
+        counts = np.bincount(rows, minlength=n)
         core = counts >= self.min_samples
+        # clusters = connected components of the core points: propagate the smallest index along
+        # core-core edges, with pointer jumping, until nothing changes
+        cc = core[rows] & core[nbr]
+        er, ec = rows[cc], nbr[cc]
+        comp = np.arange(n)
+        src, starts = _groups(er)
+        while True:
+            new = comp.copy()
+            if src.size:
+                new[src] = np.minimum(comp[src], np.minimum.reduceat(comp[ec], starts))
+            new = new[new]  # pointer jumping: follow the label's own label
+            if np.array_equal(new, comp):
+                break
+            comp = new
         labels = np.full(n, -1, dtype=np.intp)
-        label = 0
-        for i in range(n):
-            if labels[i] != -1 or not core[i]:
-                continue
-            stack = [i]
-            while stack:
-                v = stack.pop()
-                if labels[v] != -1:
-                    continue
-                labels[v] = label
-                if core[v]:
-                    nb = neigh[v]
-                    stack.extend(nb[labels[nb] == -1].tolist())
-            label += 1
+        roots = np.unique(comp[core])  # sorted: numbered by their first core point, as sklearn
+        labels[core] = np.searchsorted(roots, comp[core])
+        # a border point joins the lowest-numbered cluster among its core neighbours (the first
+        # one scikit-learn's depth-first expansion reaches)
+        bc = ~core[rows] & core[nbr]
+        border_lab = np.full(n, np.iinfo(np.intp).max, dtype=np.intp)
+        b_src, b_starts = _groups(rows[bc])
+        if b_src.size:
+            border_lab[b_src] = np.minimum.reduceat(labels[nbr[bc]], b_starts)
+        is_border = ~core & (border_lab < np.iinfo(np.intp).max)
+        labels[is_border] = border_lab[is_border]
         self.labels_ = labels
         self.core_sample_indices_ = np.nonzero(core)[0]
         self.components_ = Xa[core].copy()
