@@ -298,10 +298,10 @@ def _sgd_foreach(
     """The SGD update on lists of same-device, same-dtype tensors (see `SGD`)."""
     d = torch._foreach_add(grads, params, alpha=wd) if wd != 0.0 else grads
     if mu != 0.0:
-        fresh = [i for i, p in enumerate(params) if "momentum_buffer" not in state[p]]
-        for i in fresh:
+        fresh = {i for i, p in enumerate(params) if "momentum_buffer" not in state[p]}
+        for i in fresh:  # the first step: b_1 = d_1
             state[params[i]]["momentum_buffer"] = d[i].detach().clone()
-        old = [i for i, p in enumerate(params) if i not in set(fresh)]
+        old = [i for i in range(len(params)) if i not in fresh]
         if old:
             bufs_old = [state[params[i]]["momentum_buffer"] for i in old]
             torch._foreach_mul_(bufs_old, mu)
