@@ -128,8 +128,13 @@ def kernel_matrix(
     if kernel == "linear":
         return A @ B.T
     if kernel == "rbf":
-        d = (A * A).sum(1)[:, None] - 2.0 * (A @ B.T) + (B * B).sum(1)[None, :]
-        return np.asarray(np.exp(-gamma * np.maximum(d, 0.0)))
+        d = A @ B.T
+        d *= -2.0
+        d += (A * A).sum(1)[:, None]
+        d += (B * B).sum(1)[None, :]
+        np.maximum(d, 0.0, out=d)
+        d *= -gamma
+        return np.exp(d, out=d)
     if kernel == "poly":
         return (gamma * (A @ B.T) + coef0) ** degree
     if kernel == "sigmoid":
@@ -143,16 +148,20 @@ class _KernelColumns:
     def __init__(self, X: FloatArray, kern: Any, cache_mb: float) -> None:
         self.X, self.kern = X, kern
         n = len(X)
-        self.full = kern(X, X) if n * n * 8 <= cache_mb * 2**20 else None
+        # SMO touches a few thousand columns at most, so a full matrix pays only for small n
+        self.full = kern(X, X) if n <= 2000 and n * n * 8 <= cache_mb * 2**20 else None
         self.cache: dict[int, FloatArray] = {}
         self.capacity = max(2, int(cache_mb * 2**20 // (8 * n)))
 
     def diag(self) -> FloatArray:
         if self.full is not None:
             return np.diag(self.full).copy()
-        return np.array(
-            [self.kern(self.X[i : i + 1], self.X[i : i + 1])[0, 0] for i in range(len(self.X))]
-        )
+        # k(x_i, x_i) in blocks: the diagonal of small kernel matrices
+        out = np.empty(len(self.X))
+        for s in range(0, len(self.X), 256):
+            blk = self.X[s : s + 256]
+            out[s : s + 256] = np.diag(self.kern(blk, blk))
+        return out
 
     def __getitem__(self, i: int) -> FloatArray:
         if self.full is not None:
@@ -169,44 +178,71 @@ class _KernelColumns:
 def _smo(
     cols: _KernelColumns, y: FloatArray, C: float, tol: float, max_iter: int
 ) -> tuple[FloatArray, float, int]:
-    """libsvm's SMO with second-order working-set selection; returns `(alpha, rho, n_iter)`."""
+    """libsvm's SMO with second-order working-set selection and shrinking.
+
+    The gradient is kept for all variables, but the working-set search runs over an *active set*:
+    every `min(n, 1000)` steps, variables stuck at a bound that cannot be selected under the
+    current violation bounds are set aside (libsvm's `be_shrunk` rule). When the active problem is
+    solved, the set is restored and the full optimality condition is checked again.
+
+    Returns:
+        `(alpha, rho, n_iter)`.
+    """
     n = len(y)
     alpha = np.zeros(n)
-    G = -np.ones(n)  # gradient of the dual: Q alpha - 1
-    mG = y.copy()  # -y * G, kept up to date alongside G
+    mG = y.copy()  # -y * G, where G = Q alpha - 1 is the gradient of the dual
     QD = cols.diag()
     tau = 1e-12
     pos = y > 0
-    up = np.ones(n, dtype=bool)  # y=+1 & alpha<C  or  y=-1 & alpha>0
-    low = np.ones(n, dtype=bool)  # y=+1 & alpha>0  or  y=-1 & alpha<C
-    up[~pos] = False
-    low[pos] = False
-    ninf = np.full(n, -np.inf)
+    up = pos.copy()  # y=+1 & alpha<C  or  y=-1 & alpha>0  (at alpha = 0: the positives)
+    low = ~pos  # y=+1 & alpha>0  or  y=-1 & alpha<C  (at alpha = 0: the negatives)
+    active = np.arange(n)
+    shrink_every = min(n, 1000)
+    counter = shrink_every
     it = 0
     limit = max_iter if max_iter > 0 else max(10_000_000, 100 * n)
     while it < limit:
-        cand = np.where(up, mG, ninf)
-        i = int(np.argmax(cand))
-        gmax = cand[i]
-        lowv = np.where(low, mG, np.inf)
+        if counter == 0:
+            counter = shrink_every
+            mA, uA, lA = mG[active], up[active], low[active]
+            g1 = mA[uA].max(initial=-np.inf)  # max over I_up of -y G
+            g2 = (-mA[lA]).max(initial=-np.inf)  # max over I_low of y G
+            aA, yA = alpha[active], pos[active]
+            at_ub, at_lb = aA >= C, aA <= 0
+            # libsvm's be_shrunk, written with mG = -y G
+            shrink = (at_ub & yA & (mA > g1)) | (at_ub & ~yA & (-mA > g2))
+            shrink |= (at_lb & yA & (-mA > g2)) | (at_lb & ~yA & (mA > g1))
+            active = active[~shrink]
+        counter -= 1
+        mA, uA, lA = mG[active], up[active], low[active]
+        cand = np.where(uA, mA, -np.inf)
+        ii = int(np.argmax(cand))
+        gmax = cand[ii]
+        lowv = np.where(lA, mA, np.inf)
         gmax2 = -float(lowv.min())
         if gmax + gmax2 < tol or not np.isfinite(gmax):
-            break
+            if active.size == n:
+                break
+            active = np.arange(n)  # unshrink and check the whole problem
+            counter = shrink_every
+            continue
+        i = int(active[ii])
         Ki = cols[i]
-        b = gmax - lowv  # > 0 for violating t in low (inf elsewhere)
-        a = QD[i] + QD - 2.0 * Ki  # y_i y_t Q_it = K_it
-        a[a <= 0] = tau
-        score = np.where(b > 0, -(b * b) / a, np.inf)
-        score[~low] = np.inf
-        j = int(np.argmin(score))
+        KiA = Ki[active]
+        bA = gmax - lowv  # > 0 for violating t in low (inf elsewhere)
+        aqA = QD[i] + QD[active] - 2.0 * KiA  # y_i y_t Q_it = K_it
+        aqA[aqA <= 0] = tau
+        score = np.where((bA > 0) & lA, -(bA * bA) / aqA, np.inf)
+        j = int(active[int(np.argmin(score))])
         Kj = cols[j]
+        Gi, Gj = -y[i] * mG[i], -y[j] * mG[j]
         Ci = Cj = C
         ai_old, aj_old = alpha[i], alpha[j]
         Qij = y[i] * y[j] * Ki[j]
         if y[i] != y[j]:
             quad = QD[i] + QD[j] + 2.0 * Qij
             quad = quad if quad > 0 else tau
-            delta = (-G[i] - G[j]) / quad
+            delta = (-Gi - Gj) / quad
             diff = ai_old - aj_old
             ai, aj = ai_old + delta, aj_old + delta
             if diff > 0:
@@ -222,7 +258,7 @@ def _smo(
         else:
             quad = QD[i] + QD[j] - 2.0 * Qij
             quad = quad if quad > 0 else tau
-            delta = (G[i] - G[j]) / quad
+            delta = (Gi - Gj) / quad
             s = ai_old + aj_old
             ai, aj = ai_old - delta, aj_old + delta
             if s > Ci:
@@ -236,10 +272,8 @@ def _smo(
             elif ai < 0:
                 ai, aj = 0.0, s
         alpha[i], alpha[j] = ai, aj
-        # G += Q_i dai + Q_j daj with Q_t = y_t y K_t; and -y G moves by -(y_t K_t da_t)
-        step = (y[i] * (ai - ai_old)) * Ki + (y[j] * (aj - aj_old)) * Kj
-        G += y * step
-        mG -= step
+        # G += Q_i dai + Q_j daj with Q_t = y_t y K_t, so -y G moves by -(y_t K_t da_t)
+        mG -= (y[i] * (ai - ai_old)) * Ki + (y[j] * (aj - aj_old)) * Kj
         for t in (i, j):
             at = alpha[t]
             if pos[t]:
@@ -247,6 +281,7 @@ def _smo(
             else:
                 up[t], low[t] = at > 0, at < C
         it += 1
+    G = -y * mG
     # rho, as libsvm's calculate_rho
     yG = y * G
     at_ub, at_lb = alpha >= C, alpha <= 0
