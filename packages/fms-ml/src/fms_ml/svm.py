@@ -13,7 +13,8 @@ $$\min_\alpha\ \tfrac12 \alpha^\top Q \alpha - \mathbf 1^\top\alpha \quad\text{s
 by sequential minimal optimisation (Platt, 1998) with libsvm's second-order working-set selection
 (Fan, Chen & Lin, 2005): each step picks the maximal-violating pair, solves the two-variable
 problem in closed form, clips it to the box, and updates the gradient with two kernel columns.
-Multiclass problems are solved one-vs-one, as libsvm does.
+As in libsvm, variables stuck at a bound are periodically *shrunk* out of the search. Multiclass
+problems are solved one-vs-one, as libsvm does.
 """
 
 from __future__ import annotations
@@ -310,7 +311,8 @@ class SVC(ClassifierMixin, BaseEstimator):
         coef0: independent term of poly/sigmoid kernels.
         tol: stop when the maximal KKT violation falls below `tol`.
         max_iter: SMO iterations cap per binary problem (`-1`: none).
-        cache_size: kernel cache in MB (the whole kernel matrix is kept if it fits).
+        cache_size: kernel-column cache in MB (the whole kernel matrix is computed up front for at most
+            2 000 samples, when it fits).
         decision_function_shape: `"ovr"` (scikit-learn's default transform of one-vs-one
             votes) or `"ovo"`.
 
