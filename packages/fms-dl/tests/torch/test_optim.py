@@ -92,6 +92,8 @@ def _reference_lion(params, lr, betas, weight_decay):
         def step(self):
             for p, m in zip(params, state, strict=True):
                 g = p.grad
+                if g is None:
+                    continue
                 c = beta1 * m + (1 - beta1) * g
                 p.data = p.data - lr * (torch.sign(c) + weight_decay * p.data)
                 m.copy_(beta2 * m + (1 - beta2) * g)
@@ -334,3 +336,30 @@ def test_clip_grad_norm_edge_cases():
     p.grad = torch.tensor([float("inf"), 1.0])
     with pytest.raises(ValueError, match="total gradient norm is inf"):
         fo.clip_grad_norm([p], 1.0, error_if_nonfinite=True)
+
+
+@pytest.mark.parametrize("name", ["SGD", "AdamW", "Lion"])
+def test_parameters_that_start_receiving_gradients_late_match_torch(name):
+    """A parameter without a gradient for the first steps gets fresh state when it starts
+    (mixed fresh and existing state inside one foreach call), as in torch; within 1e-6."""
+    torch.manual_seed(0)
+    a0, b0 = torch.randn(3, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+    ours = [a0.clone().requires_grad_(), b0.clone().requires_grad_()]
+    ref = [a0.clone().requires_grad_(), b0.clone().requires_grad_()]
+    if name == "SGD":
+        o1, o2 = fo.SGD(ours, lr=0.1, momentum=0.9), torch.optim.SGD(ref, lr=0.1, momentum=0.9)
+    elif name == "AdamW":
+        o1, o2 = fo.AdamW(ours, lr=0.1), torch.optim.AdamW(ref, lr=0.1)
+    else:
+        o1, o2 = (
+            fo.Lion(ours, lr=0.1),
+            _reference_lion(ref, lr=0.1, betas=(0.9, 0.99), weight_decay=0.0),
+        )
+    for step in range(6):
+        for ps, o in ((ours, o1), (ref, o2)):
+            o.zero_grad()
+            loss = ps[0].sin().sum() + (ps[1].cos().sum() if step >= 3 else 0.0)
+            loss.backward()
+            o.step()
+    _assert_close(ours, ref)
+    assert not torch.equal(ours[1], b0)
