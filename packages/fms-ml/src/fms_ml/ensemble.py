@@ -28,6 +28,7 @@ from fms_ml.tree import (
     _grow,
     _grow_many,
     _resolve_max_features,
+    leaf_values,
 )
 
 __all__ = [
@@ -146,12 +147,9 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
 
     def predict_proba(self, X: ArrayLike) -> FloatArray:
         """Mean over trees of the leaf class frequencies."""
-        Xa = self._validate_predict_input(X).astype(np.float32)
-        P = np.zeros((len(Xa), self.n_classes_))
-        for est in self.estimators_:
-            v = est.tree_.value[est.tree_.apply(Xa)]
-            P += v / v.sum(1, keepdims=True)
-        return P / len(self.estimators_)
+        Xa = self._validate_predict_input(X)
+        trees = [est.tree_ for est in self.estimators_]
+        return np.asarray(leaf_values(trees, Xa, normalise=True).mean(axis=1))
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Class with the largest mean probability."""
@@ -201,11 +199,9 @@ class RandomForestRegressor(RegressorMixin, _BaseForest):
 
     def predict(self, X: ArrayLike) -> FloatArray:
         """Mean prediction of the trees."""
-        Xa = self._validate_predict_input(X).astype(np.float32)
-        out = np.zeros(len(Xa))
-        for est in self.estimators_:
-            out += est.tree_.value[est.tree_.apply(Xa), 0]
-        return out / len(self.estimators_)
+        Xa = self._validate_predict_input(X)
+        trees = [est.tree_ for est in self.estimators_]
+        return np.asarray(leaf_values(trees, Xa)[:, :, 0].mean(axis=1))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -312,11 +308,9 @@ class GradientBoostingRegressor(RegressorMixin, _BaseGB):
 
     def predict(self, X: ArrayLike) -> FloatArray:
         """$F_M(x)$."""
-        Xa = self._validate_predict_input(X).astype(np.float32)
-        F = np.full(len(Xa), self.init_)
-        for (tree,) in self.estimators_:
-            F += self.learning_rate * tree.value[tree.apply(Xa), 0]
-        return F
+        Xa = self._validate_predict_input(X)
+        V = leaf_values([tree for (tree,) in self.estimators_], Xa)[:, :, 0]
+        return np.asarray(self.init_ + self.learning_rate * V.sum(axis=1))
 
 
 class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
@@ -402,12 +396,11 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
 
     def decision_function(self, X: ArrayLike) -> FloatArray:
         """Raw scores $F_M(x)$: `(n_samples,)` binary (log-odds), `(n_samples, K)` otherwise."""
-        Xa = self._validate_predict_input(X).astype(np.float32)
-        F = np.tile(self.init_, (len(Xa), 1))
-        for stage in self.estimators_:
-            for k, tree in enumerate(stage):
-                F[:, k] += self.learning_rate * tree.value[tree.apply(Xa), 0]
-        return F[:, 0] if F.shape[1] == 1 else F
+        Xa = self._validate_predict_input(X)
+        K = len(self.estimators_[0])
+        V = leaf_values([t for stage in self.estimators_ for t in stage], Xa)[:, :, 0]
+        F = self.init_ + self.learning_rate * V.reshape(len(Xa), -1, K).sum(axis=1)
+        return np.asarray(F[:, 0] if F.shape[1] == 1 else F)
 
     def predict_proba(self, X: ArrayLike) -> FloatArray:
         """Class probabilities (sigmoid or softmax of the raw scores)."""

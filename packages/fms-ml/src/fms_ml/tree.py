@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 from fms_ml._validation import check_random_state, check_X_y
 from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
-__all__ = ["DecisionTreeClassifier", "DecisionTreeRegressor", "Tree"]
+__all__ = ["DecisionTreeClassifier", "DecisionTreeRegressor", "Tree", "leaf_values"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -360,6 +360,52 @@ def _grow_many(
             max_depth=int(depth_a[ids].max()),
         )
         out.append((tree, importances[b]))
+    return out
+
+
+def leaf_values(trees: list[Tree], X: NDArray[Any], *, normalise: bool = False) -> FloatArray:
+    """Leaf values of many trees at once: `(n_samples, n_trees, n_outputs)`.
+
+    The trees' node arrays are stacked end to end and every (sample, tree) pair descends one level
+    per step, so a whole ensemble is traversed in `max_depth` vectorised steps instead of one
+    Python-level traversal per tree. With `normalise`, each leaf's value is divided by its sum
+    (class counts to frequencies).
+    """
+    X = np.asarray(X, dtype=np.float32)
+    sizes = np.array([t.node_count for t in trees])
+    offs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    left = np.concatenate(
+        [
+            np.where(t.children_left >= 0, t.children_left + o, -1)
+            for t, o in zip(trees, offs, strict=True)
+        ]
+    )
+    right = np.concatenate(
+        [
+            np.where(t.children_right >= 0, t.children_right + o, -1)
+            for t, o in zip(trees, offs, strict=True)
+        ]
+    )
+    feat = np.maximum(np.concatenate([t.feature for t in trees]), 0)
+    thr = np.concatenate([t.threshold for t in trees])
+    val = np.concatenate([t.value for t in trees])
+    if normalise:
+        val = val / val.sum(1, keepdims=True)
+    depth = max(t.max_depth for t in trees)
+    T = len(trees)
+    out = np.empty((len(X), T, val.shape[1]))
+    block = max(1, (1 << 20) // T)
+    for s in range(0, len(X), block):
+        Xb = X[s : s + block]
+        node = np.broadcast_to(offs, (len(Xb), T)).copy()
+        for _ in range(depth):
+            lf = left[node]
+            inner = lf >= 0
+            if not inner.any():
+                break
+            go_left = np.take_along_axis(Xb, feat[node], axis=1) <= thr[node]
+            node = np.where(inner, np.where(go_left, lf, right[node]), node)
+        out[s : s + block] = val[node]
     return out
 
 
