@@ -349,3 +349,24 @@ def test_round_trip_keeps_dtypes_and_integer_and_bool_buffers(tmp_path, dtype):
     assert fresh.weight.dtype == dtype
     assert fresh_opt.state[fresh.weight]["exp_avg"].dtype == dtype
     _same_state(fresh_opt.state[fresh.weight], opt.state[model.weight])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_model_round_trip_and_map_location(tmp_path):
+    model, opt = _trained()
+    model.cuda()
+    opt = AdamW(model.parameters(), lr=0.01)
+    nn.functional.cross_entropy(
+        model(torch.arange(8, device="cuda")), torch.arange(8, device="cuda")
+    ).backward()
+    opt.step()
+    save_checkpoint(tmp_path, model=model, optimizer=opt, step=1)
+    on_cpu = Tied()
+    load_checkpoint(tmp_path, model=on_cpu, restore_rng=False)  # saved on CUDA, loaded on CPU
+    assert torch.equal(on_cpu.emb.weight, model.emb.weight.cpu())
+    fresh = Tied().cuda()
+    fresh_opt = AdamW(fresh.parameters(), lr=0.01)
+    load_checkpoint(tmp_path, model=fresh, optimizer=fresh_opt, map_location="cuda")
+    _same_state(fresh.state_dict(), model.state_dict())
+    assert fresh_opt.state[fresh.emb.weight]["exp_avg"].device.type == "cuda"

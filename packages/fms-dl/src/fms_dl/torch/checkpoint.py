@@ -121,9 +121,8 @@ def _model_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]
         seen[ident] = key
         ptr = t.untyped_storage().data_ptr()
         # a view sharing storage with an already stored tensor must be copied for safetensors
-        tensors[key] = (
-            t.contiguous().clone() if ptr in storages and t.numel() > 0 else t.contiguous()
-        )
+        shared = ptr in storages and t.numel() > 0
+        tensors[key] = (t.contiguous().clone() if shared else t.contiguous()).cpu()
         storages.add(ptr)
     return tensors, aliases
 
