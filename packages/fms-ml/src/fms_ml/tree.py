@@ -366,12 +366,21 @@ def _grow_many(
 def leaf_values(trees: list[Tree], X: NDArray[Any], *, normalise: bool = False) -> FloatArray:
     """Leaf values of many trees at once: `(n_samples, n_trees, n_outputs)`.
 
-    The trees' node arrays are stacked end to end and every (sample, tree) pair descends one level
-    per step, so a whole ensemble is traversed in `max_depth` vectorised steps instead of one
-    Python-level traversal per tree. With `normalise`, each leaf's value is divided by its sum
+    For shallow trees (boosting) the trees' node arrays are stacked end to end and every
+    (sample, tree) pair descends one level per step, so the whole ensemble is traversed in
+    `max_depth` vectorised steps instead of one traversal per tree; deep trees are traversed one
+    at a time. With `normalise`, each leaf's value is divided by its sum
     (class counts to frequencies).
     """
     X = np.asarray(X, dtype=np.float32)
+    if max(t.max_depth for t in trees) > 12:
+        # deep trees (forests): per-tree traversal, where finished rows drop out at each level,
+        # costs less than carrying every (sample, tree) pair through all the levels
+        cols = []
+        for t in trees:
+            v = t.value[t.apply(X)]
+            cols.append(v / v.sum(1, keepdims=True) if normalise else v)
+        return np.stack(cols, axis=1)
     sizes = np.array([t.node_count for t in trees])
     offs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     left = np.concatenate(
