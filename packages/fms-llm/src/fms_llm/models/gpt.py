@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fms_transformer.blocks import DecoderBlock, make_norm
+from fms_transformer.ffn import MLP, SwiGLU
 from fms_transformer.init import init_gpt2_
 from fms_transformer.kv_cache import KVCache
 from fms_transformer.norm import LayerNorm, RMSNorm
@@ -197,11 +198,68 @@ def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
 
+class _FusedLayerNorm(LayerNorm):
+    """[fms_transformer.norm.LayerNorm][], computed by PyTorch's fused `F.layer_norm` kernel."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, (self.d,), self.weight, self.bias, self.eps)
+
+
+class _FusedRMSNorm(RMSNorm):
+    """[fms_transformer.norm.RMSNorm][], computed by PyTorch's `F.rms_norm`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (self.d,), self.weight, self.eps)
+
+
+class _FusedSwiGLU(SwiGLU):
+    """[fms_transformer.ffn.SwiGLU][] with PyTorch's fused `F.silu`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(self.dropout(F.silu(self.gate_proj(x)) * self.up_proj(x)))  # type: ignore[no-any-return]
+
+
+def _gelu_tanh(x: Tensor) -> Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+def _use_fused_kernels(model: nn.Module) -> None:
+    """Swap the readable reference norms and activations for PyTorch's fused kernels (same math).
+
+    The fms_transformer modules spell each operation out (a LayerNorm is a mean, a variance, a
+    division: several kernels forward and backward). For training speed the language model uses
+    `F.layer_norm`, `F.rms_norm`, `F.gelu(approximate="tanh")` and `F.silu` instead, with the same
+    parameters under the same names; the parity tests run through this fast path, and a test
+    checks it against the reference modules.
+    """
+    for name, child in list(model.named_children()):
+        if type(child) is LayerNorm:
+            new: nn.Module = _FusedLayerNorm(child.d, child.eps, bias=child.bias is not None)
+        elif type(child) is RMSNorm:
+            new = _FusedRMSNorm(child.d, child.eps)
+        elif type(child) is SwiGLU:
+            new = _FusedSwiGLU(
+                child.up_proj.in_features,
+                child.up_proj.out_features,
+                bias=child.up_proj.bias is not None,
+                dropout=child.dropout.p,
+            )
+        else:
+            if type(child) is MLP and child.activation == "gelu_tanh":
+                child.act = _gelu_tanh
+            _use_fused_kernels(child)
+            continue
+        new.load_state_dict(child.state_dict())
+        setattr(model, name, new)
+
+
 class GPT(nn.Module):
     """A decoder-only transformer language model, GPT-2 or Llama by its config.
 
     Args:
         config: a [GPTConfig][fms_llm.models.GPTConfig] or [LlamaConfig][fms_llm.models.LlamaConfig].
+        fused: compute norms and activations with PyTorch's fused kernels (same math, faster);
+            `False` runs the readable fms_transformer reference modules.
 
     Example:
         >>> model = GPT(GPTConfig(vocab_size=100, n_layers=2, d_model=32, n_heads=4, max_seq_len=16))
@@ -211,7 +269,7 @@ class GPT(nn.Module):
 
     config_class: ClassVar[type[ModelConfig]] = GPTConfig
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, fused: bool = True) -> None:
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
@@ -247,6 +305,8 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
+        if fused:
+            _use_fused_kernels(self)
         self.reset_parameters()
 
     # -- properties used by generation and the trainer --------------------------------------------
