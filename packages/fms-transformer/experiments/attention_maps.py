@@ -34,7 +34,7 @@ def main() -> None:
     print("metrics:", result.metrics)
     model = result.model.eval()
     batch = task.sample(np.random.default_rng(123), 1, 8, 8)
-    tokens = batch.inputs[:, :17]  # 8 source symbols, SEP, 8 target symbols (the last is fed back)
+    tokens = batch.inputs  # x_1..x_8 SEP y_1..y_7: every position that predicts a target
     attns = [layer.self_attn for layer in model.decoder.layers]
     for a in attns:
         a.record_attention = True

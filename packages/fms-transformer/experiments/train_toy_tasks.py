@@ -23,7 +23,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "copy": {"steps": 1500, "lr": 3e-3, "max_len": 8},
     "reverse": {"steps": 1500, "lr": 3e-3, "max_len": 8},
     "sort": {"steps": 3000, "lr": 3e-3, "max_len": 8},
-    "modadd": {"steps": 1500, "lr": 1e-3, "weight_decay": 1.0, "batch_size": 128},
+    "modadd": {"steps": 5000, "lr": 3e-3, "weight_decay": 1.0, "batch_size": 128},
 }
 
 

@@ -265,3 +265,10 @@ def test_tiled_on_cuda_matches_torch_sdpa_fwd_1e5_grad_1e4() -> None:
         torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g), strict=True
     ):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("impl", [scaled_dot_product_attention, tiled_attention])
+def test_custom_scale_matches_torch_1e12(impl) -> None:  # type: ignore[no-untyped-def]
+    q, k, v = (torch.randn(3, 2, 9, 8, dtype=torch.float64) for _ in range(3))
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)
+    torch.testing.assert_close(impl(q, k, v, None, True, 0.3), ref, atol=1e-12, rtol=0)

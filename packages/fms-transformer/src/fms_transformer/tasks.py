@@ -252,7 +252,8 @@ def train_task(
 
     AdamW with linear warm-up (5% of steps) and cosine decay, gradient clipping at 1, fp32.
     Metrics (`exact_acc`, `token_acc`) are measured on `eval_size` fresh samples with lengths in
-    `[min_len, max_len]`, or on the held-out pairs for modular addition.
+    `[min_len, max_len]`, or on the held-out pairs for modular addition (which also reports
+    `train_exact_acc` on the training pairs).
     """
     seed_everything(seed)
     model = make_model(
@@ -305,6 +306,9 @@ def train_task(
     else:
         eval_batch = task.sample(np.random.default_rng([seed, 10**9]), eval_size, min_len, max_len)
     metrics = {"loss": float(final.get("loss", float("nan"))), **evaluate(model, eval_batch)}
+    if isinstance(task, ModularAdditionTask):  # also report memorisation of the training pairs
+        train_metrics = evaluate(model, task.encode(task.pairs("train")))
+        metrics["train_exact_acc"] = train_metrics["exact_acc"]
     return TrainResult(model, metrics)
 
 
