@@ -74,9 +74,7 @@ def _make_tests_session(index: int, package: str) -> None:
             "--group",
             f"packages/{package}/pyproject.toml:test",
         )
-        session.run(
-            "pytest", f"packages/{package}/tests", *session.posargs, env=TEST_ENV
-        )
+        session.run("pytest", f"packages/{package}/tests", *session.posargs, env=TEST_ENV)
 
     tests.__doc__ = f"Install {package} alone (with the layers below it) and run its tests."
     nox.session(name=f"tests-{package}")(tests)

@@ -99,7 +99,10 @@ def test_the_site_needs_no_network(site: Path) -> None:
     remote: list[str] = []
     for path, page in _pages(site).items():
         for tag, url in page.links:
-            if tag in {"script", "link", "img", "source"} and urlsplit(url).scheme in {"http", "https"}:
+            if tag in {"script", "link", "img", "source"} and urlsplit(url).scheme in {
+                "http",
+                "https",
+            }:
                 remote.append(f"{path.relative_to(site)}: <{tag}> {url}")
     assert not remote, "\n".join(remote[:50])
 

@@ -22,7 +22,9 @@ PACKAGES = ["fms-ml", "fms-dl", "fms-transformer", "fms-llm", "fms-mm", "fms-age
 def _copy_tree(tmp_path: Path) -> Path:
     for package in PACKAGES:
         src = ROOT / "packages" / package / "src"
-        shutil.copytree(src, tmp_path / package / "src", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            src, tmp_path / package / "src", ignore=shutil.ignore_patterns("__pycache__")
+        )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 
