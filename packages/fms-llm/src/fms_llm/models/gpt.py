@@ -44,7 +44,7 @@ from fms_transformer.ffn import MLP, SwiGLU
 from fms_transformer.init import init_gpt2_
 from fms_transformer.kv_cache import KVCache
 from fms_transformer.norm import LayerNorm, RMSNorm
-from fms_transformer.positional import LearnedPositionalEmbedding
+from fms_transformer.positional import LearnedPositionalEmbedding, RotaryEmbedding
 
 __all__ = ["GPT", "GPTConfig", "Llama", "LlamaConfig", "ModelConfig", "ModelConfigError", "lm_loss"]
 
@@ -219,6 +219,31 @@ class _FusedSwiGLU(SwiGLU):
         return self.down_proj(self.dropout(F.silu(self.gate_proj(x)) * self.up_proj(x)))  # type: ignore[no-any-return]
 
 
+class _RotaryTable(RotaryEmbedding):
+    """[fms_transformer.positional.RotaryEmbedding][] with its cos/sin precomputed for every
+    position up to the model's context (as transformers does), instead of recomputed, and the
+    positions re-validated, in every layer at every step. Same values, bit for bit: the table is
+    the parent's `cos_sin` of `0 .. max_len - 1`."""
+
+    cos_table: Tensor
+    sin_table: Tensor
+
+    def __init__(self, rope: RotaryEmbedding, max_len: int) -> None:
+        super().__init__(
+            rope.head_dim, rope.theta, rope.style, scaling=rope.scaling, rotary_dim=rope.rotary_dim
+        )
+        cos, sin = super().cos_sin(torch.arange(max_len))
+        self.register_buffer("cos_table", cos, persistent=False)
+        self.register_buffer("sin_table", sin, persistent=False)
+
+    def cos_sin(
+        self, positions: Tensor, dtype: torch.dtype = torch.float32
+    ) -> tuple[Tensor, Tensor]:
+        if positions.ndim != 1:
+            return super().cos_sin(positions, dtype)
+        return self.cos_table[positions].to(dtype), self.sin_table[positions].to(dtype)
+
+
 def _gelu_tanh(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")
 
@@ -227,10 +252,10 @@ def _use_fused_kernels(model: nn.Module) -> None:
     """Swap the readable reference norms and activations for PyTorch's fused kernels (same math).
 
     The fms_transformer modules spell each operation out (a LayerNorm is a mean, a variance, a
-    division: several kernels forward and backward). For training speed the language model uses
+    division: several kernels forward and backward). For speed the language model uses
     `F.layer_norm`, `F.rms_norm`, `F.gelu(approximate="tanh")` and `F.silu` instead, with the same
-    parameters under the same names; the parity tests run through this fast path, and a test
-    checks it against the reference modules.
+    parameters under the same names, and a precomputed RoPE table; the parity tests run through
+    this fast path, and a test checks it against the reference modules.
     """
     for name, child in list(model.named_children()):
         if type(child) is LayerNorm:
@@ -307,6 +332,9 @@ class GPT(nn.Module):
             self.lm_head.weight = self.tok_emb.weight
         if fused:
             _use_fused_kernels(self)
+            for block in self.blocks:
+                if block.self_attn.rope is not None:
+                    block.self_attn.rope = _RotaryTable(block.self_attn.rope, c.max_seq_len)
         self.reset_parameters()
 
     # -- properties used by generation and the trainer --------------------------------------------
