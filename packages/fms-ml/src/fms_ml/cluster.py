@@ -207,14 +207,6 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return -float(_assign(Xa, self.cluster_centers_, (Xa * Xa).sum(1))[1].sum())
 
 
-def _groups(sorted_ids: IntArray) -> tuple[IntArray, IntArray]:
-    """Distinct values of a sorted array and where each run starts (for `ufunc.reduceat`)."""
-    if sorted_ids.size == 0:
-        return sorted_ids, sorted_ids
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    return sorted_ids[starts], starts
-
-
 class DBSCAN(ClusterMixin, BaseEstimator):
     """Density-based clustering with noise (Euclidean distance).
 
@@ -244,42 +236,49 @@ class DBSCAN(ClusterMixin, BaseEstimator):
         self.n_features_in_ = Xa.shape[1]
         x_sq = (Xa * Xa).sum(1)
         eps2 = self.eps * self.eps
-        # the eps-neighbour graph in CSR form: neighbours of i are nbr[ptr[i]:ptr[i + 1]]
-        rows_l, cols_l = [], []
+        # The eps-neighbour graph in CSR form: the neighbours of i are nbr[ptr[i]:ptr[i + 1]].
+        # Every point is its own neighbour, so no row is empty and `ptr[:-1]` can be handed to
+        # `ufunc.reduceat` as is. Blocks of rows keep the distance matrix small; within a block
+        # $\lVert a - b\rVert^2 \le \varepsilon^2 \iff \lVert b\rVert^2 - 2a^\top b \le
+        # \varepsilon^2 - \lVert a\rVert^2$ is tested in place on the Gram block (no further
+        # full-size temporaries), and only the column indices are kept (rows are implicit).
+        counts = np.empty(n, dtype=np.intp)
+        cols_l = []
         block = max(1, 2**19 // n)
         for s in range(0, n, block):
-            D = _sq_dists(Xa[s : s + block], Xa, x_sq[s : s + block])
-            r, c = np.nonzero(eps2 >= D)
-            rows_l.append(r + s)
-            cols_l.append(c)
-        rows, nbr = np.concatenate(rows_l), np.concatenate(cols_l)
-        counts = np.bincount(rows, minlength=n)
+            G = Xa[s : s + block] @ Xa.T
+            G *= -2.0
+            G += x_sq[None, :]
+            mask = (eps2 - x_sq[s : s + block])[:, None] >= G
+            mask[np.arange(len(G)), np.arange(s, s + len(G))] = True  # rounding must not drop i
+            counts[s : s + len(G)] = mask.sum(axis=1)
+            # flat indices of the True entries, then the column as flat index mod n: two cheap
+            # 1-D passes, about 3x faster than the row-and-column pair of a 2-D `np.nonzero`
+            cols_l.append(np.flatnonzero(mask) % n)
+        nbr = np.concatenate(cols_l)
+        starts = np.r_[0, np.cumsum(counts)[:-1]]
         core = counts >= self.min_samples
-        # clusters = connected components of the core points: propagate the smallest index along
-        # core-core edges, with pointer jumping, until nothing changes
-        cc = core[rows] & core[nbr]
-        er, ec = rows[cc], nbr[cc]
+        # Clusters = connected components of the core points. Every core point takes the smallest
+        # label among its core neighbours (non-core points show the sentinel `n`, larger than any
+        # label, so they never win), then follows its label's own label (pointer jumping); repeat
+        # until nothing changes. Each round is one gather and one `minimum.reduceat` over the
+        # edges, and the rounds needed grow with the log of a cluster's diameter, not its size.
         comp = np.arange(n)
-        src, starts = _groups(er)
         while True:
-            new = comp.copy()
-            if src.size:
-                new[src] = np.minimum(comp[src], np.minimum.reduceat(comp[ec], starts))
-            new = new[new]  # pointer jumping: follow the label's own label
+            shown = np.where(core, comp, n)
+            new = np.where(core, np.minimum(comp, np.minimum.reduceat(shown[nbr], starts)), comp)
+            new = new[new]
             if np.array_equal(new, comp):
                 break
             comp = new
+        big = np.iinfo(np.intp).max
         labels = np.full(n, -1, dtype=np.intp)
         roots = np.unique(comp[core])  # sorted: numbered by their first core point, as sklearn
         labels[core] = np.searchsorted(roots, comp[core])
         # a border point joins the lowest-numbered cluster among its core neighbours (the first
         # one scikit-learn's depth-first expansion reaches)
-        bc = ~core[rows] & core[nbr]
-        border_lab = np.full(n, np.iinfo(np.intp).max, dtype=np.intp)
-        b_src, b_starts = _groups(rows[bc])
-        if b_src.size:
-            border_lab[b_src] = np.minimum.reduceat(labels[nbr[bc]], b_starts)
-        is_border = ~core & (border_lab < np.iinfo(np.intp).max)
+        border_lab = np.minimum.reduceat(np.where(core, labels, big)[nbr], starts)
+        is_border = ~core & (border_lab < big)
         labels[is_border] = border_lab[is_border]
         self.labels_ = labels
         self.core_sample_indices_ = np.nonzero(core)[0]
