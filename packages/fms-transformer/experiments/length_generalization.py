@@ -8,7 +8,8 @@ Each of none / sinusoidal / learned / RoPE / ALiBi trains the same small pre-nor
 on sources of length exactly 8, 12, 16, 24 and 32 (up to 4L). Per-token accuracy over the target
 positions is averaged over seeds with a 95% Student-t interval
 ([`fms_ml.experiment.t_ci`][]). Writes `docs/figures/fms-transformer/length_generalization.png`
-and `.json`. About 10 minutes on two busy CPU cores with the defaults (single-threaded torch).
+and `.json`. About 10 to 20 minutes on one core of the shared 2-core VM with the defaults
+(single-threaded torch; 15 runs of 1200 steps).
 """
 
 from __future__ import annotations
