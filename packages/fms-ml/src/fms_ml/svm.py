@@ -19,6 +19,7 @@ problems are solved one-vs-one, as libsvm does.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -119,20 +120,28 @@ class LinearSVC(ClassifierMixin, BaseEstimator):
 # Kernels and SMO
 # ------------------------------------------------------------------------------------------------
 def kernel_matrix(
-    A: FloatArray, B: FloatArray, kernel: str, gamma: float, degree: int, coef0: float
+    A: FloatArray,
+    B: FloatArray,
+    kernel: str,
+    gamma: float,
+    degree: int,
+    coef0: float,
+    B_sq: FloatArray | None = None,
 ) -> FloatArray:
     r"""Kernel matrix $k(a_i, b_j)$, shape `(len(A), len(B))`.
 
     linear $a^\top b$; rbf $\exp(-\gamma\lVert a - b\rVert^2)$; poly $(\gamma a^\top b + c_0)^d$;
-    sigmoid $\tanh(\gamma a^\top b + c_0)$.
+    sigmoid $\tanh(\gamma a^\top b + c_0)$. `B_sq`, the squared norms of the rows of `B`, may be
+    passed when many kernel columns against the same `B` are computed (SMO): recomputing them for
+    each column would cost as much as the column itself.
     """
     if kernel == "linear":
         return A @ B.T
     if kernel == "rbf":
         d = A @ B.T
         d *= -2.0
-        d += (A * A).sum(1)[:, None]
-        d += (B * B).sum(1)[None, :]
+        d += np.einsum("ij,ij->i", A, A)[:, None]
+        d += (np.einsum("ij,ij->i", B, B) if B_sq is None else B_sq)[None, :]
         np.maximum(d, 0.0, out=d)
         d *= -gamma
         return np.exp(d, out=d)
@@ -152,6 +161,7 @@ class _KernelColumns:
         # SMO touches a few thousand columns at most, so a full matrix pays only for small n
         self.full = kern(X, X) if n <= 2000 and n * n * 8 <= cache_mb * 2**20 else None
         self.cache: dict[int, FloatArray] = {}
+        self.X_sq = np.einsum("ij,ij->i", X, X)
         self.capacity = max(2, int(cache_mb * 2**20 // (8 * n)))
 
     def diag(self) -> FloatArray:
@@ -171,7 +181,7 @@ class _KernelColumns:
         if col is None:
             if len(self.cache) >= self.capacity:
                 self.cache.pop(next(iter(self.cache)))
-            col = self.kern(self.X[i : i + 1], self.X)[0]
+            col = self.kern(self.X[i : i + 1], self.X, self.X_sq)[0]
             self.cache[i] = col
         return col
 
@@ -193,6 +203,8 @@ def _smo(
     alpha = np.zeros(n)
     mG = y.copy()  # -y * G, where G = Q alpha - 1 is the gradient of the dual
     QD = cols.diag()
+    QD_A = QD
+    QD_l, y_l = QD.tolist(), y.tolist()
     tau = 1e-12
     pos = y > 0
     up = pos.copy()  # y=+1 & alpha<C  or  y=-1 & alpha>0  (at alpha = 0: the positives)
@@ -214,34 +226,48 @@ def _smo(
             shrink = (at_ub & yA & (mA > g1)) | (at_ub & ~yA & (-mA > g2))
             shrink |= (at_lb & yA & (-mA > g2)) | (at_lb & ~yA & (mA > g1))
             active = active[~shrink]
+            QD_A = QD[active]
         counter -= 1
-        mA, uA, lA = mG[active], up[active], low[active]
-        cand = np.where(uA, mA, -np.inf)
+        # Each step is a few dozen numpy calls on vectors of the active size; at the sizes SVC
+        # is used for, their fixed overhead dominates, so the loop avoids needless ones: no
+        # gathers while nothing is shrunk, scalars read as Python floats (numpy scalar
+        # arithmetic is several times slower), and `QD_A` (the diagonal on the active set)
+        # updated only when that set changes.
+        full = active.size == n
+        mA = mG if full else mG[active]
+        cand = np.where(up if full else up[active], mA, -np.inf)
         ii = int(np.argmax(cand))
-        gmax = cand[ii]
-        lowv = np.where(lA, mA, np.inf)
+        gmax = float(cand[ii])
+        lowv = np.where(low if full else low[active], mA, np.inf)
         gmax2 = -float(lowv.min())
-        if gmax + gmax2 < tol or not np.isfinite(gmax):
-            if active.size == n:
+        if gmax + gmax2 < tol or not math.isfinite(gmax):
+            if full:
                 break
-            active = np.arange(n)  # unshrink and check the whole problem
+            active, QD_A = np.arange(n), QD  # unshrink and check the whole problem
             counter = shrink_every
             continue
         i = int(active[ii])
         Ki = cols[i]
-        KiA = Ki[active]
-        bA = gmax - lowv  # > 0 for violating t in low (inf elsewhere)
-        aqA = QD[i] + QD[active] - 2.0 * KiA  # y_i y_t Q_it = K_it
-        aqA[aqA <= 0] = tau
-        score = np.where((bA > 0) & lA, -(bA * bA) / aqA, np.inf)
-        j = int(active[int(np.argmin(score))])
+        QDi = QD_l[i]
+        # second-order choice of j among violating t in I_low: maximise b_t^2 / a_t with
+        # b_t = gmax - (-y_t G_t) > 0 and a_t = K_ii + K_tt - 2 K_it (clipped to tau when <= 0);
+        # b is -inf outside I_low, so clipping b at 0 also removes those (libsvm minimises
+        # -b^2/a, the same choice, ties included)
+        aqA = QDi + QD_A - 2.0 * (Ki if full else Ki[active])
+        aqA = np.where(aqA > 0, aqA, tau)
+        bA = gmax - lowv
+        np.maximum(bA, 0.0, out=bA)
+        bA *= bA
+        bA /= aqA
+        j = int(active[int(np.argmax(bA))])
         Kj = cols[j]
-        Gi, Gj = -y[i] * mG[i], -y[j] * mG[j]
+        yi, yj = y_l[i], y_l[j]
+        Gi, Gj = -yi * float(mG[i]), -yj * float(mG[j])
         Ci = Cj = C
-        ai_old, aj_old = alpha[i], alpha[j]
-        Qij = y[i] * y[j] * Ki[j]
-        if y[i] != y[j]:
-            quad = QD[i] + QD[j] + 2.0 * Qij
+        ai_old, aj_old = float(alpha[i]), float(alpha[j])
+        Qij = yi * yj * float(Ki[j])
+        if yi != yj:
+            quad = QDi + QD_l[j] + 2.0 * Qij
             quad = quad if quad > 0 else tau
             delta = (-Gi - Gj) / quad
             diff = ai_old - aj_old
@@ -257,7 +283,7 @@ def _smo(
             elif aj > Cj:
                 aj, ai = Cj, Cj + diff
         else:
-            quad = QD[i] + QD[j] - 2.0 * Qij
+            quad = QDi + QD_l[j] - 2.0 * Qij
             quad = quad if quad > 0 else tau
             delta = (Gi - Gj) / quad
             s = ai_old + aj_old
@@ -274,10 +300,9 @@ def _smo(
                 ai, aj = 0.0, s
         alpha[i], alpha[j] = ai, aj
         # G += Q_i dai + Q_j daj with Q_t = y_t y K_t, so -y G moves by -(y_t K_t da_t)
-        mG -= (y[i] * (ai - ai_old)) * Ki + (y[j] * (aj - aj_old)) * Kj
-        for t in (i, j):
-            at = alpha[t]
-            if pos[t]:
+        mG -= (yi * (ai - ai_old)) * Ki + (yj * (aj - aj_old)) * Kj
+        for t, at in ((i, ai), (j, aj)):
+            if y_l[t] > 0:
                 up[t], low[t] = at < C, at > 0
             else:
                 up[t], low[t] = at > 0, at < C
@@ -349,8 +374,8 @@ class SVC(ClassifierMixin, BaseEstimator):
         self.cache_size = cache_size
         self.decision_function_shape = decision_function_shape
 
-    def _kern(self, A: FloatArray, B: FloatArray) -> FloatArray:
-        return kernel_matrix(A, B, self.kernel, self._gamma, self.degree, self.coef0)
+    def _kern(self, A: FloatArray, B: FloatArray, B_sq: FloatArray | None = None) -> FloatArray:
+        return kernel_matrix(A, B, self.kernel, self._gamma, self.degree, self.coef0, B_sq)
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> SVC:
         """Solve one SMO problem per pair of classes."""
