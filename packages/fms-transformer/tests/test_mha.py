@@ -165,3 +165,23 @@ def test_mha_and_cache_bad_input() -> None:
     cache.append(0, torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1, 4))
     with pytest.raises(KVCacheError, match=r"new keys \(1, 3, 1, 4\).*\(1, 2, 1, 4\)"):
         cache.append(0, torch.zeros(1, 3, 1, 4), torch.zeros(1, 3, 1, 4))
+
+
+@torch.no_grad()
+def test_preallocated_cache_equals_growing_cache_and_rejects_overflow() -> None:
+    """`KVCache(max_len=...)` fills buffers in place: same outputs as concatenation."""
+    attn = MultiHeadAttention(32, 4, 2, positional="rope").eval()
+    x = torch.randn(2, 7, 32)
+    full = attn(x, is_causal=True)
+    cache = KVCache(1, max_len=8)
+    steps = [attn(x[:, t : t + 1], is_causal=True, kv_cache=cache) for t in range(7)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+    layer = cache.layer(0)
+    assert layer is not None
+    assert layer[0].shape == (2, 2, 7, 8)
+    assert layer[0].untyped_storage().nbytes() == 2 * 2 * 8 * 8 * 4  # one buffer, never regrown
+    cache.reorder(torch.tensor([1, 0]))
+    cache.crop(5)
+    assert cache.offset == 5
+    with pytest.raises(KVCacheError, match=r"would hold 9 tokens, more than max_len=8"):
+        cache.append(0, torch.zeros(2, 2, 4, 8), torch.zeros(2, 2, 4, 8))

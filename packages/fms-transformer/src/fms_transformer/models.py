@@ -300,7 +300,7 @@ class TransformerLM(nn.Module):
     @torch.no_grad()
     def generate(self, prompt: Tensor, max_new_tokens: int) -> Tensor:
         """Greedy decoding with a KV cache: `(batch, L)` -> `(batch, L + max_new_tokens)`."""
-        cache = KVCache(len(self.decoder.layers))
+        cache = KVCache(len(self.decoder.layers), max_len=prompt.shape[1] + max_new_tokens)
         out = prompt
         logits = self(prompt, kv_cache=cache)
         for _ in range(max_new_tokens):
