@@ -193,7 +193,9 @@ def _grow_many(
     order = np.argsort(X.reshape(B, n_root, p), axis=1, kind="stable")
     S = (order + (np.arange(B) * n_root)[:, None, None]).transpose(2, 0, 1).reshape(p, n)
     S = S.astype(np.int32 if n < 2**31 else np.int64)  # half the memory traffic of int64
-    Xs = np.take_along_axis(X.T, S, axis=1)
+    # feature values are gathered from `XT` when a level needs them rather than carried along
+    # (and re-partitioned) with `S`: each level then moves one `(p, N)` array, not two
+    XT = np.ascontiguousarray(X.T)
     seg_start = np.arange(B) * n_root
     seg_len = np.full(B, n_root)
     root_tot = Y.reshape(B, n_root, -1).sum(1)
@@ -220,10 +222,11 @@ def _grow_many(
             pick = np.argsort(rng.random((n_seg, p)), axis=1)[:, :max_features]  # (n_seg, F)
             feats = pick[seg_of].T  # (F, N): feature examined in row r at entry e
             cols = np.arange(N)[None, :]
-            Sc, Xc = S[feats, cols], Xs[feats, cols]
+            Sc = S[feats, cols]
+            Xc = XT[feats, Sc]
         else:
             feats = None
-            Sc, Xc = S, Xs
+            Sc, Xc = S, np.take_along_axis(XT, S, axis=1)
         F = Sc.shape[0]
         # cumulative statistics in every candidate column: (F, N, K)
         cum = np.cumsum(Y[Sc], axis=1)
@@ -305,7 +308,7 @@ def _grow_many(
         sof = seg_of[ent]
         go_left[S[f[sof], ent]] = ent <= pos[sof]
         keep = keep_seg[seg_of]
-        S, Xs = S[:, keep], Xs[:, keep]
+        S = S[:, keep]
         GL = go_left[S]  # (p, N')
         new_len_l = nl[sidx].astype(np.intp)
         new_len_r = (seg_len[sidx] - new_len_l).astype(np.intp)
@@ -316,18 +319,19 @@ def _grow_many(
         seg_first = np.concatenate([[0], np.cumsum(kept_len)[:-1]])
         idx_in = np.arange(S.shape[1]) - np.repeat(seg_first, kept_len)  # position in segment
         cl = np.cumsum(GL, axis=1, dtype=np.int32)  # left entries so far, per column
-        before = cl[:, seg_first - 1]  # (p, segments): count before each segment
-        before[:, seg_first == 0] = 0
-        within = cl - np.repeat(before, kept_len, axis=1)  # left entries up to here, in segment
-        base_l = np.repeat(starts[0::2], kept_len)[None]
-        base_r = np.repeat(starts[1::2], kept_len)[None]
-        new_pos = np.where(GL, base_l + within - 1, base_r + idx_in[None] - within)
+        # left entries before each segment: every column holds the same samples in each
+        # segment (only their order differs), so one column's count serves all `p` of them
+        before = np.where(seg_first > 0, cl[0, seg_first - 1], 0)
+        before_e = np.repeat(before, kept_len)
+        # a left entry goes to (left child's start) + (left entries up to it in its segment) - 1,
+        # a right one to (right child's start) + (its position) - (left entries up to it); the
+        # per-entry constants are folded into two 1-D arrays so each column costs three passes
+        off_l = (np.repeat(starts[0::2], kept_len) - 1 - before_e)[None]
+        off_r = (np.repeat(starts[1::2], kept_len) + idx_in + before_e)[None]
+        new_pos = np.where(GL, cl + off_l, off_r - cl)
         S2 = np.empty_like(S)
-        Xs2 = np.empty_like(Xs)
-        rows = np.arange(p)[:, None]
-        S2[rows, new_pos] = S
-        Xs2[rows, new_pos] = Xs
-        S, Xs = S2, Xs2
+        S2[np.arange(p)[:, None], new_pos] = S
+        S = S2
         seg_start, seg_len = starts, lens
         seg_node = np.empty(2 * sidx.size, dtype=np.intp)
         seg_node[0::2], seg_node[1::2] = lids, rids
