@@ -329,8 +329,11 @@ def _grow_many(
         off_l = (np.repeat(starts[0::2], kept_len) - 1 - before_e)[None]
         off_r = (np.repeat(starts[1::2], kept_len) + idx_in + before_e)[None]
         new_pos = np.where(GL, cl + off_l, off_r - cl)
-        S2 = np.empty_like(S)
-        S2[np.arange(p)[:, None], new_pos] = S
+        # scatter through flat indices: a 1-D fancy assignment is about 2x faster than the
+        # equivalent 2-D one `S2[rows, new_pos] = S`
+        new_pos += np.arange(0, p * S.shape[1], S.shape[1])[:, None]
+        S2 = np.empty(S.shape, dtype=S.dtype)  # C order, so that `ravel` below is a view
+        S2.ravel()[new_pos.ravel()] = S.ravel()
         S = S2
         seg_start, seg_len = starts, lens
         seg_node = np.empty(2 * sidx.size, dtype=np.intp)
