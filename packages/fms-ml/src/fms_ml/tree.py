@@ -249,7 +249,9 @@ def _grow_many(
 
                 score = plogp(left, n_left) + plogp(right, n_right)
             else:
-                score = (left * left).sum(-1) / n_left + (right * right).sum(-1) / n_right
+                # `einsum` forms the sums of squares without the `(F, N, K)` temporaries
+                score = np.einsum("fnk,fnk->fn", left, left) / n_left
+                score += np.einsum("fnk,fnk->fn", right, right) / n_right
         # valid thresholds: inside the segment, between distinct values, leaves big enough
         last_in_seg = n_left >= seg_len[seg_of]
         nxt = np.concatenate([Xc[:, 1:], np.full((F, 1), np.inf)], axis=1)
