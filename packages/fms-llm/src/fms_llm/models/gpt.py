@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fms_transformer.attention import MultiHeadAttention
 from fms_transformer.blocks import DecoderBlock, make_norm
 from fms_transformer.ffn import MLP, SwiGLU
 from fms_transformer.init import init_gpt2_
@@ -332,9 +333,9 @@ class GPT(nn.Module):
             self.lm_head.weight = self.tok_emb.weight
         if fused:
             _use_fused_kernels(self)
-            for block in self.blocks:
-                if block.self_attn.rope is not None:
-                    block.self_attn.rope = _RotaryTable(block.self_attn.rope, c.max_seq_len)
+            for m in list(self.modules()):
+                if isinstance(m, MultiHeadAttention) and m.rope is not None:
+                    m.rope = _RotaryTable(m.rope, c.max_seq_len)
         self.reset_parameters()
 
     # -- properties used by generation and the trainer --------------------------------------------
