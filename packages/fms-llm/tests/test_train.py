@@ -3,6 +3,7 @@ bitwise after SIGKILL, and refuses bad input before any work is lost."""
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing as mp
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fms_dl.torch.checkpoint import CheckpointError, latest_checkpoint
 from fms_llm.data import CorpusError
@@ -188,3 +190,21 @@ def test_the_run_directory_holds_a_complete_model(tiny_run: Path) -> None:
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary["sample"]
     assert summary["parameters"] > 0
+
+
+def test_bf16_autocast_run_on_cpu(tmp_path: Path, data_cache: Path, overrides: Overrides) -> None:
+    """precision="bf16" (CPU autocast here; the CUDA path on a GPU) trains to a finite loss that
+    improves, and the saved model is float32."""
+    result = pretrain(
+        load_config(
+            "tiny",
+            overrides(
+                tmp_path / "run", data_cache, **{"train.precision": "bf16", "train.max_steps": 12}
+            ),
+        )
+    )
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    losses = [json.loads(s)["loss"] for s in lines if '"train"' in s]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
+    assert next(result.model.parameters()).dtype == torch.float32
