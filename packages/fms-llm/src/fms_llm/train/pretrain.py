@@ -460,7 +460,7 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
         peak_flops=peak,
     )
     if t.compile:
-        trainer.model = torch.compile(model)  # type: ignore[assignment]
+        model.compile()  # in place: the state_dict keys (and so the checkpoints) stay the same
     metrics = trainer.fit(resume=resume)
     model.eval()
     model.save_pretrained(model_dir)
