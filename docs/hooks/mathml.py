@@ -20,6 +20,10 @@ log = logging.getLogger("mkdocs.hooks.mathml")
 
 _BLOCK = re.compile(r'<div class="arithmatex">\s*\\\[(?P<tex>.*?)\\\]\s*</div>', re.DOTALL)
 _INLINE = re.compile(r'<span class="arithmatex">\\\((?P<tex>.*?)\\\)</span>', re.DOTALL)
+# Navigation and table-of-contents entries are made from headings as plain text, so a heading with
+# maths reaches them as a bare \(...\) inside material's link label.
+_NAV_LABEL = re.compile(r'(<span class="md-ellipsis">)(?P<label>.*?)(</span>)', re.DOTALL)
+_BARE_INLINE = re.compile(r"\\\((?P<tex>.*?)\\\)", re.DOTALL)
 
 
 def _render(match: re.Match[str], display: str, where: str) -> str:
@@ -36,3 +40,13 @@ def on_page_content(content: str, page: Any, **_: Any) -> str:
     where = page.file.src_uri
     content = _BLOCK.sub(lambda m: _render(m, "block", where), content)
     return _INLINE.sub(lambda m: _render(m, "inline", where), content)
+
+
+def on_post_page(output: str, page: Any, **_: Any) -> str:
+    where = page.file.src_uri
+
+    def label(match: re.Match[str]) -> str:
+        inner = _BARE_INLINE.sub(lambda m: _render(m, "inline", where), match.group("label"))
+        return match.group(1) + inner + match.group(3)
+
+    return _NAV_LABEL.sub(label, output)
