@@ -235,6 +235,24 @@ def _grow_many(
         # candidate features: all, or `max_features` drawn per node (rows of the arrays below)
         if max_features < p:
             pick = np.argsort(rng.random((n_seg, p)), axis=1)[:, :max_features]  # (n_seg, F)
+        if not can_split.all():
+            # Nodes that cannot split (pure, too small, at max depth) are finished leaves: drop
+            # their entries now, so that the search and the partition below touch only the
+            # nodes that may still split. In a fully grown tree these are many at every level.
+            S = S[:, can_split[seg_of]]
+            seg_len, seg_node, seg_tree = (
+                seg_len[can_split],
+                seg_node[can_split],
+                seg_tree[can_split],
+            )
+            seg_imp, seg_w = seg_imp[can_split], seg_w[can_split]
+            if max_features < p:
+                pick = pick[can_split]
+            seg_start = np.r_[0, np.cumsum(seg_len)[:-1]]
+            n_seg, N = seg_len.size, int(seg_len.sum())
+            seg_of = np.repeat(np.arange(n_seg), seg_len)
+            node_imp, can_split = seg_imp, np.ones(n_seg, dtype=bool)
+        if max_features < p:
             feats = pick[seg_of].T  # (F, N): feature examined in row r at entry e
             cols = np.arange(N)[None, :]
             Sc = S[feats, cols]
