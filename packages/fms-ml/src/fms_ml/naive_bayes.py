@@ -9,6 +9,7 @@ Laplace/Lidstone-smoothed frequencies. Both are fitted in closed form from class
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,10 @@ __all__ = ["GaussianNB", "MultinomialNB"]
 FloatArray = NDArray[np.float64]
 
 
-class _BaseNB(ClassifierMixin, BaseEstimator):
+class _BaseNB(ClassifierMixin, BaseEstimator, ABC):
+    @abstractmethod
     def _joint_log_likelihood(self, X: FloatArray) -> FloatArray:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """$\\log p(c) + \\log p(x \\mid c)$ for every sample and class, `(n_samples, n_classes)`."""
 
     def predict_log_proba(self, X: ArrayLike) -> FloatArray:
         """$\\log p(c \\mid x)$, normalised with log-sum-exp."""
