@@ -296,6 +296,30 @@ class MultiHeadAttention(nn.Module):
         """`(batch, seq, n*head_dim)` -> `(batch, n, seq, head_dim)`."""
         return x.view(*x.shape[:-1], n, self.head_dim).transpose(1, 2)
 
+    def project_self_attention(
+        self, x: Tensor, offset: int, positions: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values of the new tokens for self-attention, RoPE applied.
+
+        $Q = X W^Q$, $K = X W^K$, $V = X W^V$, split into heads: `q` is
+        `(batch, n_heads, L_q, head_dim)`, `k` and `v` are `(batch, n_kv_heads, L_q, head_dim)`.
+        With RoPE, `q` and `k` are rotated to `positions` (default `offset .. offset + L_q - 1`,
+        `offset` being the number of cached tokens).
+
+        This is the plain reference; a subclass may override it with a faster computation of the
+        same values (fms-llm's language models fuse the three projections into one matrix
+        multiply and rotate queries and keys in one call).
+        """
+        l_q = x.shape[1]
+        q = self._split(self.q_proj(x), self.n_heads)
+        k = self._split(self.k_proj(x), self.n_kv_heads)
+        v = self._split(self.v_proj(x), self.n_kv_heads)
+        if self.rope is not None:
+            if positions is None:
+                positions = torch.arange(offset, offset + l_q, device=x.device)
+            q, k = self.rope(q, positions), self.rope(k, positions)
+        return q, k, v
+
     def forward(
         self,
         x: Tensor,
@@ -337,20 +361,13 @@ class MultiHeadAttention(nn.Module):
                 f"(batch, 1 or n_heads, L_q, L_k)"
             )
         batch, l_q, _ = x.shape
-        q = self._split(self.q_proj(x), self.n_heads)
-        offset = 0
         if key_value is None:  # self-attention
-            k = self._split(self.k_proj(x), self.n_kv_heads)
-            v = self._split(self.v_proj(x), self.n_kv_heads)
-            if kv_cache is not None:
-                offset = kv_cache.seq_len(layer_idx)
-            if self.rope is not None:
-                if positions is None:
-                    positions = torch.arange(offset, offset + l_q, device=x.device)
-                q, k = self.rope(q, positions), self.rope(k, positions)
+            offset = kv_cache.seq_len(layer_idx) if kv_cache is not None else 0
+            q, k, v = self.project_self_attention(x, offset, positions)
             if kv_cache is not None:
                 k, v = kv_cache.append(layer_idx, k, v)
         else:  # cross-attention: no positions, memory computed once per cache
+            q = self._split(self.q_proj(x), self.n_heads)
             if key_value.ndim != 3 or key_value.shape[0] != batch:
                 raise AttentionInputError(
                     f"key_value must be (batch={batch}, L_k, kv_dim), got {tuple(key_value.shape)}"

@@ -224,10 +224,15 @@ class _RotaryTable(RotaryEmbedding):
     """[fms_transformer.positional.RotaryEmbedding][] with its cos/sin precomputed for every
     position up to the model's context (as transformers does), instead of recomputed, and the
     positions re-validated, in every layer at every step. Same values, bit for bit: the table is
-    the parent's `cos_sin` of `0 .. max_len - 1`."""
+    the parent's `cos_sin` of `0 .. max_len - 1`. One table is shared by every layer.
+
+    [rotate_at][fms_llm.models.gpt._RotaryTable.rotate_at] rotates a block of consecutive
+    positions by slicing the table (a view, no indexing kernel).
+    """
 
     cos_table: Tensor
     sin_table: Tensor
+    signed_sin_table: Tensor
 
     def __init__(self, rope: RotaryEmbedding, max_len: int) -> None:
         super().__init__(
@@ -236,6 +241,10 @@ class _RotaryTable(RotaryEmbedding):
         cos, sin = super().cos_sin(torch.arange(max_len))
         self.register_buffer("cos_table", cos, persistent=False)
         self.register_buffer("sin_table", sin, persistent=False)
+        half = sin.shape[-1] // 2
+        # rotate_half(x) * sin == cat(x2, x1) * cat(-sin1, sin2): the negation moves into the table
+        signed = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
+        self.register_buffer("signed_sin_table", signed, persistent=False)
 
     def cos_sin(
         self, positions: Tensor, dtype: torch.dtype = torch.float32
@@ -243,6 +252,61 @@ class _RotaryTable(RotaryEmbedding):
         if positions.ndim != 1:
             return super().cos_sin(positions, dtype)
         return self.cos_table[positions].to(dtype), self.sin_table[positions].to(dtype)
+
+    @property
+    def fast(self) -> bool:
+        """Whether [rotate_at][fms_llm.models.gpt._RotaryTable.rotate_at] applies (split-half,
+        every feature rotated)."""
+        return self.style == "split_half" and self.rotary_dim == self.head_dim
+
+    def rotate_at(self, x: Tensor, offset: int) -> Tensor:
+        r"""Rotate `x` `(batch, seq, heads, head_dim)` to positions `offset .. offset + seq - 1`.
+
+        $x \cos + \mathrm{rotate\_half}(x) \sin$ computed as
+        $x \cos + [x_2, x_1] \odot [-\sin_1, \sin_2]$: three kernels (a concatenation, a
+        multiply, a fused multiply-add) for all the heads passed, queries and keys together.
+        """
+        seq = x.shape[1]
+        cos = self.cos_table[offset : offset + seq, None, :].to(x.dtype)  # broadcast over heads
+        sin = self.signed_sin_table[offset : offset + seq, None, :].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.addcmul(x * cos, torch.cat((x2, x1), dim=-1), sin)
+
+
+class _FusedSelfAttention(MultiHeadAttention):
+    """[fms_transformer.attention.MultiHeadAttention][] whose self-attention projections run as
+    one matrix multiply, with queries and keys rotated by RoPE in one call.
+
+    The parameters stay the separate `q_proj`, `k_proj`, `v_proj` (so the Hugging Face key
+    mapping is unchanged); at each call their weights are concatenated,
+    $[W^Q; W^K; W^V]$, a copy of $(H + 2H_{kv})\\,d_h \\times d$ numbers that is cheaper than two
+    extra matrix multiplies (forward and backward), and the output is viewed as
+    `(batch, seq, H + 2 H_kv, head_dim)`: the first $H + H_{kv}$ heads are the queries and keys,
+    rotated together by [_RotaryTable.rotate_at][fms_llm.models.gpt._RotaryTable.rotate_at]. Same
+    values as the parent's
+    [project_self_attention][fms_transformer.attention.MultiHeadAttention.project_self_attention]
+    (tested to 1e-5); explicit `positions` and other RoPE variants take the parent's path.
+    """
+
+    def project_self_attention(
+        self, x: Tensor, offset: int, positions: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        rope = self.rope
+        if positions is not None or (
+            rope is not None and not (isinstance(rope, _RotaryTable) and rope.fast)
+        ):
+            return super().project_self_attention(x, offset, positions)
+        q_p, k_p, v_p = self.q_proj, self.k_proj, self.v_proj
+        weight = torch.cat((q_p.weight, k_p.weight, v_p.weight))
+        bias = None if q_p.bias is None else torch.cat((q_p.bias, k_p.bias, v_p.bias))
+        qkv = F.linear(x, weight, bias).view(*x.shape[:-1], -1, self.head_dim)  # (b, s, H+2Hkv, dh)
+        # split, not slicing: its backward concatenates the gradients instead of zero-filling
+        # a full-size gradient per slice
+        qk, v = torch.split(qkv, [self.n_heads + self.n_kv_heads, self.n_kv_heads], dim=2)
+        if isinstance(rope, _RotaryTable):
+            qk = rope.rotate_at(qk, offset)
+        q, k = torch.split(qk, [self.n_heads, self.n_kv_heads], dim=2)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
 def _gelu_tanh(x: Tensor) -> Tensor:
@@ -255,8 +319,8 @@ def _use_fused_kernels(model: nn.Module) -> None:
     The fms_transformer modules spell each operation out (a LayerNorm is a mean, a variance, a
     division: several kernels forward and backward). For speed the language model uses
     `F.layer_norm`, `F.rms_norm`, `F.gelu(approximate="tanh")` and `F.silu` instead, with the same
-    parameters under the same names, and a precomputed RoPE table; the parity tests run through
-    this fast path, and a test checks it against the reference modules.
+    parameters under the same names, and drops the no-op dropouts of a `dropout=0` model; the
+    parity tests run through this fast path, and a test checks it against the reference modules.
     """
     for name, child in list(model.named_children()):
         if type(child) is LayerNorm:
@@ -270,6 +334,9 @@ def _use_fused_kernels(model: nn.Module) -> None:
                 bias=child.up_proj.bias is not None,
                 dropout=child.dropout.p,
             )
+        elif type(child) is nn.Dropout and child.p == 0.0:
+            setattr(model, name, nn.Identity())  # skips a function call per sub-layer per step
+            continue
         else:
             if type(child) is MLP and child.activation == "gelu_tanh":
                 child.act = _gelu_tanh
@@ -277,6 +344,7 @@ def _use_fused_kernels(model: nn.Module) -> None:
             continue
         new.load_state_dict(child.state_dict())
         setattr(model, name, new)
+        _use_fused_kernels(new)
 
 
 class GPT(nn.Module):
@@ -333,9 +401,15 @@ class GPT(nn.Module):
             self.lm_head.weight = self.tok_emb.weight
         if fused:
             _use_fused_kernels(self)
-            for m in list(self.modules()):
-                if isinstance(m, MultiHeadAttention) and m.rope is not None:
-                    m.rope = _RotaryTable(m.rope, c.max_seq_len)
+            table: _RotaryTable | None = None
+            for block in self.blocks:
+                attn = block.self_attn
+                assert isinstance(attn, MultiHeadAttention)
+                # same module, same parameters; only project_self_attention changes
+                attn.__class__ = _FusedSelfAttention
+                if attn.rope is not None:
+                    table = table if table is not None else _RotaryTable(attn.rope, c.max_seq_len)
+                    attn.rope = table
         self.reset_parameters()
 
     # -- properties used by generation and the trainer --------------------------------------------
