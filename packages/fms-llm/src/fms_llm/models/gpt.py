@@ -302,10 +302,10 @@ class _FusedSelfAttention(MultiHeadAttention):
         qkv = F.linear(x, weight, bias).view(*x.shape[:-1], -1, self.head_dim)  # (b, s, H+2Hkv, dh)
         # split, not slicing: its backward concatenates the gradients instead of zero-filling
         # a full-size gradient per slice
-        qk, v = torch.split(qkv, [self.n_heads + self.n_kv_heads, self.n_kv_heads], dim=2)
+        qk, v = qkv.split_with_sizes([self.n_heads + self.n_kv_heads, self.n_kv_heads], dim=2)
         if isinstance(rope, _RotaryTable):
             qk = rope.rotate_at(qk, offset)
-        q, k = torch.split(qk, [self.n_heads, self.n_kv_heads], dim=2)
+        q, k = qk.split_with_sizes([self.n_heads, self.n_kv_heads], dim=2)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
