@@ -226,8 +226,8 @@ class _RotaryTable(RotaryEmbedding):
     positions re-validated, in every layer at every step. Same values, bit for bit: the table is
     the parent's `cos_sin` of `0 .. max_len - 1`. One table is shared by every layer.
 
-    [rotate_at][fms_llm.models.gpt._RotaryTable.rotate_at] rotates a block of consecutive
-    positions by slicing the table (a view, no indexing kernel).
+    `rotate_at` rotates a block of consecutive positions by slicing the table (a view, no
+    indexing kernel).
     """
 
     cos_table: Tensor
@@ -255,8 +255,7 @@ class _RotaryTable(RotaryEmbedding):
 
     @property
     def fast(self) -> bool:
-        """Whether [rotate_at][fms_llm.models.gpt._RotaryTable.rotate_at] applies (split-half,
-        every feature rotated)."""
+        """Whether `rotate_at` applies (split-half, every feature rotated)."""
         return self.style == "split_half" and self.rotary_dim == self.head_dim
 
     def rotate_at(self, x: Tensor, offset: int) -> Tensor:
@@ -264,7 +263,7 @@ class _RotaryTable(RotaryEmbedding):
 
         $x \cos + \mathrm{rotate\_half}(x) \sin$ computed as
         $x \cos + [x_2, x_1] \odot [-\sin_1, \sin_2]$: three kernels (a concatenation, a
-        multiply, a fused multiply-add) for all the heads passed, queries and keys together.
+        multiply, a fused multiply-add) for all the heads passed.
         """
         seq = x.shape[1]
         cos = self.cos_table[offset : offset + seq, None, :].to(x.dtype)  # broadcast over heads
@@ -274,38 +273,27 @@ class _RotaryTable(RotaryEmbedding):
 
 
 class _FusedSelfAttention(MultiHeadAttention):
-    """[fms_transformer.attention.MultiHeadAttention][] whose self-attention projections run as
-    one matrix multiply, with queries and keys rotated by RoPE in one call.
+    """[fms_transformer.attention.MultiHeadAttention][] whose RoPE comes from one shared table,
+    sliced by the cache offset, with no per-call position tensor, validation or indexing.
 
-    The parameters stay the separate `q_proj`, `k_proj`, `v_proj` (so the Hugging Face key
-    mapping is unchanged); at each call their weights are concatenated,
-    $[W^Q; W^K; W^V]$, a copy of $(H + 2H_{kv})\\,d_h \\times d$ numbers that is cheaper than two
-    extra matrix multiplies (forward and backward), and the output is viewed as
-    `(batch, seq, H + 2 H_kv, head_dim)`: the first $H + H_{kv}$ heads are the queries and keys,
-    rotated together by [_RotaryTable.rotate_at][fms_llm.models.gpt._RotaryTable.rotate_at]. Same
-    values as the parent's
+    Same values as the parent's
     [project_self_attention][fms_transformer.attention.MultiHeadAttention.project_self_attention]
-    (tested to 1e-5); explicit `positions` and other RoPE variants take the parent's path.
+    (tested to 1e-5); explicit `positions` and other RoPE variants take the parent's path. The
+    three projections stay three matrix multiplies: concatenating $[W^Q; W^K; W^V]$ at each call
+    into one was measured slower for decoding at width 256 (the weight copy costs more memory
+    traffic than the multiply of one row it feeds), and no faster for training.
     """
 
     def project_self_attention(
         self, x: Tensor, offset: int, positions: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         rope = self.rope
-        if positions is not None or (
-            rope is not None and not (isinstance(rope, _RotaryTable) and rope.fast)
-        ):
+        if positions is not None or not (isinstance(rope, _RotaryTable) and rope.fast):
             return super().project_self_attention(x, offset, positions)
-        q_p, k_p, v_p = self.q_proj, self.k_proj, self.v_proj
-        weight = torch.cat((q_p.weight, k_p.weight, v_p.weight))
-        bias = None if q_p.bias is None else torch.cat((q_p.bias, k_p.bias, v_p.bias))
-        qkv = F.linear(x, weight, bias).view(*x.shape[:-1], -1, self.head_dim)  # (b, s, H+2Hkv, dh)
-        # split, not slicing: its backward concatenates the gradients instead of zero-filling
-        # a full-size gradient per slice
-        qk, v = qkv.split_with_sizes([self.n_heads + self.n_kv_heads, self.n_kv_heads], dim=2)
-        if isinstance(rope, _RotaryTable):
-            qk = rope.rotate_at(qk, offset)
-        q, k = qk.split_with_sizes([self.n_heads, self.n_kv_heads], dim=2)
+        b, s, _ = x.shape
+        q = rope.rotate_at(self.q_proj(x).view(b, s, self.n_heads, self.head_dim), offset)
+        k = rope.rotate_at(self.k_proj(x).view(b, s, self.n_kv_heads, self.head_dim), offset)
+        v = self.v_proj(x).view(b, s, self.n_kv_heads, self.head_dim)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
@@ -405,9 +393,9 @@ class GPT(nn.Module):
             for block in self.blocks:
                 attn = block.self_attn
                 assert isinstance(attn, MultiHeadAttention)
-                # same module, same parameters; only project_self_attention changes
-                attn.__class__ = _FusedSelfAttention
                 if attn.rope is not None:
+                    # same module, same parameters; only project_self_attention changes
+                    attn.__class__ = _FusedSelfAttention
                     table = table if table is not None else _RotaryTable(attn.rope, c.max_seq_len)
                     attn.rope = table
         self.reset_parameters()
