@@ -430,7 +430,8 @@ class MultiHeadAttention(nn.Module):
             )
         if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)
-        check_attention_inputs(q, k, v, mask, p)  # PyTorch's own messages do not name our shapes
+        if mask is not None:  # q, k, v are this module's own projections; a mask comes from outside
+            check_attention_inputs(q, k, v, mask, p)  # PyTorch's messages do not name our shapes
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=p,
             enable_gqa=self.n_kv_heads != self.n_heads,
