@@ -1,9 +1,12 @@
 """Decoder-only language models: GPT-2 and Llama, one network, two configs.
 
 - [fms_llm.models.gpt][]: the configs and the model, read top-down;
+- [fms_llm.models.fused][]: hand-derived backward passes for RMSNorm and for the head fused with
+  the cross-entropy;
 - [fms_llm.models.hf][]: the Hugging Face `config.json` + `model.safetensors` round trip.
 """
 
+from fms_llm.models.fused import linear_cross_entropy, rms_norm
 from fms_llm.models.gpt import (
     GPT,
     GPTConfig,
@@ -23,6 +26,8 @@ __all__ = [
     "ModelConfig",
     "ModelConfigError",
     "ModelFileError",
+    "linear_cross_entropy",
     "lm_loss",
     "load_pretrained",
+    "rms_norm",
 ]
