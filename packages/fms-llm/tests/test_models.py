@@ -191,8 +191,8 @@ def test_save_is_atomic_and_keeps_other_files(saved: Path) -> None:
 
 @pytest.mark.parametrize("family", ["gpt", "llama"])
 def test_fused_kernels_equal_the_reference_modules(family: str) -> None:
-    """The fast path (F.layer_norm, F.rms_norm, F.gelu tanh, F.silu) matches the readable
-    fms_transformer modules: logits and gradients within 1e-5 (float32)."""
+    """The fast path (F.layer_norm, the hand-derived RMSNorm, F.gelu tanh, F.silu) matches the
+    readable fms_transformer modules: logits and gradients within 1e-5 (float32)."""
     torch.manual_seed(4)
     cfg: GPTConfig | LlamaConfig
     if family == "gpt":
@@ -247,3 +247,50 @@ def test_fused_attention_decodes_like_the_reference_modules(family: str) -> None
             a = ref.blocks[0].self_attn(h, is_causal=True, positions=pos)
             b = fast.blocks[0].self_attn(h, is_causal=True, positions=pos)
             torch.testing.assert_close(b, a, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("make_hf", [_hf_gpt2, _hf_llama], ids=["gpt2", "llama"])
+def test_loss_with_targets_equals_transformers_loss_and_gradients(
+    make_hf: object, tmp_path: Path
+) -> None:
+    """`model(x, y)` (the head fused with the cross-entropy) gives transformers' loss for the same
+    targets within 1e-5, and the gradients of every parameter (the tied GPT-2 head included)
+    equal those of the logits followed by F.cross_entropy (1e-5)."""
+    torch.manual_seed(8)
+    hf = make_hf()  # type: ignore[operator]
+    _perturb(hf)
+    hf.save_pretrained(tmp_path)
+    ours = load_pretrained(tmp_path)
+    x, y = torch.randint(0, 101, (2, 9)), torch.randint(0, 101, (2, 9))
+    y[0, 0] = -100  # ignored, as in transformers
+    with torch.no_grad():
+        ref = hf(x, labels=y, shift_labels=y).loss
+    loss = ours(x, y)
+    torch.testing.assert_close(loss, ref, atol=TOL, rtol=0)
+    loss.backward()
+    fused = {n: p.grad.clone() for n, p in ours.named_parameters() if p.grad is not None}
+    ours.zero_grad()
+    torch.nn.functional.cross_entropy(ours(x).flatten(0, 1), y.flatten()).backward()
+    plain = {n: p.grad for n, p in ours.named_parameters() if p.grad is not None}
+    assert fused.keys() == plain.keys()
+    assert fused
+    for name, grad in plain.items():
+        torch.testing.assert_close(fused[name], grad, atol=TOL, rtol=1e-4, msg=name)
+
+
+def test_targets_of_another_shape_raise() -> None:
+    model = GPT(GPTConfig(vocab_size=11, n_layers=1, d_model=8, n_heads=2, max_seq_len=8))
+    with pytest.raises(ValueError, match=r"targets \(1, 4\) must have the shape of idx \(1, 5\)"):
+        model(torch.zeros(1, 5, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))
+
+
+def test_lean_blocks_only_without_dropout() -> None:
+    """Dropout-free models call their sub-layers directly; with dropout the full block stays."""
+    lean = Llama(LlamaConfig(vocab_size=11, n_layers=1, d_model=8, n_heads=2))
+    full = Llama(LlamaConfig(vocab_size=11, n_layers=1, d_model=8, n_heads=2, dropout=0.1))
+    assert type(lean.blocks[0]).__name__ == "_LeanDecoderBlock"
+    assert type(full.blocks[0]).__name__ == "DecoderBlock"
+    torch.manual_seed(9)
+    full.load_state_dict(lean.state_dict())
+    x = torch.randint(0, 11, (1, 6))
+    torch.testing.assert_close(lean(x), full.eval()(x), atol=TOL, rtol=0)

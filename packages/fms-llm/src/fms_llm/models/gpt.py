@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fms_llm.models.fused import linear_cross_entropy, rms_norm
 from fms_transformer.attention import MultiHeadAttention
 from fms_transformer.blocks import DecoderBlock, make_norm
 from fms_transformer.ffn import MLP, SwiGLU
@@ -207,10 +208,10 @@ class _FusedLayerNorm(LayerNorm):
 
 
 class _FusedRMSNorm(RMSNorm):
-    """[fms_transformer.norm.RMSNorm][], computed by PyTorch's `F.rms_norm`."""
+    """[fms_transformer.norm.RMSNorm][] with a hand-derived backward ([fms_llm.models.fused.rms_norm][])."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, (self.d,), self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps)
 
 
 class _FusedSwiGLU(SwiGLU):
@@ -239,19 +240,20 @@ class _RotaryTable(RotaryEmbedding):
             rope.head_dim, rope.theta, rope.style, scaling=rope.scaling, rotary_dim=rope.rotary_dim
         )
         cos, sin = super().cos_sin(torch.arange(max_len))
-        self.register_buffer("cos_table", cos, persistent=False)
-        self.register_buffer("sin_table", sin, persistent=False)
         half = sin.shape[-1] // 2
         # rotate_half(x) * sin == cat(x2, x1) * cat(-sin1, sin2): the negation moves into the table
         signed = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
-        self.register_buffer("signed_sin_table", signed, persistent=False)
+        # stored (position, 1, head_dim): a slice of positions broadcasts over the heads as it is
+        self.register_buffer("cos_table", cos[:, None, :], persistent=False)
+        self.register_buffer("sin_table", sin[:, None, :], persistent=False)
+        self.register_buffer("signed_sin_table", signed[:, None, :], persistent=False)
 
     def cos_sin(
         self, positions: Tensor, dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
         if positions.ndim != 1:
             return super().cos_sin(positions, dtype)
-        return self.cos_table[positions].to(dtype), self.sin_table[positions].to(dtype)
+        return self.cos_table[positions, 0].to(dtype), self.sin_table[positions, 0].to(dtype)
 
     @property
     def fast(self) -> bool:
@@ -262,14 +264,16 @@ class _RotaryTable(RotaryEmbedding):
         r"""Rotate `x` `(batch, seq, heads, head_dim)` to positions `offset .. offset + seq - 1`.
 
         $x \cos + \mathrm{rotate\_half}(x) \sin$ computed as
-        $x \cos + [x_2, x_1] \odot [-\sin_1, \sin_2]$: three kernels (a concatenation, a
-        multiply, a fused multiply-add) for all the heads passed.
+        $x \cos + \mathrm{roll}(x, d/2) \odot [-\sin_1, \sin_2]$: rolling the last dimension by
+        half its size swaps the halves, $[x_2, x_1]$, in one kernel (its backward is the same
+        roll), so three kernels (a roll, a multiply, a fused multiply-add) serve all the heads.
         """
         seq = x.shape[1]
-        cos = self.cos_table[offset : offset + seq, None, :].to(x.dtype)  # broadcast over heads
-        sin = self.signed_sin_table[offset : offset + seq, None, :].to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.addcmul(x * cos, torch.cat((x2, x1), dim=-1), sin)
+        cos = self.cos_table[offset : offset + seq]
+        sin = self.signed_sin_table[offset : offset + seq]
+        if cos.dtype != x.dtype:
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), sin)
 
 
 class _FusedSelfAttention(MultiHeadAttention):
@@ -295,6 +299,27 @@ class _FusedSelfAttention(MultiHeadAttention):
         k = rope.rotate_at(self.k_proj(x).view(b, s, self.n_kv_heads, self.head_dim), offset)
         v = self.v_proj(x).view(b, s, self.n_kv_heads, self.head_dim)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+
+class _LeanDecoderBlock(DecoderBlock):
+    """[fms_transformer.blocks.DecoderBlock][] of a decoder-only, pre-norm model without dropout:
+    the same two residual sub-layers with the same modules, called directly, without the
+    cross-attention branch and the no-op dropout calls (fewer Python calls per decoded token)."""
+
+    def forward(  # type: ignore[override]
+        self,
+        x: Tensor,
+        *,
+        is_causal: bool = True,
+        kv_cache: KVCache | None = None,
+        layer_idx: int = 0,
+    ) -> Tensor:
+        attn = self.self_attn(
+            self.attn_norm(x), is_causal=is_causal, kv_cache=kv_cache, layer_idx=layer_idx
+        )
+        h = x + attn
+        out: Tensor = h + self.ffn(self.ffn_norm(h))
+        return out
 
 
 def _gelu_tanh(x: Tensor) -> Tensor:
@@ -391,6 +416,7 @@ class GPT(nn.Module):
             _use_fused_kernels(self)
             table: _RotaryTable | None = None
             for block in self.blocks:
+                assert isinstance(block, DecoderBlock)
                 attn = block.self_attn
                 assert isinstance(attn, MultiHeadAttention)
                 if attn.rope is not None:
@@ -398,6 +424,8 @@ class GPT(nn.Module):
                     attn.__class__ = _FusedSelfAttention
                     table = table if table is not None else _RotaryTable(attn.rope, c.max_seq_len)
                     attn.rope = table
+                if c.dropout == 0.0 and block.norm_first and block.cross_attn is None:
+                    block.__class__ = _LeanDecoderBlock  # same module, same parameters
         self.reset_parameters()
 
     # -- properties used by generation and the trainer --------------------------------------------
@@ -442,16 +470,28 @@ class GPT(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------
 
-    def forward(self, idx: Tensor, *, kv_cache: KVCache | None = None) -> Tensor:
-        """Next-token logits for every position.
+    def forward(
+        self,
+        idx: Tensor,
+        targets: Tensor | None = None,
+        *,
+        kv_cache: KVCache | None = None,
+        ignore_index: int = -100,
+    ) -> Tensor:
+        """Next-token logits for every position, or, given `targets`, the mean loss.
 
         Args:
             idx: token ids `(batch, seq)`.
+            targets: the ids to predict `(batch, seq)` (usually `idx` shifted by one); with them
+                the model returns the mean cross-entropy in nats instead of the logits, computed
+                by [linear_cross_entropy][fms_llm.models.fused.linear_cross_entropy] without
+                materialising the `(batch, seq, vocab)` logits.
             kv_cache: for incremental decoding: the new tokens sit at positions
                 `kv_cache.offset ...`, and every block appends its keys and values to it.
+            ignore_index: a target id that does not count towards the loss.
 
         Returns:
-            logits `(batch, seq, vocab_size)`.
+            logits `(batch, seq, vocab_size)`, or the scalar loss when `targets` is given.
         """
         if idx.ndim != 2:
             raise ValueError(f"idx must be (batch, seq), got shape {tuple(idx.shape)}")
@@ -468,7 +508,14 @@ class GPT(nn.Module):
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, is_causal=True, kv_cache=kv_cache, layer_idx=i)
-        logits: Tensor = self.lm_head(self.norm_f(x))
+        h = self.norm_f(x)
+        if targets is not None:
+            if targets.shape != idx.shape:
+                raise ValueError(
+                    f"targets {tuple(targets.shape)} must have the shape of idx {tuple(idx.shape)}"
+                )
+            return linear_cross_entropy(h, self.lm_head.weight, targets, ignore_index=ignore_index)
+        logits: Tensor = self.lm_head(h)
         return logits
 
     # -- counting ---------------------------------------------------------------------------------
