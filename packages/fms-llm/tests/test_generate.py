@@ -104,3 +104,12 @@ def test_stop_strings_cut_the_text() -> None:
     stop = full[10:12]
     cut = generate_text(model, _CharTokenizer(), "abc", 30, temperature=0, stop=[stop])
     assert cut == full[: full.index(stop)]
+
+
+def test_generated_ids_are_ordinary_tensors() -> None:
+    """Decoding runs in inference mode, but the ids it returns can feed a training step."""
+    model = _models()[1].train()
+    out = generate(model, torch.zeros(1, 3, dtype=torch.long), 4, temperature=0)
+    assert not out.is_inference()
+    model(out[:, :-1], out[:, 1:]).backward()  # would raise for an inference tensor
+    assert model.tok_emb.weight.grad is not None

@@ -88,7 +88,6 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
 def generate(
     model: CausalLM,
     idx: Tensor,
@@ -131,33 +130,40 @@ def generate(
     if seed is not None:
         generator = torch.Generator(device=device)
         generator.manual_seed(seed)
-    ctx = model.max_seq_len
-    out = idx
-    done = torch.zeros(idx.shape[0], dtype=torch.bool, device=device)
-    cache: KVCache | None = None
-    for _ in range(max_new_tokens):
-        if use_cache:
-            if cache is None or cache.offset + 1 > ctx:
-                # (re-)prefill: the whole prompt, or the last half of the context once it is full
-                keep = out.shape[1] if cache is None else max(1, ctx // 2)
-                cache = KVCache(model.n_layers)
-                logits = model(out[:, -min(keep, ctx) :], kv_cache=cache)
+    # inference mode: no autograd bookkeeping (no version counters, no views tracked) at each of
+    # the many small steps; the result is copied out so that it is an ordinary tensor again
+    with torch.inference_mode():
+        ctx = model.max_seq_len
+        out = idx
+        done = torch.zeros(idx.shape[0], dtype=torch.bool, device=device)
+        cache: KVCache | None = None
+        for _ in range(max_new_tokens):
+            if use_cache:
+                if cache is None or cache.offset + 1 > ctx:
+                    # (re-)prefill: the whole prompt, or the last half of the context once it is full
+                    keep = out.shape[1] if cache is None else max(1, ctx // 2)
+                    cache = KVCache(model.n_layers)
+                    logits = model(out[:, -min(keep, ctx) :], kv_cache=cache)
+                else:
+                    logits = model(out[:, -1:], kv_cache=cache)
             else:
-                logits = model(out[:, -1:], kv_cache=cache)
-        else:
-            logits = model(out[:, -ctx:])
-        nxt = sample_next(
-            logits[:, -1, :], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
-        )
-        if eos_id is not None:
-            nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
-            done |= nxt == eos_id
-        out = torch.cat([out, nxt[:, None]], dim=1)
-        if on_token is not None and on_token(nxt):
-            break
-        if eos_id is not None and bool(done.all()):
-            break
-    return out
+                logits = model(out[:, -ctx:])
+            nxt = sample_next(
+                logits[:, -1, :],
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+            )
+            if eos_id is not None:
+                nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
+                done |= nxt == eos_id
+            out = torch.cat([out, nxt[:, None]], dim=1)
+            if on_token is not None and on_token(nxt):
+                break
+            if eos_id is not None and bool(done.all()):
+                break
+    return out.clone()
 
 
 class _Tokenizer(Protocol):
