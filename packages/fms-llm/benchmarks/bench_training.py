@@ -1,29 +1,36 @@
 """Training throughput: fms-llm's GPT and Llama against transformers' models of the same config.
 
-For each shape, both models get the same weights (ours are loaded from the transformers model's
-saved files), the same batch of random token ids, the same loss (mean next-token cross-entropy on
-the logits, computed outside the model) and the same optimiser (`torch.optim.AdamW`, foreach), so
-only the models differ. One training step = forward, backward, optimiser step. Steps of the two
-models are interleaved (A, B, A, B, ...) so that load from other processes hits both alike; the
-table reports the median wall-clock step time as tokens/s, the ratio ours / transformers, and the
-same ratio in process CPU time (robust on a shared machine, exact with `--threads 1`).
+For each shape both models get the same weights (ours are loaded from the transformers model's
+saved files), the same batch of random token ids and the same optimiser,
+`torch.optim.AdamW(fused=True)` (the default of transformers' `Trainer`), so only the models
+differ. One training step = forward, loss, backward, optimiser step, with the loss computed two
+ways:
 
-    python packages/fms-llm/benchmarks/bench_training.py [--quick] [--threads N]
+- **own**: each library's own training call, `model(x, y)` for ours (the head and the
+  cross-entropy fused, [fms_llm.models.fused.linear_cross_entropy][]) and
+  `model(x, labels=y, shift_labels=y).loss` for transformers (logits, then its
+  `ForCausalLMLoss`); the same mean cross-entropy of the same targets;
+- **shared**: both return logits and one `F.cross_entropy` follows, isolating the network.
+
+Steps of the two models are interleaved round by round, and the speed-up is the median over
+rounds of transformers' step time / ours in process CPU time, with a 95% bootstrap interval
+(`_timing.py`).
+
+    python packages/fms-llm/benchmarks/bench_training.py [--quick] [--threads N] [--steps N]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 import torch.nn.functional as F
+from _timing import fmt_ci, interleave, median, paired_ratio
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from fms_llm.models import load_pretrained
@@ -49,13 +56,16 @@ def _hf_model(
 
 
 def _step_fn(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, hf: bool
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, hf: bool, own_loss: bool
 ) -> Callable[[], None]:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
     def step() -> None:
-        logits = model(x).logits if hf else model(x)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        if own_loss:  # each library's own training call
+            loss = model(x, labels=y, shift_labels=y).loss if hf else model(x, y)
+        else:  # logits out, one shared loss
+            logits = model(x).logits if hf else model(x)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -64,7 +74,7 @@ def _step_fn(
 
 
 def bench(family: str, vocab: int, d: int, layers: int, heads: int, batch: int, seq: int,
-          steps: int) -> dict[str, float]:  # fmt: skip
+          steps: int, own_loss: bool) -> dict[str, object]:  # fmt: skip
     torch.manual_seed(0)
     hf = _hf_model(family, vocab, d, layers, heads, seq).train()
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,26 +82,20 @@ def bench(family: str, vocab: int, d: int, layers: int, heads: int, batch: int, 
         ours = load_pretrained(tmp).train()
     x = torch.randint(0, vocab, (batch, seq))
     y = torch.randint(0, vocab, (batch, seq))
-    fns = {"ours": _step_fn(ours, x, y, hf=False), "hf": _step_fn(hf, x, y, hf=True)}
-    for fn in fns.values():  # warm-up
-        fn()
-        fn()
-    times: dict[str, list[float]] = {"ours": [], "hf": []}
-    cpu: dict[str, list[float]] = {"ours": [], "hf": []}
-    for _ in range(steps):
-        for name, fn in fns.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
+    times, _ = interleave(
+        {
+            "ours": _step_fn(ours, x, y, hf=False, own_loss=own_loss),
+            "hf": _step_fn(hf, x, y, hf=True, own_loss=own_loss),
+        },
+        rounds=steps,
+        warmup=2,
+    )
     tokens = batch * seq
-    med = {k: statistics.median(v) for k, v in times.items()}
-    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     return {
-        "ours_tok_s": tokens / med["ours"],
-        "hf_tok_s": tokens / med["hf"],
-        "ratio": med["hf"] / med["ours"],
-        "cpu_ratio": med_cpu["hf"] / med_cpu["ours"],
+        "ours_tok_s": tokens / median(times["ours"]["wall"]),
+        "hf_tok_s": tokens / median(times["hf"]["wall"]),
+        "cpu": paired_ratio(times["hf"]["cpu"], times["ours"]["cpu"]),
+        "wall": paired_ratio(times["hf"]["wall"], times["ours"]["wall"]),
         "params": sum(p.numel() for p in ours.parameters()),
     }
 
@@ -100,27 +104,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, few steps")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--steps", type=int, default=None, help="timed rounds per shape")
+    parser.add_argument(
+        "--loss", choices=("own", "shared", "both"), default="both",
+        help="own: each library's training call; shared: logits out, one F.cross_entropy",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        shapes = [("gpt", 2048, 128, 4, 4, 8, 128, 10), ("llama", 2048, 128, 4, 4, 8, 128, 10)]
+        shapes = [("gpt", 2048, 128, 4, 4, 8, 128, 20), ("llama", 2048, 128, 4, 4, 8, 128, 20)]
     else:
         shapes = [("gpt", 8192, 256, 6, 8, 8, 256, 20), ("llama", 8192, 256, 6, 8, 8, 256, 20)]
+    modes = {"own": [True], "shared": [False], "both": [True, False]}[args.loss]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU\n")
     print(
-        "| model | d x layers | batch x seq | params | ours tok/s | transformers tok/s | "
-        "ratio (wall) | ratio (CPU time) |"
+        "| model | loss | d x layers | batch x seq | params | ours tok/s | transformers tok/s | "
+        "speed-up, CPU time [95% CI] | speed-up, wall [95% CI] |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for family, vocab, d, layers, heads, batch, seq, steps in shapes:
-        r = bench(family, vocab, d, layers, heads, batch, seq, steps)
-        name = "GPT-2" if family == "gpt" else "Llama (GQA)"
-        print(
-            f"| {name} | {d} x {layers} | {batch} x {seq} | {r['params'] / 1e6:.2f}M | "
-            f"{r['ours_tok_s']:,.0f} | {r['hf_tok_s']:,.0f} | {r['ratio']:.2f}x | "
-            f"{r['cpu_ratio']:.2f}x |"
-        )
+        for own_loss in modes:
+            r = bench(family, vocab, d, layers, heads, batch, seq, args.steps or steps, own_loss)
+            name = "GPT-2" if family == "gpt" else "Llama (GQA)"
+            print(
+                f"| {name} | {'own' if own_loss else 'shared'} | {d} x {layers} | {batch} x {seq} "
+                f"| {r['params'] / 1e6:.2f}M | {r['ours_tok_s']:,.0f} | {r['hf_tok_s']:,.0f} | "  # type: ignore[operator]
+                f"{fmt_ci(r['cpu'])} | {fmt_ci(r['wall'])} |",  # type: ignore[arg-type]
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
