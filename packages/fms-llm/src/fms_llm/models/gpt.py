@@ -331,7 +331,8 @@ def _use_fused_kernels(model: nn.Module) -> None:
 
     The fms_transformer modules spell each operation out (a LayerNorm is a mean, a variance, a
     division: several kernels forward and backward). For speed the language model uses
-    `F.layer_norm`, `F.rms_norm`, `F.gelu(approximate="tanh")` and `F.silu` instead, with the same
+    `F.layer_norm`, [rms_norm][fms_llm.models.fused.rms_norm] (a hand-derived backward),
+    `F.gelu(approximate="tanh")` and `F.silu` instead, with the same
     parameters under the same names, and drops the no-op dropouts of a `dropout=0` model; the
     parity tests run through this fast path, and a test checks it against the reference modules.
     """
