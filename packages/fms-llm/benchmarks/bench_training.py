@@ -14,9 +14,13 @@ ways:
 
 Steps of the two models are interleaved round by round, and the speed-up is the median over
 rounds of transformers' step time / ours in process CPU time, with a 95% bootstrap interval
-(`_timing.py`).
+(`_timing.py`). On a GPU (`--device cuda`) the ratio is of wall time (each step ends with a
+synchronisation), `--precision bf16` runs both models under bf16 autocast, `--size gpt2` uses
+GPT-2-small shapes, and the table adds tokens/s and model FLOPs utilisation (MFU, against the
+datasheet bf16 peak of the GPU, [fms_llm.train.pretrain.estimate_peak_flops][]).
 
     python packages/fms-llm/benchmarks/bench_training.py [--quick] [--threads N] [--steps N]
+        [--device cpu|cuda] [--precision fp32|bf16] [--size quick|default|gpt2]
 """
 
 from __future__ import annotations
@@ -28,12 +32,21 @@ from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from _timing import fmt_ci, interleave, median, paired_ratio
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from fms_llm.models import load_pretrained
+from fms_llm.train.pretrain import estimate_peak_flops
+
+SHAPES = {  # family, vocab, d, layers, heads, batch, seq, rounds
+    "quick": [("gpt", 2048, 128, 4, 4, 8, 128, 20), ("llama", 2048, 128, 4, 4, 8, 128, 20)],
+    "default": [("gpt", 8192, 256, 6, 8, 8, 256, 20), ("llama", 8192, 256, 6, 8, 8, 256, 20)],
+    "gpt2": [("gpt", 50257, 768, 12, 12, 8, 1024, 20), ("llama", 50257, 768, 12, 12, 8, 1024, 20)],
+}
 
 
 def _hf_model(
@@ -56,55 +69,67 @@ def _hf_model(
 
 
 def _step_fn(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, hf: bool, own_loss: bool
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, hf: bool, own_loss: bool, bf16: bool
 ) -> Callable[[], None]:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    device = x.device
 
     def step() -> None:
-        if own_loss:  # each library's own training call
-            loss = model(x, labels=y, shift_labels=y).loss if hf else model(x, y)
-        else:  # logits out, one shared loss
-            logits = model(x).logits if hf else model(x)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        )
+        with autocast:
+            if own_loss:  # each library's own training call
+                loss = model(x, labels=y, shift_labels=y).loss if hf else model(x, y)
+            else:  # logits out, one shared loss
+                logits = model(x).logits if hf else model(x)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     return step
 
 
 def bench(family: str, vocab: int, d: int, layers: int, heads: int, batch: int, seq: int,
-          steps: int, own_loss: bool) -> dict[str, object]:  # fmt: skip
+          steps: int, own_loss: bool, device: torch.device, bf16: bool) -> dict[str, object]:  # fmt: skip
     torch.manual_seed(0)
     hf = _hf_model(family, vocab, d, layers, heads, seq).train()
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
-        ours = load_pretrained(tmp).train()
-    x = torch.randint(0, vocab, (batch, seq))
-    y = torch.randint(0, vocab, (batch, seq))
+        ours = load_pretrained(tmp).train().to(device)
+    hf = hf.to(device)
+    x = torch.randint(0, vocab, (batch, seq), device=device)
+    y = torch.randint(0, vocab, (batch, seq), device=device)
     times, _ = interleave(
         {
-            "ours": _step_fn(ours, x, y, hf=False, own_loss=own_loss),
-            "hf": _step_fn(hf, x, y, hf=True, own_loss=own_loss),
+            "ours": _step_fn(ours, x, y, hf=False, own_loss=own_loss, bf16=bf16),
+            "hf": _step_fn(hf, x, y, hf=True, own_loss=own_loss, bf16=bf16),
         },
         rounds=steps,
         warmup=2,
     )
     tokens = batch * seq
+    clock = "cpu" if device.type == "cpu" else "wall"  # CPU time says nothing of a GPU's work
     return {
         "ours_tok_s": tokens / median(times["ours"]["wall"]),
         "hf_tok_s": tokens / median(times["hf"]["wall"]),
-        "cpu": paired_ratio(times["hf"]["cpu"], times["ours"]["cpu"]),
-        "wall": paired_ratio(times["hf"]["wall"], times["ours"]["wall"]),
+        "speedup": paired_ratio(times["hf"][clock], times["ours"][clock]),
         "params": sum(p.numel() for p in ours.parameters()),
+        "flops_per_token": ours.flops_per_token(seq),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small shapes, few steps")
+    parser.add_argument("--quick", action="store_true", help="the same as --size quick")
+    parser.add_argument("--size", choices=sorted(SHAPES), default="default", help="model shapes")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--steps", type=int, default=None, help="timed rounds per shape")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument(
         "--loss", choices=("own", "shared", "both"), default="both",
         help="own: each library's training call; shared: logits out, one F.cross_entropy",
@@ -112,27 +137,38 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.quick:
-        shapes = [("gpt", 2048, 128, 4, 4, 8, 128, 20), ("llama", 2048, 128, 4, 4, 8, 128, 20)]
-    else:
-        shapes = [("gpt", 8192, 256, 6, 8, 8, 256, 20), ("llama", 8192, 256, 6, 8, 8, 256, 20)]
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    shapes = SHAPES["quick" if args.quick else args.size]
     modes = {"own": [True], "shared": [False], "both": [True, False]}[args.loss]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU\n")
+    peak = estimate_peak_flops(device) if gpu else None
+    where = torch.cuda.get_device_name(device) if gpu else "CPU"
+    clock = "wall" if gpu else "CPU time"
+    print(
+        f"torch {torch.__version__}, {where}, {torch.get_num_threads()} threads, {args.precision}\n"
+    )
     print(
         "| model | loss | d x layers | batch x seq | params | ours tok/s | transformers tok/s | "
-        "speed-up, CPU time [95% CI] | speed-up, wall [95% CI] |"
+        f"speed-up, {clock} [95% CI] |" + (" MFU ours | MFU transformers |" if gpu else "")
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * (10 if gpu else 8) + "|")
     for family, vocab, d, layers, heads, batch, seq, steps in shapes:
         for own_loss in modes:
-            r = bench(family, vocab, d, layers, heads, batch, seq, args.steps or steps, own_loss)
+            r = bench(family, vocab, d, layers, heads, batch, seq, args.steps or steps, own_loss,
+                      device, args.precision == "bf16")  # fmt: skip
             name = "GPT-2" if family == "gpt" else "Llama (GQA)"
-            print(
+            row = (
                 f"| {name} | {'own' if own_loss else 'shared'} | {d} x {layers} | {batch} x {seq} "
                 f"| {r['params'] / 1e6:.2f}M | {r['ours_tok_s']:,.0f} | {r['hf_tok_s']:,.0f} | "  # type: ignore[operator]
-                f"{fmt_ci(r['cpu'])} | {fmt_ci(r['wall'])} |",  # type: ignore[arg-type]
-                flush=True,
+                f"{fmt_ci(r['speedup'])} |"  # type: ignore[arg-type]
             )
+            if peak is not None:
+                fpt = float(r["flops_per_token"])  # type: ignore[arg-type]
+                row += (
+                    f" {fpt * float(r['ours_tok_s']) / peak:.1%} |"  # type: ignore[arg-type]
+                    f" {fpt * float(r['hf_tok_s']) / peak:.1%} |"  # type: ignore[arg-type]
+                )
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Forward+backward time and activation memory of naive, tiled and PyTorch's fused attention.
 
 Usage: `python packages/fms-transformer/benchmarks/bench_attention.py [--quick] [--causal]
-[--threads N] [--json PATH]`.
+[--threads N] [--json PATH] [--device cpu|cuda]`.
 
 For each sequence length `L` (512 ... 8192; `--quick`: 512 ... 2048) and shape
 `(batch=1, heads=2, L, head_dim=64)` float32 on CPU, one process measures three attentions:
@@ -23,6 +23,8 @@ Metrics:
 - **peak RSS delta**: the process's resident memory, sampled every millisecond by a thread
   during forward + backward, minus its value before: includes transient buffers (the naive
   score matrix, the tiled tiles). Coarse (page granularity, allocator reuse), reported for honesty.
+  On a GPU (`--device cuda`) it is the peak of `torch.cuda.max_memory_allocated` instead, exact,
+  and the times end with a synchronisation.
 """
 
 from __future__ import annotations
@@ -79,7 +81,17 @@ def saved_activation_bytes(
 def peak_rss_delta(
     fn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
 ) -> int:
-    """Peak resident-memory increase during one forward + backward (1 ms sampling thread)."""
+    """Peak resident-memory increase during one forward + backward (1 ms sampling thread); on a
+    GPU, the peak increase of the caching allocator's allocated bytes."""
+    if q.is_cuda:
+        torch.cuda.synchronize(q.device)
+        base_gpu = torch.cuda.memory_allocated(q.device)
+        torch.cuda.reset_peak_memory_stats(q.device)
+        out = fn(q, k, v, causal)
+        out.backward(torch.ones_like(out))
+        torch.cuda.synchronize(q.device)
+        q.grad = k.grad = v.grad = None
+        return torch.cuda.max_memory_allocated(q.device) - base_gpu
     base = _rss_bytes()
     peak = base
     done = threading.Event()
@@ -104,22 +116,32 @@ def peak_rss_delta(
 def fwd_bwd_seconds(
     fn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
 ) -> float:
+    if q.is_cuda:
+        torch.cuda.synchronize(q.device)
     start = time.perf_counter()
     out = fn(q, k, v, causal)
     out.backward(torch.ones_like(out))
+    if q.is_cuda:
+        torch.cuda.synchronize(q.device)
     elapsed = time.perf_counter() - start
     q.grad = k.grad = v.grad = None
     return elapsed
 
 
 def measure(
-    lengths: list[int], *, heads: int, head_dim: int, causal: bool, reps: int
+    lengths: list[int],
+    *,
+    heads: int,
+    head_dim: int,
+    causal: bool,
+    reps: int,
+    device: torch.device | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
     for length in lengths:
         gen = torch.Generator().manual_seed(length)
         q, k, v = (
-            torch.randn(1, heads, length, head_dim, generator=gen).requires_grad_()
+            torch.randn(1, heads, length, head_dim, generator=gen).to(device).requires_grad_()
             for _ in range(3)
         )
         row: dict[str, Any] = {"L": length}
@@ -139,12 +161,12 @@ def measure(
     return rows
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]], memory: str = "peak RSS") -> str:
     mib = 2.0**20
     lines = [
         "| L | naive ms | tiled ms | torch ms | tiled / torch time | naive / torch time "
         "| saved MiB naive | saved MiB tiled | saved MiB torch | tiled / naive saved "
-        "| peak RSS MiB naive | tiled | torch |",
+        f"| {memory} MiB naive | tiled | torch |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -169,21 +191,33 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--json", type=str, default=None, help="also write the rows as JSON")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     lengths = [512, 1024, 2048] if args.quick else [512, 1024, 2048, 4096, 8192]
     print(
         f"# attention fwd+bwd, batch 1, heads {args.heads}, head_dim {args.head_dim}, float32, "
         f"causal={args.causal}, {args.threads} thread(s), min of {args.reps}; "
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
+        f"torch {torch.__version__}, "
+        + (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or platform.machine()
+        )
     )
     rows = measure(
-        lengths, heads=args.heads, head_dim=args.head_dim, causal=args.causal, reps=args.reps
+        lengths,
+        heads=args.heads,
+        head_dim=args.head_dim,
+        causal=args.causal,
+        reps=args.reps,
+        device=device,
     )
-    print(markdown(rows))
+    print(markdown(rows, "peak allocated" if device.type == "cuda" else "peak RSS"))
     if args.json:
         meta = {"causal": args.causal, "threads": args.threads, "heads": args.heads,
-                "head_dim": args.head_dim, "torch": torch.__version__}  # fmt: skip
+                "head_dim": args.head_dim, "torch": torch.__version__, "device": args.device}  # fmt: skip
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
 
