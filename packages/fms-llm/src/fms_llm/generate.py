@@ -25,6 +25,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from fms_llm.models.decode import DecodePlan
 from fms_transformer.kv_cache import KVCache
 
 __all__ = ["CausalLM", "filter_logits", "generate", "generate_text", "sample_next"]
@@ -137,15 +138,20 @@ def generate(
         out = idx
         done = torch.zeros(idx.shape[0], dtype=torch.bool, device=device)
         cache: KVCache | None = None
+        # our GPT and Llama decode through plain functions (same values, no module dispatch)
+        plan = DecodePlan.build(model)  # type: ignore[arg-type]
         for _ in range(max_new_tokens):
             if use_cache:
                 if cache is None or cache.offset + 1 > ctx:
                     # (re-)prefill: the whole prompt, or the last half of the context once it is full
                     keep = out.shape[1] if cache is None else max(1, ctx // 2)
                     cache = KVCache(model.n_layers)
-                    logits = model(out[:, -min(keep, ctx) :], kv_cache=cache)
+                    x = out[:, -min(keep, ctx) :]
                 else:
-                    logits = model(out[:, -1:], kv_cache=cache)
+                    x = out[:, -1:]
+                logits = plan.step(x, cache) if plan else model(x, kv_cache=cache)
+            elif plan:  # every step re-encodes the whole context (a throw-away cache)
+                logits = plan.step(out[:, -ctx:], KVCache(model.n_layers))
             else:
                 logits = model(out[:, -ctx:])
             nxt = sample_next(
