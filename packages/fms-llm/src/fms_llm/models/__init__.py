@@ -3,6 +3,7 @@
 - [fms_llm.models.gpt][]: the configs and the model, read top-down;
 - [fms_llm.models.fused][]: hand-derived backward passes for RMSNorm and for the head fused with
   the cross-entropy;
+- [fms_llm.models.decode][]: incremental decoding as plain function calls (what `generate` runs);
 - [fms_llm.models.hf][]: the Hugging Face `config.json` + `model.safetensors` round trip.
 """
 

@@ -4,8 +4,9 @@ time, without `nn.Module` dispatch.
 Decoding one token through a small model is not arithmetic-bound: each matrix multiply reads a
 weight matrix for one row of input, and around it every `nn.Module` call, every attention
 `forward` with its checks and mask logic, every Python frame costs a few microseconds. At width
-256 and 6 layers that dispatch was about a quarter of a step (2.1 ms through the modules, 1.6 ms
-as functions; measured, `benchmarks/bench_generate.py`). So [generate][fms_llm.generate.generate]
+256 and 6 layers that dispatch was about a quarter of a Llama step (2.1 ms through the modules,
+1.6 ms as functions, best of 7 x 300 steps; end to end, `benchmarks/bench_generate.py` measured
+1.37x transformers' `generate` before and 1.86x after). So [generate][fms_llm.generate.generate]
 runs the decoding steps through [DecodePlan][fms_llm.models.decode.DecodePlan]: the same
 weights, taken out of the modules once per call, and the same operations in the same order,
 written out as `torch.nn.functional` calls. It serves the models [GPT][fms_llm.models.GPT] builds
