@@ -16,7 +16,6 @@ the same cores does not inflate, and wall time for reference.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 
 from fms_ml.experiment import bootstrap_ci
 
-__all__ = ["Timings", "fmt_ci", "interleave", "median", "paired_ratio"]
+__all__ = ["Timings", "fmt_ci", "interleave", "paired_ratio"]
 
 Timings = dict[str, dict[str, list[float]]]
 
@@ -64,8 +63,3 @@ def paired_ratio(slow: list[float], fast: list[float]) -> tuple[float, float, fl
 def fmt_ci(r: tuple[float, float, float]) -> str:
     """`1.23x [1.10, 1.31]`."""
     return f"{r[0]:.2f}x [{r[1]:.2f}, {r[2]:.2f}]"
-
-
-def median(values: list[float]) -> float:
-    """The median (a shorthand for the scripts)."""
-    return statistics.median(values)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from statistics import median
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import fmt_ci, interleave, median, paired_ratio
+from _timing import fmt_ci, interleave, paired_ratio
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from fms_llm.generate import generate

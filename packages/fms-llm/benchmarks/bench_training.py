@@ -29,6 +29,7 @@ import argparse
 import os
 import tempfile
 from collections.abc import Callable
+from statistics import median
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -36,7 +37,7 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from _timing import fmt_ci, interleave, median, paired_ratio
+from _timing import fmt_ci, interleave, paired_ratio
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from fms_llm.models import load_pretrained

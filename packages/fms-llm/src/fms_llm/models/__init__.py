@@ -15,7 +15,6 @@ from fms_llm.models.gpt import (
     LlamaConfig,
     ModelConfig,
     ModelConfigError,
-    lm_loss,
 )
 from fms_llm.models.hf import ModelFileError, load_pretrained
 
@@ -28,7 +27,6 @@ __all__ = [
     "ModelConfigError",
     "ModelFileError",
     "linear_cross_entropy",
-    "lm_loss",
     "load_pretrained",
     "rms_norm",
 ]

@@ -48,7 +48,7 @@ from fms_transformer.kv_cache import KVCache
 from fms_transformer.norm import LayerNorm, RMSNorm
 from fms_transformer.positional import LearnedPositionalEmbedding, RotaryEmbedding
 
-__all__ = ["GPT", "GPTConfig", "Llama", "LlamaConfig", "ModelConfig", "ModelConfigError", "lm_loss"]
+__all__ = ["GPT", "GPTConfig", "Llama", "LlamaConfig", "ModelConfig", "ModelConfigError"]
 
 
 class ModelConfigError(ValueError):
@@ -188,16 +188,6 @@ class LlamaConfig(ModelConfig):
 # --------------------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------------------
-
-
-def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean next-token cross-entropy in nats, $-\\frac1N \\sum \\log p_\\theta(y_i)$, in float32.
-
-    Args:
-        logits: `(batch, seq, vocab)`.
-        targets: `(batch, seq)` ids.
-    """
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
 
 class _FusedLayerNorm(LayerNorm):
