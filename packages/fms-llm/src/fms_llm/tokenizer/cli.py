@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 from tqdm.auto import tqdm
 
 from fms_llm.tokenizer.bpe import CL100K_PATTERN, GPT2_PATTERN, BPETokenizer
-from fms_llm.tokenizer.train import chunk_boundaries
+from fms_llm.tokenizer.train import chunk_boundaries, read_text_range
 
 __all__ = ["main", "register"]
 
@@ -289,16 +289,7 @@ def _init_worker(tokenizer_path: str) -> None:
 def _encode_chunk(job: tuple[str, int, int, str]) -> array[int]:
     path, start, end, code = job
     assert _WORKER is not None
-    with open(path, "rb") as f:
-        f.seek(start)
-        data = f.read(end - start)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(
-            f"input file {path!r} is not UTF-8: bytes {start + exc.start}..{start + exc.end} "
-            f"({exc.reason})"
-        ) from None
+    text = read_text_range(path, start, end, name=f"input file {path!r}")
     return array(code, _WORKER.encode(text))
 
 

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from fms_llm.tokenizer.bpe import CL100K_PATTERN, GPT2_PATTERN, pretokenizer
 
-__all__ = ["chunk_boundaries", "count_pretokens", "train_bpe"]
+__all__ = ["chunk_boundaries", "count_pretokens", "read_text_range", "train_bpe"]
 
 _CHUNK_BYTES = 8 << 20  # the most text one worker reads at once
 _WINDOW = 1 << 16  # how far to read ahead when looking for a chunk boundary
@@ -224,17 +224,29 @@ def _inside_special(window: bytes, k: int, specials: list[bytes]) -> bool:
     return False
 
 
-def _count_chunk(args: tuple[str, int, int, list[str], str]) -> Counter[str]:
-    path, start, end, specials, pattern = args
+def read_text_range(path: str, start: int, end: int, name: str | None = None) -> str:
+    """Bytes `start .. end` of the file at `path`, decoded as UTF-8 (a chunk of
+    [chunk_boundaries][fms_llm.tokenizer.train.chunk_boundaries]).
+
+    Raises:
+        ValueError: the bytes are not UTF-8; the message names the file (as `name`, default its
+            path) and the absolute byte offsets.
+    """
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(
-            f"{path} is not UTF-8: bytes {start + exc.start}..{start + exc.end} ({exc.reason})"
+            f"{name or path} is not UTF-8: bytes {start + exc.start}..{start + exc.end} "
+            f"({exc.reason})"
         ) from None
+
+
+def _count_chunk(args: tuple[str, int, int, list[str], str]) -> Counter[str]:
+    path, start, end, specials, pattern = args
+    text = read_text_range(path, start, end)
     counts: Counter[str] = Counter()
     _count_text(text, _special_splitter(specials), pretokenizer(pattern), counts)
     return counts
