@@ -294,3 +294,21 @@ def test_lean_blocks_only_without_dropout() -> None:
     full.load_state_dict(lean.state_dict())
     x = torch.randint(0, 11, (1, 6))
     torch.testing.assert_close(lean(x), full.eval()(x), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_training_forward_traces_into_one_torch_compile_graph(family: str) -> None:
+    """`fms-llm train --set train.compile=true` compiles `model(x, y)`: no graph breaks, which
+    also means no host-device synchronisation in a step (a `.item()` or a data-dependent check on
+    a GPU tensor would be both). Traced by Dynamo only (no code generation, so it is quick)."""
+    cfg = (
+        GPTConfig(vocab_size=64, n_layers=2, d_model=16, n_heads=2, max_seq_len=16)
+        if family == "gpt2"
+        else LlamaConfig(vocab_size=64, n_layers=2, d_model=16, n_heads=4, n_kv_heads=2)
+    )
+    model = GPT(cfg).train()
+    x, y = torch.randint(0, 64, (2, 12)), torch.randint(0, 64, (2, 12))
+    for args in ((x, y), (x,)):
+        explained = torch._dynamo.explain(model)(*args)
+        assert explained.graph_break_count == 0, explained.break_reasons
+        assert explained.graph_count == 1

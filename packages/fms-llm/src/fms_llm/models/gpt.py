@@ -495,7 +495,10 @@ class GPT(nn.Module):
             )
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
-            x = x + self.pos_emb(torch.arange(offset, offset + seq, device=idx.device))
+            # positions offset .. offset + seq - 1, checked above: a slice of the table (a view),
+            # not an index of it, so no positions tensor, no check on the device (which would
+            # synchronise a GPU and break a torch.compile graph) and a slice's cheap backward
+            x = x + self.pos_emb.weight[offset : offset + seq]
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, is_causal=True, kv_cache=kv_cache, layer_idx=i)
