@@ -17,10 +17,12 @@ rounds of transformers' step time / ours in process CPU time, with a 95% bootstr
 (`_timing.py`). On a GPU (`--device cuda`) the ratio is of wall time (each step ends with a
 synchronisation), `--precision bf16` runs both models under bf16 autocast, `--size gpt2` uses
 GPT-2-small shapes, and the table adds tokens/s and model FLOPs utilisation (MFU, against the
-datasheet bf16 peak of the GPU, [fms_llm.train.pretrain.estimate_peak_flops][]).
+datasheet bf16 peak of the GPU, [fms_llm.train.pretrain.estimate_peak_flops][]). `--compile`
+wraps each library's forward and loss in `torch.compile` (both sides; the first calls, which
+compile, are warm-up and not timed).
 
     python packages/fms-llm/benchmarks/bench_training.py [--quick] [--threads N] [--steps N]
-        [--device cpu|cuda] [--precision fp32|bf16] [--size quick|default|gpt2]
+        [--device cpu|cuda] [--precision fp32|bf16] [--size quick|default|gpt2] [--compile]
 """
 
 from __future__ import annotations
@@ -70,21 +72,32 @@ def _hf_model(
 
 
 def _step_fn(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, hf: bool, own_loss: bool, bf16: bool
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    hf: bool,
+    own_loss: bool,
+    bf16: bool,
+    compiled: bool = False,
 ) -> Callable[[], None]:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     device = x.device
+
+    def forward_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if own_loss:  # each library's own training call
+            loss: torch.Tensor = model(x, labels=y, shift_labels=y).loss if hf else model(x, y)
+            return loss
+        logits = model(x).logits if hf else model(x)  # logits out, one shared loss
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+    forward = torch.compile(forward_loss) if compiled else forward_loss
 
     def step() -> None:
         autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         )
         with autocast:
-            if own_loss:  # each library's own training call
-                loss = model(x, labels=y, shift_labels=y).loss if hf else model(x, y)
-            else:  # logits out, one shared loss
-                logits = model(x).logits if hf else model(x)
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+            loss = forward(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -95,7 +108,8 @@ def _step_fn(
 
 
 def bench(family: str, vocab: int, d: int, layers: int, heads: int, batch: int, seq: int,
-          steps: int, own_loss: bool, device: torch.device, bf16: bool) -> dict[str, object]:  # fmt: skip
+          steps: int, own_loss: bool, device: torch.device, bf16: bool,
+          compiled: bool = False) -> dict[str, object]:  # fmt: skip
     torch.manual_seed(0)
     hf = _hf_model(family, vocab, d, layers, heads, seq).train()
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,11 +120,11 @@ def bench(family: str, vocab: int, d: int, layers: int, heads: int, batch: int, 
     y = torch.randint(0, vocab, (batch, seq), device=device)
     times, _ = interleave(
         {
-            "ours": _step_fn(ours, x, y, hf=False, own_loss=own_loss, bf16=bf16),
-            "hf": _step_fn(hf, x, y, hf=True, own_loss=own_loss, bf16=bf16),
+            "ours": _step_fn(ours, x, y, hf=False, own_loss=own_loss, bf16=bf16, compiled=compiled),
+            "hf": _step_fn(hf, x, y, hf=True, own_loss=own_loss, bf16=bf16, compiled=compiled),
         },
         rounds=steps,
-        warmup=2,
+        warmup=3 if compiled else 2,  # compiling happens in the first calls
     )
     tokens = batch * seq
     clock = "cpu" if device.type == "cpu" else "wall"  # CPU time says nothing of a GPU's work
@@ -135,6 +149,10 @@ def main() -> None:
         "--loss", choices=("own", "shared", "both"), default="both",
         help="own: each library's training call; shared: logits out, one F.cross_entropy",
     )  # fmt: skip
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile each library's forward and loss (both sides; compiling is not timed)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,7 +164,9 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if gpu else "CPU"
     clock = "wall" if gpu else "CPU time"
     print(
-        f"torch {torch.__version__}, {where}, {torch.get_num_threads()} threads, {args.precision}\n"
+        f"torch {torch.__version__}, {where}, {torch.get_num_threads()} threads, {args.precision}"
+        + (", torch.compile" if args.compile else "")
+        + "\n"
     )
     print(
         "| model | loss | d x layers | batch x seq | params | ours tok/s | transformers tok/s | "
@@ -156,7 +176,7 @@ def main() -> None:
     for family, vocab, d, layers, heads, batch, seq, steps in shapes:
         for own_loss in modes:
             r = bench(family, vocab, d, layers, heads, batch, seq, args.steps or steps, own_loss,
-                      device, args.precision == "bf16")  # fmt: skip
+                      device, args.precision == "bf16", args.compile)  # fmt: skip
             name = "GPT-2" if family == "gpt" else "Llama (GQA)"
             row = (
                 f"| {name} | {'own' if own_loss else 'shared'} | {d} x {layers} | {batch} x {seq} "
