@@ -29,8 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fms_llm.data.batching import sequential_windows
+from fms_llm.models import GPT
 
 __all__ = ["document_loss", "metrics_from_nats", "window_loss"]
+
+_IGNORE = -100  # the target id of padding, which no loss counts
 
 
 def metrics_from_nats(total_nats: float, n_tokens: int, n_bytes: int | None) -> dict[str, float]:
@@ -46,8 +49,22 @@ def metrics_from_nats(total_nats: float, n_tokens: int, n_bytes: int | None) -> 
 
 @torch.no_grad()
 def _sum_nats(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Summed cross-entropy in nats of the targets `y` (`-100`: not counted).
+
+    An fms-llm model scores through `model(x, y)`, the head fused with the loss a chunk of tokens
+    at a time ([linear_cross_entropy][fms_llm.models.fused.linear_cross_entropy]): GPT-2's
+    `(8, 1024, 50257)` float32 logits would take 1.6 GB, and `F.cross_entropy` as much again for
+    its log-probabilities. Any other module is taken to return logits.
+    """
+    if isinstance(model, GPT):
+        counted = int((y != _IGNORE).sum())
+        return float(model(x, y, ignore_index=_IGNORE)) * counted if counted else 0.0
     logits = model(x)
-    return float(F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum"))
+    return float(
+        F.cross_entropy(
+            logits.flatten(0, 1).float(), y.flatten(), ignore_index=_IGNORE, reduction="sum"
+        )
+    )
 
 
 @torch.no_grad()
@@ -64,7 +81,9 @@ def window_loss(
     """Loss over non-overlapping windows of a token stream (see the module docstring).
 
     Args:
-        model: a causal LM returning logits `(batch, seq, vocab)`.
+        model: an fms-llm [GPT][fms_llm.models.GPT] or [Llama][fms_llm.models.Llama] (scored
+            without materialising its logits), or any causal LM returning logits
+            `(batch, seq, vocab)`.
         shards: token arrays.
         seq_len: window length (at most the model's context).
         batch_size: windows per forward pass.
@@ -102,7 +121,8 @@ def document_loss(
     document before it as context, exactly what the synthetic corpus's floor counts.
 
     Args:
-        model: a causal LM with `max_seq_len`.
+        model: a causal LM with `max_seq_len`, as for
+            [window_loss][fms_llm.evaluate.window_loss].
         documents: token ids of each document (without end-of-text).
         eos_id: the end-of-text id.
         n_bytes: total UTF-8 bytes of the documents, for bits per byte.
@@ -126,19 +146,11 @@ def document_loss(
         group = docs[start : start + batch_size]
         width = max(len(d) for d in group) + 1
         x = torch.full((len(group), width), eos_id, dtype=torch.long)
-        y = torch.full((len(group), width), -100, dtype=torch.long)
+        y = torch.full((len(group), width), _IGNORE, dtype=torch.long)
         for r, d in enumerate(group):
             seq = [eos_id, *d, eos_id]
             x[r, : len(seq) - 1] = torch.tensor(seq[:-1])
             y[r, : len(seq) - 1] = torch.tensor(seq[1:])
-        logits = model(x.to(device))
-        total += float(
-            F.cross_entropy(
-                logits.flatten(0, 1).float(),
-                y.to(device).flatten(),
-                ignore_index=-100,
-                reduction="sum",
-            )
-        )
-        n += int((y != -100).sum())
+        total += _sum_nats(model, x.to(device), y.to(device))
+        n += int((y != _IGNORE).sum())
     return metrics_from_nats(total, n, n_bytes)
