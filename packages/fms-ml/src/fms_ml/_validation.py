@@ -243,14 +243,35 @@ def check_random_state(seed: Any) -> np.random.Generator:
 
 
 def check_sample_weight(sample_weight: ArrayLike | None, n_samples: int) -> FloatArray:
-    """Return sample weights as a float array of length `n_samples` (ones when None)."""
+    """Return sample weights as a float array of length `n_samples` (ones when None).
+
+    A weight $w_i$ makes sample $i$ count $w_i$ times in the fitted loss or the metric, so the
+    weights must be a 1-d array of finite, non-negative numbers, one per sample, not all zero
+    (scikit-learn's `_check_sample_weight` conditions).
+
+    Raises:
+        ValueError: not 1-d, wrong length, non-finite, negative, or all zero.
+    """
     if sample_weight is None:
         return np.ones(n_samples)
-    w = check_array(sample_weight, "sample_weight", ensure_2d=False)
+    if np.ndim(sample_weight) != 1:
+        raise ValueError(
+            f"sample_weight must be 1-d of shape ({n_samples},); got shape "
+            f"{np.shape(sample_weight)}."
+        )
+    w = check_array(sample_weight, "sample_weight", ensure_2d=False, ensure_min_samples=0)
     if w.shape[0] != n_samples:
         raise ValueError(
             f"sample_weight has {w.shape[0]} entries; expected {n_samples} (one per sample)."
         )
     if (w < 0).any():
-        raise ValueError("sample_weight has negative entries; expected non-negative weights.")
+        raise ValueError(
+            f"sample_weight has {int((w < 0).sum())} negative entries (smallest {w.min()}); "
+            f"expected non-negative weights."
+        )
+    if not (w > 0).any():
+        raise ValueError(
+            "sample_weight is all zero; expected at least one positive weight (a fit or a "
+            "metric on no samples is undefined)."
+        )
     return w.astype(np.float64)

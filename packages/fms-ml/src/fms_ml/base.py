@@ -214,9 +214,13 @@ class ClassifierMixin:
         self.classes_, codes = np.unique(y, return_inverse=True)
         return codes.astype(np.intp).ravel()
 
-    def score(self, X: ArrayLike, y: ArrayLike) -> float:
-        """Mean accuracy of `self.predict(X)` against `y`."""
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+        """Mean accuracy of `self.predict(X)` against `y` (weighted by `sample_weight` if given)."""
         pred = self.predict(X)  # type: ignore[attr-defined]
+        if sample_weight is not None:
+            from fms_ml.metrics import accuracy_score
+
+            return accuracy_score(y, pred, sample_weight=sample_weight)
         return float(np.mean(pred == np.asarray(y)))
 
 
@@ -225,11 +229,11 @@ class RegressorMixin:
 
     _estimator_type: ClassVar[str | None] = "regressor"
 
-    def score(self, X: ArrayLike, y: ArrayLike) -> float:
-        r"""$R^2 = 1 - \sum_i (y_i - \hat y_i)^2 / \sum_i (y_i - \bar y)^2$ on `(X, y)`."""
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+        r"""$R^2 = 1 - \sum_i (y_i - \hat y_i)^2 / \sum_i (y_i - \bar y)^2$ on `(X, y)` (weighted by `sample_weight` if given)."""
         from fms_ml.metrics import r2_score
 
-        return r2_score(y, self.predict(X))  # type: ignore[attr-defined]
+        return r2_score(y, self.predict(X), sample_weight=sample_weight)  # type: ignore[attr-defined]
 
 
 class TransformerMixin:

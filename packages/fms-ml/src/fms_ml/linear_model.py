@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fms_ml._optim import lbfgs, newton
-from fms_ml._validation import check_random_state, check_X_y
+from fms_ml._validation import check_random_state, check_sample_weight, check_X_y
 from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 __all__ = [
@@ -49,6 +49,29 @@ def _center(
         return X, y, np.zeros(X.shape[1]), np.zeros(y.shape[1:]) if y.ndim > 1 else 0.0
     x_off, y_off = X.mean(axis=0), y.mean(axis=0)
     return X - x_off, y - y_off, x_off, y_off
+
+
+def _center_weighted(
+    X: FloatArray, y: FloatArray, fit_intercept: bool, sample_weight: ArrayLike | None
+) -> tuple[FloatArray, FloatArray, FloatArray, Any]:
+    r"""Weighted least squares reduced to the unweighted kind (scikit-learn's `_rescale_data`).
+
+    $\sum_i s_i (y_i - x_i^\top w - b)^2$ is minimised over $b$ by
+    $b = \bar y_s - \bar x_s^\top w$ with the weighted means $\bar x_s = \sum_i s_i x_i / \sum_i s_i$;
+    what is left, $\sum_i s_i (\tilde y_i - \tilde x_i^\top w)^2$ on the centred data, is the plain
+    squared error of the rows scaled by $\sqrt{s_i}$. A row of weight $k$ then acts as $k$
+    copies, and a row of weight 0 as no row. Without weights this is `_center`.
+    """
+    if sample_weight is None:
+        return _center(X, y, fit_intercept)
+    sw = check_sample_weight(sample_weight, X.shape[0])
+    X, y, x_off, y_off = _center(X, y, False)  # zero offsets
+    if fit_intercept:
+        x_off = np.average(X, axis=0, weights=sw)
+        y_off = np.average(y, axis=0, weights=sw)
+        X, y = X - x_off, y - y_off
+    root = np.sqrt(sw)
+    return X * root[:, None], y * (root[:, None] if y.ndim > 1 else root), x_off, y_off
 
 
 class _LinearRegressorBase(RegressorMixin, BaseEstimator):
@@ -81,11 +104,16 @@ class LinearRegression(_LinearRegressorBase):
     def __init__(self, *, fit_intercept: bool = True) -> None:
         self.fit_intercept = fit_intercept
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> LinearRegression:
-        """Fit by least squares."""
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> LinearRegression:
+        r"""Fit by least squares; with `sample_weight` $s$, minimise $\sum_i s_i (y_i - x_i^\top w - b)^2$.
+
+        Rank and singular values are then those of the centred design scaled by $\sqrt{s_i}$.
+        """
         Xa, ya = check_X_y(X, y, y_numeric=True, multi_output=True)
         self.n_features_in_ = Xa.shape[1]
-        Xc, yc, x_off, y_off = _center(Xa, ya, self.fit_intercept)
+        Xc, yc, x_off, y_off = _center_weighted(Xa, ya, self.fit_intercept, sample_weight)
         coef, _, self.rank_, self.singular_ = np.linalg.lstsq(Xc, yc, rcond=None)
         self.coef_ = np.asarray(coef.T, dtype=np.float64)
         self._set_intercept(x_off, y_off)
@@ -113,15 +141,19 @@ class Ridge(_LinearRegressorBase):
         self.fit_intercept = fit_intercept
         self.solver = solver
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> Ridge:
-        """Fit in closed form."""
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> Ridge:
+        r"""Fit in closed form; with `sample_weight` $s$ the loss is $\sum_i s_i (y_i - x_i^\top w - b)^2$.
+
+        The penalty $\alpha\lVert w\rVert_2^2$ is not scaled by the weights (scikit-learn's
+        convention), so integer weights equal repeated rows.
+        """
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0; got {self.alpha}.")
         if self.solver not in ("auto", "cholesky", "svd"):
             raise ValueError(f"solver must be 'auto', 'cholesky' or 'svd'; got {self.solver!r}.")
         Xa, ya = check_X_y(X, y, y_numeric=True, multi_output=True)
         self.n_features_in_ = Xa.shape[1]
-        Xc, yc, x_off, y_off = _center(Xa, ya, self.fit_intercept)
+        Xc, yc, x_off, y_off = _center_weighted(Xa, ya, self.fit_intercept, sample_weight)
         n, p = Xc.shape
         a = float(self.alpha)
         coef: NDArray[Any] | None = None
@@ -368,7 +400,8 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     Multinomial ($K > 2$ classes, one weight vector per class, softmax link):
     $$\min_{W,b}\ \sum_i \Big[\log \sum_k e^{z_{ik}} - z_{i y_i}\Big] + \frac{1}{2C}\lVert W\rVert_F^2,$$
     gradient $(P - Y)^\top X + W/C$. This is scikit-learn's objective (its `C` means the same),
-    so coefficients agree once both solvers converge.
+    so coefficients agree once both solvers converge. `fit(X, y, sample_weight=s)` multiplies the
+    $i$-th loss term by $s_i$ (gradient $X^\top \operatorname{diag}(s)(p - y) + w/C$).
 
     Args:
         penalty: `"l2"` or `None` (no penalty; same as `C=inf`).
@@ -402,8 +435,15 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.max_iter = max_iter
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> LogisticRegression:
-        """Fit by L-BFGS (or Newton)."""
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> LogisticRegression:
+        r"""Fit by L-BFGS (or Newton).
+
+        With `sample_weight` $s$ each log-loss term is multiplied by $s_i$ (the penalty is not), so
+        a row of integer weight $k$ acts as $k$ copies and a row of weight 0 as none. The solver
+        works on the objective divided by $\sum_i s_i$ (the weighted mean loss), as scikit-learn's.
+        """
         if self.penalty not in ("l2", None):
             raise ValueError(f"penalty must be 'l2' or None; got {self.penalty!r}.")
         if self.C <= 0:
@@ -414,6 +454,8 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         codes = self._encode_labels(ya)
         self.n_features_in_ = Xa.shape[1]
         n, p = Xa.shape
+        sw = check_sample_weight(sample_weight, n)
+        sw_sum = float(sw.sum())  # n when unweighted: the mean loss, as before
         K = self.classes_.size
         lam = 0.0 if self.penalty is None or math.isinf(self.C) else 1.0 / self.C
         fi = self.fit_intercept
@@ -423,22 +465,22 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             def fun(theta: FloatArray) -> tuple[float, FloatArray]:
                 w, b = theta[:p], theta[p] if fi else 0.0
                 z = Xa @ w + b
-                loss = float(np.sum(_log1pexp(z) - yb * z)) + 0.5 * lam * float(w @ w)
-                r = _sigmoid(z) - yb
+                loss = float(np.sum(sw * (_log1pexp(z) - yb * z))) + 0.5 * lam * float(w @ w)
+                r = sw * (_sigmoid(z) - yb)
                 g = np.empty_like(theta)
                 g[:p] = Xa.T @ r + lam * w
                 if fi:
                     g[p] = r.sum()
-                return loss / n, g / n
+                return loss / sw_sum, g / sw_sum
 
             def hess(theta: FloatArray) -> FloatArray:
                 z = Xa @ theta[:p] + (theta[p] if fi else 0.0)
                 s = _sigmoid(z)
-                d = s * (1 - s)
+                d = sw * s * (1 - s)
                 Xb = np.c_[Xa, np.ones(n)] if fi else Xa
                 H = (Xb.T * d) @ Xb
                 H[np.arange(p), np.arange(p)] += lam
-                return np.asarray(H / n)
+                return np.asarray(H / sw_sum)
 
             theta0 = np.zeros(p + int(fi))
             if self.solver == "newton":
@@ -462,11 +504,12 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             Z = Xa @ W.T + b
             zmax = Z.max(axis=1, keepdims=True)
             lse = np.log(np.exp(Z - zmax).sum(axis=1)) + zmax[:, 0]
-            loss = float(np.sum(lse - Z[np.arange(n), codes])) + 0.5 * lam * float(np.sum(W * W))
-            R = np.exp(Z - lse[:, None]) - Y
+            loss = float(np.sum(sw * (lse - Z[np.arange(n), codes])))
+            loss += 0.5 * lam * float(np.sum(W * W))
+            R = sw[:, None] * (np.exp(Z - lse[:, None]) - Y)
             gW = R.T @ Xa + lam * W
             g = np.concatenate([gW.ravel(), R.sum(axis=0)]) if fi else gW.ravel()
-            return loss / n, g / n
+            return loss / sw_sum, g / sw_sum
 
         theta0 = np.zeros(K * p + (K if fi else 0))
         theta, self.n_iter_, _ = lbfgs(fun_multi, theta0, tol=self.tol, max_iter=self.max_iter)

@@ -7,6 +7,11 @@ $i$ predicted as $j$. Per class $k$: precision $= C_{kk} / \sum_i C_{ik}$, recal
 $= C_{kk} / \sum_j C_{kj}$, and $F_\beta = (1+\beta^2) P R / (\beta^2 P + R)$. Averages:
 *micro* pools the counts, *macro* takes the plain mean over classes, *weighted* weights each
 class by its support.
+
+`accuracy_score`, `log_loss`, `mean_squared_error`, `mean_absolute_error` and `r2_score` take a
+`sample_weight` $s$, as in scikit-learn: every mean becomes a weighted mean
+$\sum_i s_i \ell_i / \sum_i s_i$ (and $R^2$'s sums and $\bar y$ are weighted), so a sample of
+integer weight $k$ counts as $k$ copies and one of weight 0 is left out.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fms_ml._validation import check_array, check_consistent_length
+from fms_ml._validation import check_array, check_consistent_length, check_sample_weight
 
 __all__ = [
     "accuracy_score",
@@ -54,10 +59,27 @@ def _targets_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[NDArray[np.floa
     return yt, yp
 
 
-def accuracy_score(y_true: ArrayLike, y_pred: ArrayLike, *, normalize: bool = True) -> float:
-    """Fraction (or, with `normalize=False`, number) of exactly correct predictions."""
+def _weights(sample_weight: ArrayLike | None, n: int) -> NDArray[np.float64] | None:
+    """Checked weights, or None (then the plain mean is used, bit for bit as before)."""
+    return None if sample_weight is None else check_sample_weight(sample_weight, n)
+
+
+def accuracy_score(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    *,
+    normalize: bool = True,
+    sample_weight: ArrayLike | None = None,
+) -> float:
+    r"""Fraction (or, with `normalize=False`, number) of exactly correct predictions.
+
+    With `sample_weight` $s$: $\sum_i s_i [y_i = \hat y_i] / \sum_i s_i$ (or the numerator alone).
+    """
     yt, yp = _labels_pair(y_true, y_pred)
+    sw = _weights(sample_weight, yt.shape[0])
     correct = yt == yp
+    if sw is not None:
+        return float(np.average(correct, weights=sw)) if normalize else float(correct @ sw)
     return float(np.average(correct)) if normalize else float(correct.sum())
 
 
@@ -264,16 +286,24 @@ def roc_auc_score(
     return float(np.mean(scores))
 
 
-def log_loss(y_true: ArrayLike, y_proba: ArrayLike, *, labels: ArrayLike | None = None) -> float:
+def log_loss(
+    y_true: ArrayLike,
+    y_proba: ArrayLike,
+    *,
+    labels: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+) -> float:
     r"""Cross-entropy $-\frac1n \sum_i \log p_{i, y_i}$, probabilities clipped to $[\epsilon, 1-\epsilon]$.
 
     `y_proba` is `(n_samples, n_classes)` with columns in sorted-label order, or 1-d with the
-    probability of the larger label in a binary problem.
+    probability of the larger label in a binary problem. With `sample_weight` $s$ the mean is
+    $-\sum_i s_i \log p_{i, y_i} / \sum_i s_i$.
     """
     yt = check_array(y_true, "y_true", ensure_2d=False, dtype=None, ensure_finite=False)
     p = check_array(y_proba, "y_proba", ensure_2d=False) if np.ndim(y_proba) == 1 else None
     p = np.column_stack([1 - p, p]) if p is not None else check_array(y_proba, "y_proba")
     check_consistent_length(y_true=yt, y_proba=p)
+    sw = _weights(sample_weight, yt.shape[0])
     classes = np.unique(yt) if labels is None else np.unique(np.asarray(labels))
     if classes.size < 2:
         raise ValueError(f"y_true has one label ({classes.tolist()}); pass labels=[...].")
@@ -289,29 +319,45 @@ def log_loss(y_true: ArrayLike, y_proba: ArrayLike, *, labels: ArrayLike | None 
     onehot[np.arange(len(codes)), codes] = 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(onehot > 0, onehot * np.log(p), 0.0)
-    return float(np.average(-terms.sum(axis=1)))
+    return float(np.average(-terms.sum(axis=1), weights=sw))
 
 
-def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    r"""$\frac1n \sum_i (y_i - \hat y_i)^2$."""
+def mean_squared_error(
+    y_true: ArrayLike, y_pred: ArrayLike, *, sample_weight: ArrayLike | None = None
+) -> float:
+    r"""$\frac1n \sum_i (y_i - \hat y_i)^2$; with `sample_weight` $s$, $\sum_i s_i (y_i - \hat y_i)^2 / \sum_i s_i$."""
     yt, yp = _targets_pair(y_true, y_pred)
-    return float(np.average((yt - yp) ** 2, axis=0))
+    sw = _weights(sample_weight, yt.shape[0])
+    return float(np.average((yt - yp) ** 2, axis=0, weights=sw))
 
 
-def mean_absolute_error(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    r"""$\frac1n \sum_i |y_i - \hat y_i|$."""
+def mean_absolute_error(
+    y_true: ArrayLike, y_pred: ArrayLike, *, sample_weight: ArrayLike | None = None
+) -> float:
+    r"""$\frac1n \sum_i |y_i - \hat y_i|$; with `sample_weight` $s$, $\sum_i s_i |y_i - \hat y_i| / \sum_i s_i$."""
     yt, yp = _targets_pair(y_true, y_pred)
-    return float(np.average(np.abs(yt - yp), axis=0))
+    sw = _weights(sample_weight, yt.shape[0])
+    return float(np.average(np.abs(yt - yp), axis=0, weights=sw))
 
 
-def r2_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+def r2_score(
+    y_true: ArrayLike, y_pred: ArrayLike, *, sample_weight: ArrayLike | None = None
+) -> float:
     r"""Coefficient of determination $R^2 = 1 - \frac{\sum_i (y_i - \hat y_i)^2}{\sum_i (y_i - \bar y)^2}$.
 
-    As in scikit-learn, a constant `y_true` gives 1.0 for a perfect fit and 0.0 otherwise.
+    As in scikit-learn, a constant `y_true` gives 1.0 for a perfect fit and 0.0 otherwise. With
+    `sample_weight` $s$ both sums weight term $i$ by $s_i$ and $\bar y = \sum_i s_i y_i / \sum_i s_i$.
     """
     yt, yp = _targets_pair(y_true, y_pred)
     if yt.shape[0] < 2:
         raise ValueError(f"r2_score needs at least 2 samples; got {yt.shape[0]}.")
+    sw = _weights(sample_weight, yt.shape[0])
+    if sw is not None:
+        num = float(sw @ (yt - yp) ** 2)
+        den = float(sw @ (yt - np.average(yt, weights=sw)) ** 2)
+        if den == 0:
+            return 1.0 if num == 0 else 0.0
+        return 1.0 - num / den
     num = ((yt - yp) ** 2).sum(axis=0, dtype=np.float64)
     den = ((yt - np.average(yt, axis=0)) ** 2).sum(axis=0, dtype=np.float64)
     if den == 0:

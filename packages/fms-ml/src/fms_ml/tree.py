@@ -15,6 +15,14 @@ stable partition by "goes left" (two more cumulative sums) builds the next level
 sorted. Features are stored as float32, as in scikit-learn, so thresholds fall in the same places.
 So a whole level costs a handful of $O(n\,p\,K)$ array operations and there is no Python
 loop over nodes or thresholds.
+
+**Sample weights.** With `fit(X, y, sample_weight=s)` every count above becomes a sum of
+weights: $N_t = \sum_{i \in t} s_i$, class proportions $p_k = \sum_{i \in t,\, y_i = k} s_i / N_t$,
+and the weighted mean $\bar y_t = \sum_{i\in t} s_i y_i / N_t$ and variance
+$\sum_{i\in t} s_i (y_i - \bar y_t)^2 / N_t$; a leaf predicts the weighted class proportions or the
+weighted mean. Rows of weight 0 are dropped first. As in scikit-learn, `min_samples_split` and
+`min_samples_leaf` still count rows (of positive weight), not weight, and
+`min_impurity_decrease` is relative to the total weight.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fms_ml._validation import check_random_state, check_X_y
+from fms_ml._validation import check_random_state, check_sample_weight, check_X_y
 from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 __all__ = ["DecisionTreeClassifier", "DecisionTreeRegressor", "Tree", "leaf_values"]
@@ -42,8 +50,11 @@ class Tree:
     Attributes:
         children_left, children_right: child node ids, `-1` at leaves.
         feature, threshold: the split `X[:, feature] <= threshold` goes left.
-        value: `(n_nodes, n_outputs)`: class counts (classification) or mean target (regression).
-        impurity, n_node_samples: impurity and training samples of each node.
+        value: `(n_nodes, n_outputs)`: class counts (classification) or mean target (regression),
+            weighted by the sample weights when there are any.
+        impurity, n_node_samples: impurity and training samples (rows) of each node.
+        weighted_n_node_samples: the sum of the sample weights in each node (bootstrap counts for
+            a forest's trees; `n_node_samples` when unweighted).
     """
 
     children_left: IntArray = field(default_factory=lambda: np.zeros(0, np.intp))
@@ -53,6 +64,7 @@ class Tree:
     value: FloatArray = field(default_factory=lambda: np.zeros((0, 1)))
     impurity: FloatArray = field(default_factory=lambda: np.zeros(0))
     n_node_samples: IntArray = field(default_factory=lambda: np.zeros(0, np.intp))
+    weighted_n_node_samples: FloatArray = field(default_factory=lambda: np.zeros(0))
     max_depth: int = 0
 
     @property
@@ -102,6 +114,7 @@ def _grow(
     X: FloatArray,
     Y: FloatArray,
     kind: str,
+    sample_weight: FloatArray | None = None,
     *,
     max_depth: int | None,
     min_samples_split: int,
@@ -109,22 +122,33 @@ def _grow(
     min_impurity_decrease: float,
     max_features: int,
     rng: np.random.Generator,
+    min_weight_leaf: float = 0.0,
 ) -> tuple[Tree, FloatArray]:
     """Grow one tree on `X` `(n, p)` and targets `Y` `(n, K)` (one-hot, or `(n, 1)` for regression).
 
+    With `sample_weight`, rows of weight 0 are left out (as scikit-learn's splitter does, so they
+    count towards no `min_samples_*` control) and the others are weighted.
+
     Returns the tree and the (unnormalised) impurity-decrease importance of each feature.
     """
+    if sample_weight is None:
+        roots, weights = [np.arange(len(X))], None
+    else:
+        rows = np.nonzero(sample_weight > 0)[0]
+        roots, weights = [rows], [sample_weight[rows]]
     trees = _grow_many(
         X,
         Y,
         kind,
-        [np.arange(len(X))],
+        roots,
+        weights,
         max_depth=max_depth,
         min_samples_split=min_samples_split,
         min_samples_leaf=min_samples_leaf,
         min_impurity_decrease=min_impurity_decrease,
         max_features=max_features,
         rng=rng,
+        min_weight_leaf=min_weight_leaf,
     )
     return trees[0]
 
@@ -142,6 +166,7 @@ def _grow_many(
     min_impurity_decrease: float,
     max_features: int,
     rng: np.random.Generator,
+    min_weight_leaf: float = 0.0,
 ) -> list[tuple[Tree, FloatArray]]:
     """Grow one tree per row-index array in `roots` (e.g. bootstrap samples), all at once.
 
@@ -151,7 +176,9 @@ def _grow_many(
     scikit-learn's `sample_weight`: a bootstrap sample holds only about 63% distinct rows, so a
     weighted tree works on 37% fewer entries than one grown on the copied rows, and finds the
     same splits (the class counts, sums and sizes it compares are the same). `min_samples_split`
-    and `min_samples_leaf` then count distinct rows, as in scikit-learn's forests.
+    and `min_samples_leaf` then count distinct rows, as in scikit-learn's forests, and
+    `min_weight_leaf` is the smallest total weight of a child (`min_weight_fraction_leaf` times
+    the total weight).
     """
     sizes = np.array([len(r) for r in roots])
     B = len(roots)
@@ -179,8 +206,15 @@ def _grow_many(
     tree_l: list[int] = []
     depth_l: list[int] = []
 
+    wnsamp_l: list[float] = []
+
     def new_nodes(
-        tot: FloatArray, cnt: FloatArray, sq: FloatArray | None, tree_id: IntArray, dep: int
+        tot: FloatArray,
+        cnt: FloatArray,
+        rows: IntArray,
+        sq: FloatArray | None,
+        tree_id: IntArray,
+        dep: int,
     ) -> IntArray:
         ids = np.arange(len(feat_l), len(feat_l) + len(cnt))
         imp = _impurity(kind, tot, cnt, sq)
@@ -193,7 +227,8 @@ def _grow_many(
         thr_l.extend([-2.0] * m)
         val_l.extend(list(tot / cnt[:, None] if regression else tot))
         imp_l.extend(imp.tolist())
-        nsamp_l.extend(cnt.astype(np.int64).tolist())
+        nsamp_l.extend(rows.tolist())
+        wnsamp_l.extend(cnt.tolist())
         return ids
 
     # (p, N): row ids sorted per feature within each root's block, and the sorted values
@@ -215,7 +250,7 @@ def _grow_many(
     # seg_w: weighted size of each segment (its number of rows when unweighted)
     seg_w = seg_len.astype(np.float64) if w is None else np.add.reduceat(w, seg_start)
     root_w = seg_w.copy()  # per tree: the total that min_impurity_decrease is relative to
-    seg_node = new_nodes(root_tot, seg_w, root_sq, np.arange(B), 0)
+    seg_node = new_nodes(root_tot, seg_w, seg_len, root_sq, np.arange(B), 0)
     seg_tree = np.arange(B)
     seg_imp = np.asarray(imp_l)
     importances = np.zeros((B, p))
@@ -229,6 +264,7 @@ def _grow_many(
             & (seg_len >= 2 * msl)
             & (node_imp > 1e-7 if not regression else node_imp > 0.0)
             & (depth < depth_cap)
+            & (seg_w >= 2.0 * min_weight_leaf)
         )
         if not can_split.any():
             break
@@ -297,6 +333,8 @@ def _grow_many(
         nxt = np.concatenate([Xc[:, 1:], np.full((F, 1), np.inf)], axis=1)
         valid = (~last_in_seg)[None] & (nxt > Xc + _FEATURE_THRESHOLD)
         valid &= (n_left >= msl)[None] & (n_right >= msl)[None] & can_split[seg_of][None]
+        if min_weight_leaf > 0:
+            valid &= (w_left >= min_weight_leaf) & (w_right >= min_weight_leaf)
         score = np.where(valid, score, -np.inf)
         best_r = np.argmax(score, axis=0)  # (N,) best candidate row at each position
         best_s = score[best_r, np.arange(N)]
@@ -335,8 +373,14 @@ def _grow_many(
         thr = np.where((thr == xn) | ~np.isfinite(thr), xv, thr)
         tid = seg_tree[sidx]
         np.add.at(importances, (tid, f[sidx]), decrease[sidx])
-        lids = new_nodes(L[sidx], wl[sidx], None if sq_l is None else sq_l[sidx], tid, depth + 1)
-        rids = new_nodes(R[sidx], wr[sidx], None if sq_r is None else sq_r[sidx], tid, depth + 1)
+        nl_s = nl[sidx].astype(np.intp)
+        nr_s = seg_len[sidx] - nl_s
+        lids = new_nodes(
+            L[sidx], wl[sidx], nl_s, None if sq_l is None else sq_l[sidx], tid, depth + 1
+        )
+        rids = new_nodes(
+            R[sidx], wr[sidx], nr_s, None if sq_r is None else sq_r[sidx], tid, depth + 1
+        )
         for k, t in enumerate(sidx):
             nd = seg_node[t]
             feat_l[nd] = int(f[t])
@@ -392,6 +436,7 @@ def _grow_many(
     feat_a, thr_a = np.asarray(feat_l, dtype=np.intp), np.asarray(thr_l, dtype=np.float64)
     val_a = np.asarray(val_l, dtype=np.float64).reshape(len(feat_l), -1)
     imp_a, nsamp_a = np.asarray(imp_l), np.asarray(nsamp_l, dtype=np.intp)
+    wnsamp_a = np.asarray(wnsamp_l, dtype=np.float64)
     depth_a = np.asarray(depth_l)
     local = np.empty(len(tree_of), dtype=np.intp)
     out = []
@@ -407,6 +452,7 @@ def _grow_many(
             value=val_a[ids],
             impurity=imp_a[ids],
             n_node_samples=nsamp_a[ids],
+            weighted_n_node_samples=wnsamp_a[ids],
             max_depth=int(depth_a[ids].max()),
         )
         out.append((tree, importances[b]))
@@ -502,8 +548,19 @@ class _BaseTree(BaseEstimator):
             raise ValueError(f"min_samples_leaf must be >= 1; got {self.min_samples_leaf}.")  # type: ignore[attr-defined]
         if self.min_impurity_decrease < 0:  # type: ignore[attr-defined]
             raise ValueError("min_impurity_decrease must be >= 0.")
+        if not 0.0 <= self.min_weight_fraction_leaf <= 0.5:  # type: ignore[attr-defined]
+            raise ValueError(
+                "min_weight_fraction_leaf must lie in [0, 0.5]; got "
+                f"{self.min_weight_fraction_leaf}."  # type: ignore[attr-defined]
+            )
 
-    def _fit_tree(self, X: FloatArray, Y: FloatArray, default_mf: Any) -> None:
+    def _fit_tree(
+        self,
+        X: FloatArray,
+        Y: FloatArray,
+        default_mf: Any,
+        sample_weight: FloatArray | None = None,
+    ) -> None:
         self._check_params()
         self.n_features_in_ = X.shape[1]
         self.max_features_ = _resolve_max_features(self.max_features, X.shape[1], default_mf)  # type: ignore[attr-defined]
@@ -511,12 +568,15 @@ class _BaseTree(BaseEstimator):
             X,
             Y,
             self.criterion,  # type: ignore[attr-defined]
+            sample_weight,
             max_depth=self.max_depth,  # type: ignore[attr-defined]
             min_samples_split=int(self.min_samples_split),  # type: ignore[attr-defined]
             min_samples_leaf=int(self.min_samples_leaf),  # type: ignore[attr-defined]
             min_impurity_decrease=float(self.min_impurity_decrease),  # type: ignore[attr-defined]
             max_features=self.max_features_,
             rng=check_random_state(self.random_state),  # type: ignore[attr-defined]
+            min_weight_leaf=float(self.min_weight_fraction_leaf)  # type: ignore[attr-defined]
+            * (len(X) if sample_weight is None else float(sample_weight.sum())),
         )
         total = imp.sum()
         self.feature_importances_ = imp / total if total > 0 else imp
@@ -546,6 +606,8 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseTree):
         min_impurity_decrease: split only if $\\frac{N_t}{N}\\big(i(t) - \\frac{N_L}{N_t} i(L) - \\frac{N_R}{N_t} i(R)\\big)$ reaches it.
         max_features: features drawn at random per node (`None` = all; `"sqrt"`, `"log2"`, int, float).
         random_state: seed for the feature draws.
+        min_weight_fraction_leaf: smallest allowed child as a fraction of the total sample weight
+            (of `n_samples` when unweighted), as in scikit-learn.
 
     Attributes:
         classes_: the sorted class labels.
@@ -566,18 +628,23 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseTree):
         min_impurity_decrease: float = 0.0,
         max_features: int | float | str | None = None,
         random_state: Any = None,
+        min_weight_fraction_leaf: float = 0.0,
     ) -> None:
         self.criterion = criterion
         self.max_depth = max_depth
         self.min_samples_split = min_samples_split
         self.min_samples_leaf = min_samples_leaf
+        self.min_weight_fraction_leaf = min_weight_fraction_leaf
         self.min_impurity_decrease = min_impurity_decrease
         self.max_features = max_features
         self.random_state = random_state
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> DecisionTreeClassifier:
-        """Grow the tree."""
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> DecisionTreeClassifier:
+        """Grow the tree; with `sample_weight`, on weighted class counts (see the module)."""
         Xa, ya = check_X_y(X, y)
+        sw = None if sample_weight is None else check_sample_weight(sample_weight, len(Xa))
         codes = self._encode_labels(ya)
         self.n_classes_ = self.classes_.size
         Y = np.zeros((len(codes), self.n_classes_))
@@ -586,7 +653,7 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseTree):
         if crit == "log_loss":
             self.criterion = "entropy"
         try:
-            self._fit_tree(Xa, Y, None)
+            self._fit_tree(Xa, Y, None, sw)
         finally:
             self.criterion = crit
         return self
@@ -621,19 +688,24 @@ class DecisionTreeRegressor(RegressorMixin, _BaseTree):
         min_impurity_decrease: float = 0.0,
         max_features: int | float | str | None = None,
         random_state: Any = None,
+        min_weight_fraction_leaf: float = 0.0,
     ) -> None:
         self.criterion = criterion
         self.max_depth = max_depth
         self.min_samples_split = min_samples_split
         self.min_samples_leaf = min_samples_leaf
+        self.min_weight_fraction_leaf = min_weight_fraction_leaf
         self.min_impurity_decrease = min_impurity_decrease
         self.max_features = max_features
         self.random_state = random_state
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> DecisionTreeRegressor:
-        """Grow the tree."""
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> DecisionTreeRegressor:
+        """Grow the tree; with `sample_weight`, on weighted means and variances (see the module)."""
         Xa, ya = check_X_y(X, y, y_numeric=True)
-        self._fit_tree(Xa, ya.reshape(-1, 1), None)
+        sw = None if sample_weight is None else check_sample_weight(sample_weight, len(Xa))
+        self._fit_tree(Xa, ya.reshape(-1, 1), None, sw)
         return self
 
     def predict(self, X: ArrayLike) -> FloatArray:

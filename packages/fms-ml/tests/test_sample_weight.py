@@ -1,0 +1,338 @@
+"""`sample_weight` in the linear models, the trees and the metrics, against scikit-learn.
+
+Three kinds of check for every estimator and metric:
+
+* parity with scikit-learn on the same data and weights (some weights zero): least squares and
+  ridge coefficients to 1e-8 relative; logistic regression (both sides at `tol=1e-10`) to 1e-5
+  relative, probabilities to 1e-6; depth-limited trees the same structure (node count, sorted
+  thresholds, node sizes and weighted sizes) and predictions to 1e-10; metrics to 1e-12 relative;
+* integer weights equal repeated rows, and weight 0 equals a dropped row (same tolerances; for the
+  trees exactly equal arrays when a row is dropped);
+* `sample_weight` of ones equals no weights, and bad weights raise a `ValueError` naming the
+  problem.
+
+Trees are compared depth-limited (or with `min_samples_leaf`): deep in a fully grown tree, small
+nodes are often split equally well by several features, and with real-valued weights which one
+wins depends on the order of the floating-point sums, not on the method.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sklearn.linear_model as sk
+import sklearn.metrics as skm
+import sklearn.tree as skt
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fms_ml import linear_model as fm
+from fms_ml import metrics, tree
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a) - b)) / max(1e-12, np.max(np.abs(b))))
+
+
+def _weights(n: int, seed: int = 0, n_zero: int = 10) -> np.ndarray:
+    w = np.random.default_rng(seed).uniform(0.1, 3.0, n)
+    w[:n_zero] = 0.0
+    return w
+
+
+def _standardise(X: np.ndarray) -> np.ndarray:
+    return (X - X.mean(0)) / X.std(0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Linear models
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_weighted_least_squares_and_ridge_match_sklearn_to_1e8(diabetes, fit_intercept) -> None:  # type: ignore[no-untyped-def]
+    X, y = diabetes
+    w = _weights(len(y))
+    ours = fm.LinearRegression(fit_intercept=fit_intercept).fit(X, y, sample_weight=w)
+    ref = sk.LinearRegression(fit_intercept=fit_intercept).fit(X, y, sample_weight=w)
+    assert _rel(ours.coef_, ref.coef_) < 1e-8
+    assert ours.intercept_ == pytest.approx(ref.intercept_, rel=1e-8, abs=1e-8)
+    assert ours.score(X, y, sample_weight=w) == pytest.approx(
+        ref.score(X, y, sample_weight=w), rel=1e-10
+    )
+    for alpha in (1e-3, 1.0, 100.0):
+        ours_r = fm.Ridge(alpha, fit_intercept=fit_intercept).fit(X, y, sample_weight=w)
+        ref_r = sk.Ridge(alpha=alpha, fit_intercept=fit_intercept).fit(X, y, sample_weight=w)
+        assert _rel(ours_r.coef_, ref_r.coef_) < 1e-8
+        assert ours_r.intercept_ == pytest.approx(ref_r.intercept_, rel=1e-8, abs=1e-8)
+
+
+def test_weighted_ridge_wide_design_and_two_targets_match_sklearn_to_1e8(rng) -> None:  # type: ignore[no-untyped-def]
+    X, Y = rng.normal(size=(20, 50)), rng.normal(size=(20, 2))
+    w = _weights(20, n_zero=3)
+    for solver in ("auto", "svd"):
+        ours = fm.Ridge(0.5, solver=solver).fit(X, Y, sample_weight=w)
+        ref = sk.Ridge(alpha=0.5).fit(X, Y, sample_weight=w)
+        assert _rel(ours.coef_, ref.coef_) < 1e-8
+        np.testing.assert_allclose(ours.predict(X), ref.predict(X), rtol=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton"])
+def test_weighted_binary_logistic_matches_sklearn_to_1e5(breast_cancer, solver) -> None:  # type: ignore[no-untyped-def]
+    X, y = breast_cancer
+    X, w = _standardise(X), _weights(len(y))
+    ours = fm.LogisticRegression(C=0.5, tol=1e-10, max_iter=1000, solver=solver)
+    ours.fit(X, y, sample_weight=w)
+    ref = sk.LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(X, y, sample_weight=w)
+    assert _rel(ours.coef_, ref.coef_) < 1e-5
+    assert ours.intercept_[0] == pytest.approx(ref.intercept_[0], rel=1e-5)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["iris", "wine"])
+def test_weighted_multinomial_logistic_matches_sklearn_to_1e5(name, request) -> None:  # type: ignore[no-untyped-def]
+    X, y = request.getfixturevalue(name)
+    X, w = _standardise(X), _weights(len(y))
+    ours = fm.LogisticRegression(tol=1e-10, max_iter=5000).fit(X, y, sample_weight=w)
+    ref = sk.LogisticRegression(tol=1e-10, max_iter=10_000).fit(X, y, sample_weight=w)
+    assert _rel(ours.coef_, ref.coef_) < 1e-5
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-6)
+
+
+def _repeat_and_drop_cases(rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    X = rng.normal(size=(120, 4))
+    y = X @ [1.0, -2.0, 0.5, 0.0] + rng.normal(size=120)
+    counts = rng.integers(0, 4, 120)  # some rows weigh 0
+    return X, y, counts
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: fm.LinearRegression(),
+        lambda: fm.Ridge(3.0),
+        lambda: fm.Ridge(3.0, fit_intercept=False),
+        lambda: fm.LogisticRegression(C=0.3, tol=1e-10, max_iter=1000),
+        lambda: fm.LogisticRegression(C=0.3, tol=1e-10, max_iter=1000, solver="newton"),
+    ],
+)
+def test_linear_integer_weights_equal_repeated_rows_and_zero_equals_dropped(make, rng) -> None:  # type: ignore[no-untyped-def]
+    X, y, counts = _repeat_and_drop_cases(rng)
+    if isinstance(make(), fm.LogisticRegression):
+        y = np.digitize(y, [-1.0, 1.0]) if make().solver == "lbfgs" else (y > 0).astype(int)
+    weighted = make().fit(X, y, sample_weight=counts)
+    repeated = make().fit(np.repeat(X, counts, axis=0), np.repeat(y, counts))
+    assert _rel(weighted.coef_, repeated.coef_) < 1e-6
+    np.testing.assert_allclose(weighted.intercept_, repeated.intercept_, rtol=1e-6, atol=1e-9)
+    keep = counts > 0
+    w = np.where(keep, 1.0 + rng.random(120), 0.0)
+    zero = make().fit(X, y, sample_weight=w)
+    dropped = make().fit(X[keep], y[keep], sample_weight=w[keep])
+    assert _rel(zero.coef_, dropped.coef_) < 1e-6
+    ones = make().fit(X, y, sample_weight=np.ones(120))
+    assert _rel(ones.coef_, make().fit(X, y).coef_) < 1e-12
+
+
+# ------------------------------------------------------------------------------------------------
+# Trees
+# ------------------------------------------------------------------------------------------------
+def _same_tree(ours: tree.Tree, ref: object) -> None:
+    """Same nodes up to their numbering (ours is breadth-first, scikit-learn's depth-first)."""
+    r = ref.tree_  # type: ignore[attr-defined]
+    assert ours.node_count == r.node_count
+    np.testing.assert_allclose(np.sort(ours.threshold), np.sort(r.threshold), rtol=1e-12)
+    np.testing.assert_array_equal(np.sort(ours.n_node_samples), np.sort(r.n_node_samples))
+    np.testing.assert_allclose(
+        np.sort(ours.weighted_n_node_samples), np.sort(r.weighted_n_node_samples), rtol=1e-10
+    )
+    # a pure regression node has impurity 0 up to cancellation in E[y^2] - E[y]^2 (~1e-10 here)
+    atol = 1e-12 * max(1.0, float(np.max(r.weighted_n_node_samples)), float(np.max(r.impurity)))
+    np.testing.assert_allclose(np.sort(ours.impurity), np.sort(r.impurity), rtol=1e-8, atol=atol)
+
+
+@pytest.mark.parametrize("criterion", ["gini", "entropy"])
+@pytest.mark.parametrize("kw", [{"max_depth": 4}, {"min_samples_leaf": 15}])
+def test_weighted_tree_classifier_equals_sklearn(criterion, kw) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 5))
+    y = (X[:, 0] + X[:, 1] ** 2 + 0.3 * rng.normal(size=400) > 1).astype(int) + (X[:, 2] > 1)
+    w = _weights(400, seed=1, n_zero=30)
+    ours = tree.DecisionTreeClassifier(criterion=criterion, **kw).fit(X, y, sample_weight=w)
+    ref = skt.DecisionTreeClassifier(criterion=criterion, random_state=0, **kw)
+    ref.fit(X, y, sample_weight=w)
+    _same_tree(ours.tree_, ref)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-10)
+    np.testing.assert_allclose(ours.feature_importances_, ref.feature_importances_, rtol=1e-10)
+    assert ours.score(X, y, sample_weight=w) == ref.score(X, y, sample_weight=w)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"max_depth": 2},
+        {"max_depth": 4},
+        {"min_samples_leaf": 10},
+        {"min_samples_split": 40, "max_depth": 5},
+        {"min_impurity_decrease": 50.0},
+    ],
+)
+def test_weighted_regression_tree_equals_sklearn_to_1e10_on_diabetes(diabetes, kw) -> None:  # type: ignore[no-untyped-def]
+    X, y = diabetes
+    w = _weights(len(y))
+    ours = tree.DecisionTreeRegressor(**kw).fit(X, y, sample_weight=w)
+    ref = skt.DecisionTreeRegressor(random_state=0, **kw).fit(X, y, sample_weight=w)
+    _same_tree(ours.tree_, ref)
+    np.testing.assert_allclose(ours.predict(X), ref.predict(X), rtol=1e-10)
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.05, 0.2, 0.5])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_min_weight_fraction_leaf_equals_sklearn(diabetes, fraction, weighted) -> None:  # type: ignore[no-untyped-def]
+    """Regression on diabetes: the same tree, predictions to 1e-10. Classification: the same
+    probabilities to 1e-10 (scikit-learn may also split a node that is pure up to rounding,
+    impurity ~4e-16 above its epsilon, into two pure children: more nodes, same predictions)."""
+    X, y = diabetes
+    w = _weights(len(y)) if weighted else None
+    kw = {"min_weight_fraction_leaf": fraction}
+    ours = tree.DecisionTreeRegressor(**kw).fit(X, y, sample_weight=w)
+    ref = skt.DecisionTreeRegressor(random_state=0, **kw).fit(X, y, sample_weight=w)
+    _same_tree(ours.tree_, ref)
+    np.testing.assert_allclose(ours.predict(X), ref.predict(X), rtol=1e-10)
+    rng = np.random.default_rng(1)
+    Xc = rng.normal(size=(400, 5))
+    yc = (Xc[:, 0] + Xc[:, 1] ** 2 > 1).astype(int)
+    wc = rng.uniform(0.0, 2.0, 400) if weighted else None
+    ours_c = tree.DecisionTreeClassifier(**kw).fit(Xc, yc, sample_weight=wc)
+    ref_c = skt.DecisionTreeClassifier(random_state=0, **kw).fit(Xc, yc, sample_weight=wc)
+    np.testing.assert_allclose(ours_c.predict_proba(Xc), ref_c.predict_proba(Xc), atol=1e-10)
+    with pytest.raises(ValueError, match="min_weight_fraction_leaf"):
+        tree.DecisionTreeRegressor(min_weight_fraction_leaf=0.6).fit(X, y)
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_tree_integer_weights_equal_repeated_rows_and_zero_equals_dropped(regression) -> None:  # type: ignore[no-untyped-def]
+    """Depth 5: the same nodes as on copied rows; a zero-weight row leaves no trace at all.
+
+    "The same nodes": the same partition of the training rows (equal predictions on them) and
+    the same multiset of node sizes and impurities. Which feature separates two rows when
+    several do equally well can differ (the tie is broken by rounding in the sums), so points
+    outside the training set may land differently.
+    """
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    if regression:
+        y = X[:, 0] + np.sin(3 * X[:, 1]) + 0.1 * rng.normal(size=200)
+        make = lambda: tree.DecisionTreeRegressor(max_depth=5)  # noqa: E731
+    else:
+        y = (X[:, 0] + X[:, 1] + rng.normal(size=200) > 0).astype(int) + (X[:, 2] > 1)
+        make = lambda: tree.DecisionTreeClassifier(max_depth=5)  # noqa: E731
+    counts = rng.integers(0, 4, 200)
+    weighted = make().fit(X, y, sample_weight=counts)
+    repeated = make().fit(np.repeat(X, counts, axis=0), np.repeat(y, counts))
+    tw, tr = weighted.tree_, repeated.tree_
+    assert tw.node_count == tr.node_count
+    np.testing.assert_array_equal(np.sort(tw.weighted_n_node_samples), np.sort(tr.n_node_samples))
+    np.testing.assert_allclose(np.sort(tw.impurity), np.sort(tr.impurity), rtol=1e-9, atol=1e-12)
+    Xt = X[counts > 0]
+    f = (lambda m: m.predict(Xt)) if regression else (lambda m: m.predict_proba(Xt))
+    np.testing.assert_allclose(f(weighted), f(repeated), rtol=1e-12, atol=1e-12)
+    keep = counts > 0
+    w = np.where(keep, 1.0 + rng.random(200), 0.0)
+    zero, dropped = make().fit(X, y, sample_weight=w), make().fit(X[keep], y[keep], w[keep])
+    for name in ("threshold", "feature", "value", "n_node_samples", "weighted_n_node_samples"):
+        np.testing.assert_array_equal(getattr(zero.tree_, name), getattr(dropped.tree_, name))
+
+
+def test_tree_sample_weight_of_ones_equals_no_weights(diabetes) -> None:  # type: ignore[no-untyped-def]
+    X, y = diabetes
+    a = tree.DecisionTreeRegressor(max_depth=6).fit(X, y)
+    b = tree.DecisionTreeRegressor(max_depth=6).fit(X, y, sample_weight=np.ones(len(y)))
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    np.testing.assert_array_equal(a.tree_.weighted_n_node_samples, a.tree_.n_node_samples)
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics
+# ------------------------------------------------------------------------------------------------
+SETTINGS = settings(max_examples=25, deadline=None)
+
+
+@SETTINGS
+@given(st.integers(2, 60), st.integers(2, 4), st.integers(0, 2**31 - 1))
+def test_weighted_metrics_equal_sklearn_to_1e12(n: int, k: int, seed: int) -> None:
+    r = np.random.default_rng(seed)
+    w = r.uniform(0, 2, n)
+    w[r.random(n) < 0.2] = 0.0
+    w[0] = 1.0  # not all zero
+    yt, yp = r.integers(0, k, n), r.integers(0, k, n)
+    assert metrics.accuracy_score(yt, yp, sample_weight=w) == pytest.approx(
+        skm.accuracy_score(yt, yp, sample_weight=w), rel=1e-12
+    )
+    assert metrics.accuracy_score(yt, yp, normalize=False, sample_weight=w) == pytest.approx(
+        skm.accuracy_score(yt, yp, normalize=False, sample_weight=w), rel=1e-12
+    )
+    P = r.dirichlet(np.ones(k), n)
+    assert metrics.log_loss(yt, P, labels=np.arange(k), sample_weight=w) == pytest.approx(
+        skm.log_loss(yt, P, labels=np.arange(k), sample_weight=w), rel=1e-12
+    )
+    a, b = r.normal(size=n) * 10, r.normal(size=n) * 10
+    for name in ("mean_squared_error", "mean_absolute_error", "r2_score"):
+        ours = getattr(metrics, name)(a, b, sample_weight=w)
+        assert ours == pytest.approx(getattr(skm, name)(a, b, sample_weight=w), rel=1e-12), name
+
+
+def test_weighted_metrics_integer_weights_equal_repeats_and_zero_equals_dropped(rng) -> None:  # type: ignore[no-untyped-def]
+    n = 40
+    counts = rng.integers(0, 4, n)
+    counts[:2] = [1, 2]
+    yt, yp = rng.integers(0, 3, n), rng.integers(0, 3, n)
+    P = rng.dirichlet(np.ones(3), n)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    rep = lambda v: np.repeat(v, counts, axis=0)  # noqa: E731
+    keep = counts > 0
+    cases = [
+        (metrics.accuracy_score, yt, yp),
+        (metrics.log_loss, yt, P),
+        (metrics.mean_squared_error, a, b),
+        (metrics.mean_absolute_error, a, b),
+        (metrics.r2_score, a, b),
+    ]
+    for f, u, v in cases:
+        assert f(u, v, sample_weight=counts) == pytest.approx(f(rep(u), rep(v)), rel=1e-12)
+        w = np.where(keep, counts * 0.7, 0.0)
+        assert f(u, v, sample_weight=w) == pytest.approx(
+            f(u[keep], v[keep], sample_weight=w[keep]), rel=1e-12
+        )
+        assert f(u, v, sample_weight=np.ones(n)) == pytest.approx(f(u, v), rel=1e-14)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad weights
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("w", "match"),
+    [
+        (np.ones((6, 1)), "1-d"),
+        (np.ones(5), "5 entries; expected 6"),
+        (np.array([1.0, np.nan, 1, 1, 1, 1]), "non-finite"),
+        (np.array([1.0, np.inf, 1, 1, 1, 1]), "non-finite"),
+        (np.array([1.0, -1.0, 1, 1, 1, 1]), "negative"),
+        (np.zeros(6), "all zero"),
+    ],
+)
+def test_bad_sample_weight_raises_naming_the_problem(w, match) -> None:  # type: ignore[no-untyped-def]
+    X = np.arange(12.0).reshape(6, 2)
+    y = np.array([0, 1, 0, 1, 0, 1])
+    estimators = [
+        fm.LinearRegression(),
+        fm.Ridge(),
+        fm.LogisticRegression(),
+        tree.DecisionTreeClassifier(),
+        tree.DecisionTreeRegressor(),
+    ]
+    for est in estimators:
+        with pytest.raises(ValueError, match=match):
+            est.fit(X, y, sample_weight=w)
+    for f in (metrics.accuracy_score, metrics.mean_squared_error, metrics.r2_score):
+        with pytest.raises(ValueError, match=match):
+            f(y, y[::-1], sample_weight=w)
+    with pytest.raises(ValueError, match=match):
+        metrics.log_loss(y, np.full(6, 0.5), sample_weight=w)
