@@ -26,6 +26,7 @@ __all__ = [
     "check_random_state",
     "check_sample_weight",
     "column_or_1d",
+    "compute_class_weight",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -275,3 +276,62 @@ def check_sample_weight(sample_weight: ArrayLike | None, n_samples: int) -> Floa
             "metric on no samples is undefined)."
         )
     return w.astype(np.float64)
+
+
+def compute_class_weight(
+    class_weight: Any,
+    classes: NDArray[Any],
+    codes: NDArray[np.intp],
+    sample_weight: FloatArray | None = None,
+) -> FloatArray:
+    r"""One weight per class, `(n_classes,)`, in `classes` order (scikit-learn's semantics).
+
+    * `None`: all ones.
+    * `"balanced"`: $w_k = \frac{n}{K\, n_k}$ with $n_k$ the number of samples of class $k$
+      (the sum of their `sample_weight` when given, and $n$ the total weight), so that every
+      class carries the same total weight $n / K$ (King and Zeng, 2001).
+    * a dict `{label: weight}`: the given weights, 1 for labels it omits.
+
+    Args:
+        class_weight: `None`, `"balanced"` or a dict.
+        classes: the sorted class labels (`classes_`).
+        codes: `(n_samples,)` index of each sample's class in `classes`.
+        sample_weight: `(n_samples,)` weights for the balanced counts, or None.
+
+    Raises:
+        ValueError: an unknown preset, dict keys that are not labels, non-finite or negative
+            weights, or (balanced) a class whose samples weigh nothing in total.
+    """
+    K = classes.size
+    if class_weight is None:
+        return np.ones(K)
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(
+                f"class_weight must be None, 'balanced' or a dict {{label: weight}}; got "
+                f"{class_weight!r}."
+            )
+        counts = np.bincount(codes, weights=sample_weight, minlength=K).astype(np.float64)
+        if (counts <= 0).any():
+            empty = classes[counts <= 0].tolist()
+            raise ValueError(
+                f"class_weight='balanced' needs every class to have positive total weight; "
+                f"classes {empty} have none."
+            )
+        return np.asarray(counts.sum() / (K * counts))
+    if isinstance(class_weight, dict):
+        labels = set(classes.tolist())
+        unknown = [k for k in class_weight if k not in labels]
+        if unknown:
+            raise ValueError(
+                f"class_weight has keys {unknown} that are not class labels; the classes are "
+                f"{classes.tolist()}."
+            )
+        w = np.array([float(class_weight.get(c, 1.0)) for c in classes.tolist()])
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"class_weight values must be finite and >= 0; got {class_weight}.")
+        return w
+    raise ValueError(
+        f"class_weight must be None, 'balanced' or a dict {{label: weight}}; got "
+        f"{type(class_weight).__name__}."
+    )

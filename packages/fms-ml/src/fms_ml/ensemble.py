@@ -19,7 +19,12 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fms_ml._validation import check_random_state, check_X_y
+from fms_ml._validation import (
+    check_random_state,
+    check_sample_weight,
+    check_X_y,
+    compute_class_weight,
+)
 from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from fms_ml.tree import (
     DecisionTreeClassifier,
@@ -49,7 +54,24 @@ class _BaseForest(BaseEstimator):
         if not isinstance(self.n_estimators, int | np.integer) or self.n_estimators < 1:  # type: ignore[attr-defined]
             raise ValueError(f"n_estimators must be a positive int; got {self.n_estimators!r}.")  # type: ignore[attr-defined]
 
-    def _grow_all(self, X: FloatArray, Y: FloatArray, kind: str, tree_cls: type) -> None:
+    def _grow_all(
+        self,
+        X: FloatArray,
+        Y: FloatArray,
+        kind: str,
+        tree_cls: type,
+        sample_weight: FloatArray | None = None,
+        subsample_codes: NDArray[np.intp] | None = None,
+    ) -> None:
+        r"""Grow the trees; `sample_weight` (with class weights folded in) weighs the rows.
+
+        With bootstrap, as scikit-learn 1.9 does, the weights set the probability of drawing
+        each row, $\pi_i = s_i / \sum_j s_j$, and each tree is weighted by its draw counts;
+        without, each tree is grown on all rows weighted by $s$. `subsample_codes` (the class
+        codes, for `class_weight="balanced_subsample"`) re-balances every bootstrap sample: row
+        $i$'s count is multiplied by $m / (K_b\, m_{y_i})$, with $m_k$ the draws of class $k$,
+        $m$ all draws and $K_b$ the classes drawn.
+        """
         self._check()
         n, p = X.shape
         self.n_features_in_ = p
@@ -59,16 +81,32 @@ class _BaseForest(BaseEstimator):
         imps = []
         roots: list[NDArray[np.intp]] = []
         weights: list[FloatArray] | None = [] if self.bootstrap else None  # type: ignore[attr-defined]
+        if weights is None and sample_weight is not None:
+            weights = []  # no bootstrap: every tree on the rows of positive weight
+        draw_p = None if sample_weight is None else sample_weight / sample_weight.sum()
         for _ in range(self.n_estimators):  # type: ignore[attr-defined]
-            if weights is None:
-                roots.append(np.arange(n))
+            if not self.bootstrap:  # type: ignore[attr-defined]
+                if weights is None or sample_weight is None:
+                    roots.append(np.arange(n))
+                    continue
+                rows = np.nonzero(sample_weight > 0)[0]
+                roots.append(rows)
+                weights.append(sample_weight[rows])
                 continue
+            assert weights is not None
             # a bootstrap sample as row counts: each drawn row once, weighted by its draws
             # (the tree then works on ~63% of n distinct rows instead of n copied ones)
-            counts = np.bincount(rng.integers(0, n, n), minlength=n)
+            drawn = rng.integers(0, n, n) if draw_p is None else rng.choice(n, n, p=draw_p)
+            counts = np.bincount(drawn, minlength=n).astype(np.float64)
+            if subsample_codes is not None:
+                per_class = np.bincount(subsample_codes, weights=counts)
+                present = per_class > 0
+                with np.errstate(divide="ignore"):
+                    cw = np.where(present, n / (present.sum() * per_class), 0.0)
+                counts *= cw[subsample_codes]
             rows = np.nonzero(counts)[0]
             roots.append(rows)
-            weights.append(counts[rows].astype(np.float64))
+            weights.append(counts[rows])
         # grow the trees in batches sharing the level arrays (~128k values a batch: cache-sized)
         per_batch = max(1, (1 << 17) // max(1, n * p))
         grown: list[tuple[Tree, FloatArray]] = []
@@ -117,6 +155,11 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
         max_features: features tried per node (default `"sqrt"`).
         bootstrap: resample the training set for each tree.
         random_state: seed for the bootstrap and feature draws.
+        class_weight: `None`, `"balanced"`, `"balanced_subsample"` or a dict `{label: weight}`.
+            `"balanced"` computes $n / (K n_k)$ once on the whole training set ($n_k$ the
+            summed sample weight of class $k$); `"balanced_subsample"` recomputes it on every
+            bootstrap sample (it is `"balanced"` without bootstrap). The class weights
+            multiply `sample_weight`; see `fit` for how the product enters the trees.
     """
 
     def __init__(
@@ -131,6 +174,7 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
         max_features: int | float | str | None = "sqrt",
         bootstrap: bool = True,
         random_state: Any = None,
+        class_weight: Literal["balanced", "balanced_subsample"] | dict[Any, float] | None = None,
     ) -> None:
         self.n_estimators = n_estimators
         self.criterion = criterion
@@ -141,17 +185,37 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
         self.max_features = max_features
         self.bootstrap = bootstrap
         self.random_state = random_state
+        self.class_weight = class_weight
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> RandomForestClassifier:
-        """Grow `n_estimators` trees."""
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> RandomForestClassifier:
+        r"""Grow `n_estimators` trees.
+
+        With `sample_weight` $s$ (times the class weights), as in scikit-learn 1.9: a bootstrap
+        draws row $i$ with probability $s_i / \sum_j s_j$ and weights each tree by the draw
+        counts; without bootstrap every tree is grown on the rows weighted by $s$.
+        """
         if self.criterion not in ("gini", "entropy"):
             raise ValueError(f"criterion must be 'gini' or 'entropy'; got {self.criterion!r}.")
         Xa, ya = check_X_y(X, y)
+        sw = None if sample_weight is None else check_sample_weight(sample_weight, len(Xa))
         codes = self._encode_labels(ya)
         self.n_classes_ = self.classes_.size
+        cw, sub = self.class_weight, None
+        if cw == "balanced_subsample":
+            if self.bootstrap:
+                cw, sub = None, codes  # computed on every bootstrap sample
+            else:
+                cw = "balanced"
+        if cw is not None:
+            expanded = compute_class_weight(cw, self.classes_, codes, sw)[codes]
+            sw = expanded if sw is None else sw * expanded
+            if not (sw > 0).any():
+                raise ValueError("class_weight times sample_weight is zero for every sample.")
         Y = np.zeros((len(codes), self.n_classes_))
         Y[np.arange(len(codes)), codes] = 1.0
-        self._grow_all(Xa, Y, self.criterion, DecisionTreeClassifier)
+        self._grow_all(Xa, Y, self.criterion, DecisionTreeClassifier, sw, sub)
         return self
 
     def predict_proba(self, X: ArrayLike) -> FloatArray:
@@ -198,12 +262,15 @@ class RandomForestRegressor(RegressorMixin, _BaseForest):
         self.bootstrap = bootstrap
         self.random_state = random_state
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> RandomForestRegressor:
-        """Grow `n_estimators` trees."""
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> RandomForestRegressor:
+        """Grow `n_estimators` trees (`sample_weight` as in `RandomForestClassifier.fit`)."""
         if self.criterion != "squared_error":
             raise ValueError(f"criterion must be 'squared_error'; got {self.criterion!r}.")
         Xa, ya = check_X_y(X, y, y_numeric=True)
-        self._grow_all(Xa, ya.reshape(-1, 1), "squared_error", DecisionTreeRegressor)
+        sw = None if sample_weight is None else check_sample_weight(sample_weight, len(Xa))
+        self._grow_all(Xa, ya.reshape(-1, 1), "squared_error", DecisionTreeRegressor, sw)
         return self
 
     def predict(self, X: ArrayLike) -> FloatArray:

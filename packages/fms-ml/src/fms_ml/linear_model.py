@@ -24,7 +24,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fms_ml._optim import lbfgs, newton
-from fms_ml._validation import check_random_state, check_sample_weight, check_X_y
+from fms_ml._validation import (
+    check_random_state,
+    check_sample_weight,
+    check_X_y,
+    compute_class_weight,
+)
 from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 __all__ = [
@@ -410,6 +415,10 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         solver: `"lbfgs"` (default) or `"newton"` (exact Hessian; binary problems only).
         tol: stop when the largest gradient entry of the mean loss is below `tol`.
         max_iter: iteration cap.
+        class_weight: `None`, `"balanced"` or a dict `{label: weight}`; multiplies each
+            sample's weight by its class's weight. `"balanced"` gives class $k$ the weight
+            $\sum_i s_i / (K \sum_{i: y_i = k} s_i)$ (with sample weights $s$, all ones by
+            default), so every class carries the same total weight, as scikit-learn 1.9 does.
 
     Attributes:
         classes_: the sorted class labels.
@@ -427,6 +436,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         solver: Literal["lbfgs", "newton"] = "lbfgs",
         tol: float = 1e-4,
         max_iter: int = 100,
+        class_weight: Literal["balanced"] | dict[Any, float] | None = None,
     ) -> None:
         self.penalty = penalty
         self.C = C
@@ -434,6 +444,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         self.solver = solver
         self.tol = tol
         self.max_iter = max_iter
+        self.class_weight = class_weight
 
     def fit(
         self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
@@ -455,6 +466,10 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = Xa.shape[1]
         n, p = Xa.shape
         sw = check_sample_weight(sample_weight, n)
+        if self.class_weight is not None:
+            sw = sw * compute_class_weight(self.class_weight, self.classes_, codes, sw)[codes]
+            if not (sw > 0).any():
+                raise ValueError("class_weight times sample_weight is zero for every sample.")
         sw_sum = float(sw.sum())  # n when unweighted: the mean loss, as before
         K = self.classes_.size
         lam = 0.0 if self.penalty is None or math.isinf(self.C) else 1.0 / self.C

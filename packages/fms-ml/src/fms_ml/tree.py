@@ -33,7 +33,12 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fms_ml._validation import check_random_state, check_sample_weight, check_X_y
+from fms_ml._validation import (
+    check_random_state,
+    check_sample_weight,
+    check_X_y,
+    compute_class_weight,
+)
 from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 __all__ = ["DecisionTreeClassifier", "DecisionTreeRegressor", "Tree", "leaf_values"]
@@ -608,6 +613,9 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseTree):
         random_state: seed for the feature draws.
         min_weight_fraction_leaf: smallest allowed child as a fraction of the total sample weight
             (of `n_samples` when unweighted), as in scikit-learn.
+        class_weight: `None`, `"balanced"` or a dict `{label: weight}`, multiplied into the
+            sample weights. `"balanced"` weighs class $k$ by $n / (K n_k)$ with $n_k$ its number
+            of samples (not their weights: scikit-learn's trees count them so).
 
     Attributes:
         classes_: the sorted class labels.
@@ -629,6 +637,7 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseTree):
         max_features: int | float | str | None = None,
         random_state: Any = None,
         min_weight_fraction_leaf: float = 0.0,
+        class_weight: Literal["balanced"] | dict[Any, float] | None = None,
     ) -> None:
         self.criterion = criterion
         self.max_depth = max_depth
@@ -638,6 +647,7 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseTree):
         self.min_impurity_decrease = min_impurity_decrease
         self.max_features = max_features
         self.random_state = random_state
+        self.class_weight = class_weight
 
     def fit(
         self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
@@ -647,6 +657,11 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseTree):
         sw = None if sample_weight is None else check_sample_weight(sample_weight, len(Xa))
         codes = self._encode_labels(ya)
         self.n_classes_ = self.classes_.size
+        if self.class_weight is not None:
+            cw = compute_class_weight(self.class_weight, self.classes_, codes)[codes]
+            sw = cw if sw is None else sw * cw
+            if not (sw > 0).any():
+                raise ValueError("class_weight times sample_weight is zero for every sample.")
         Y = np.zeros((len(codes), self.n_classes_))
         Y[np.arange(len(codes)), codes] = 1.0
         crit = self.criterion
