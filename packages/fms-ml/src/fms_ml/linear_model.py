@@ -8,7 +8,7 @@ All of them predict with $\hat y = X w + b$ (or a link of it) and differ in the 
 | [`Ridge`][fms_ml.linear_model.Ridge] | $\lVert y - Xw - b\rVert_2^2 + \alpha \lVert w\rVert_2^2$ |
 | [`ElasticNet`][fms_ml.linear_model.ElasticNet] | $\frac{1}{2n}\lVert y - Xw - b\rVert_2^2 + \alpha\rho \lVert w\rVert_1 + \frac{\alpha(1-\rho)}{2}\lVert w\rVert_2^2$ |
 | [`Lasso`][fms_ml.linear_model.Lasso] | elastic net with $\rho = 1$ |
-| [`LogisticRegression`][fms_ml.linear_model.LogisticRegression] | $\sum_i -\log p(y_i \mid x_i) + \frac{1}{2C}\lVert W\rVert_2^2$ |
+| [`LogisticRegression`][fms_ml.linear_model.LogisticRegression] | $\sum_i -\log p(y_i \mid x_i) + \frac{1}{2C}\lVert W\rVert_2^2$ (or $\frac1C\lVert W\rVert_1$, or the elastic net of both) |
 
 The scalings are scikit-learn's, so the same `alpha` or `C` gives the same coefficients. The
 intercept $b$ is never penalised: with a squared loss it is removed by centring $X$ and $y$, and
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fms_ml._optim import lbfgs, newton
+from fms_ml._optim import fista, lbfgs, newton
 from fms_ml._validation import (
     check_random_state,
     check_sample_weight,
@@ -396,7 +396,7 @@ def _softmax(Z: FloatArray) -> FloatArray:
 
 
 class LogisticRegression(ClassifierMixin, BaseEstimator):
-    r"""Logistic regression, binary or multinomial, with an $\ell_2$ penalty or none.
+    r"""Logistic regression, binary or multinomial, with an $\ell_2$, $\ell_1$ or elastic-net penalty, or none.
 
     Binary ($y \in \{0, 1\}$, $z = x^\top w + b$, $p = \sigma(z)$):
     $$\min_{w,b}\ \sum_i \big[\log(1 + e^{z_i}) - y_i z_i\big] + \frac{1}{2C}\lVert w\rVert_2^2,$$
@@ -408,13 +408,34 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     so coefficients agree once both solvers converge. `fit(X, y, sample_weight=s)` multiplies the
     $i$-th loss term by $s_i$ (gradient $X^\top \operatorname{diag}(s)(p - y) + w/C$).
 
+    **Sparse penalties.** `penalty="l1"` replaces $\frac{1}{2C}\lVert W\rVert_2^2$ by
+    $\frac1C\lVert W\rVert_1$, and `penalty="elasticnet"` by
+    $\frac1C\big(\rho\lVert W\rVert_1 + \frac{1-\rho}{2}\lVert W\rVert_F^2\big)$ with
+    $\rho$ = `l1_ratio` (scikit-learn's objective for `solver="saga"`; the norms are entrywise,
+    the intercepts are not penalised). The $\ell_1$ term is not differentiable at 0, which is
+    what sets coefficients exactly to zero, so these are solved by proximal gradient
+    (`solver="fista"`, by `fms_ml._optim.fista`): a gradient step on the smooth part
+    $f$ (the mean log loss plus the $\ell_2$ term), then the proximal map of the $\ell_1$ term,
+    soft-thresholding every coefficient,
+    $$w_j \leftarrow \operatorname{sign}(v_j)\max\big(|v_j| - t\lambda_1, 0\big),\qquad
+    v = w - t\nabla f(w),$$
+    with $\lambda_1 = \rho / (C \sum_i s_i)$ and the step $t$ from backtracking (starting at
+    $1/L$, $L = \frac{c}{\sum_i s_i}\sum_i s_i(\lVert x_i\rVert^2 + 1) + \lambda_2$, an upper
+    bound on the curvature of $f$ with $c = 1/4$ for two classes and $1/2$ for the softmax).
+
     Args:
-        penalty: `"l2"` or `None` (no penalty; same as `C=inf`).
+        penalty: `"l2"`, `"l1"`, `"elasticnet"` or `None` (no penalty; same as `C=inf`).
         C: inverse regularisation strength.
         fit_intercept: learn $b$ (never penalised).
-        solver: `"lbfgs"` (default) or `"newton"` (exact Hessian; binary problems only).
-        tol: stop when the largest gradient entry of the mean loss is below `tol`.
+        solver: `"lbfgs"` (default) or `"newton"` (exact Hessian; binary problems only) for the
+            smooth penalties; `"fista"` (proximal gradient, any penalty) is needed for `"l1"`
+            and `"elasticnet"`.
+        tol: stop when the largest gradient entry of the mean loss is below `tol` (for
+            `"fista"`, of the gradient mapping, which is the gradient where the objective is
+            smooth and 0 at the minimum).
         max_iter: iteration cap.
+        l1_ratio: $\rho \in [0, 1]$, the $\ell_1$ share of the elastic-net penalty (only used,
+            and then required, with `penalty="elasticnet"`).
         class_weight: `None`, `"balanced"` or a dict `{label: weight}`; multiplies each
             sample's weight by its class's weight. `"balanced"` gives class $k$ the weight
             $\sum_i s_i / (K \sum_{i: y_i = k} s_i)$ (with sample weights $s$, all ones by
@@ -429,14 +450,15 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        penalty: Literal["l2"] | None = "l2",
+        penalty: Literal["l2", "l1", "elasticnet"] | None = "l2",
         *,
         C: float = 1.0,
         fit_intercept: bool = True,
-        solver: Literal["lbfgs", "newton"] = "lbfgs",
+        solver: Literal["lbfgs", "newton", "fista"] = "lbfgs",
         tol: float = 1e-4,
         max_iter: int = 100,
         class_weight: Literal["balanced"] | dict[Any, float] | None = None,
+        l1_ratio: float | None = None,
     ) -> None:
         self.penalty = penalty
         self.C = C
@@ -445,6 +467,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.max_iter = max_iter
         self.class_weight = class_weight
+        self.l1_ratio = l1_ratio
 
     def fit(
         self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
@@ -455,12 +478,24 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         a row of integer weight $k$ acts as $k$ copies and a row of weight 0 as none. The solver
         works on the objective divided by $\sum_i s_i$ (the weighted mean loss), as scikit-learn's.
         """
-        if self.penalty not in ("l2", None):
-            raise ValueError(f"penalty must be 'l2' or None; got {self.penalty!r}.")
+        if self.penalty not in ("l2", "l1", "elasticnet", None):
+            raise ValueError(
+                f"penalty must be 'l2', 'l1', 'elasticnet' or None; got {self.penalty!r}."
+            )
         if self.C <= 0:
             raise ValueError(f"C must be positive; got {self.C}.")
-        if self.solver not in ("lbfgs", "newton"):
-            raise ValueError(f"solver must be 'lbfgs' or 'newton'; got {self.solver!r}.")
+        if self.solver not in ("lbfgs", "newton", "fista"):
+            raise ValueError(f"solver must be 'lbfgs', 'newton' or 'fista'; got {self.solver!r}.")
+        if self.penalty in ("l1", "elasticnet") and self.solver != "fista":
+            raise ValueError(
+                f"penalty={self.penalty!r} is not differentiable at 0; it needs solver='fista' "
+                f"(got solver={self.solver!r}, which handles 'l2' and None only)."
+            )
+        rho = {"l1": 1.0, "l2": 0.0, None: 0.0}.get(self.penalty, self.l1_ratio)
+        if rho is None or not 0.0 <= rho <= 1.0:
+            raise ValueError(
+                f"penalty='elasticnet' needs l1_ratio in [0, 1]; got l1_ratio={self.l1_ratio!r}."
+            )
         Xa, ya = check_X_y(X, y)
         codes = self._encode_labels(ya)
         self.n_features_in_ = Xa.shape[1]
@@ -472,7 +507,19 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
                 raise ValueError("class_weight times sample_weight is zero for every sample.")
         sw_sum = float(sw.sum())  # n when unweighted: the mean loss, as before
         K = self.classes_.size
-        lam = 0.0 if self.penalty is None or math.isinf(self.C) else 1.0 / self.C
+        inv_c = 0.0 if self.penalty is None or math.isinf(self.C) else 1.0 / self.C
+        lam, lam1 = inv_c * (1.0 - rho), inv_c * rho  # l2 and l1 strengths (times the sum)
+        n_coef = p if K == 2 else K * p  # the penalised entries lead theta, intercepts follow
+
+        def soft_threshold(v: FloatArray, t: float) -> FloatArray:
+            out = v.copy()
+            w = v[:n_coef]
+            out[:n_coef] = np.sign(w) * np.maximum(np.abs(w) - t * lam1 / sw_sum, 0.0)
+            return out
+
+        def curvature_bound(c: float) -> float:
+            return c * float(sw @ ((Xa * Xa).sum(1) + float(fi))) / sw_sum + lam / sw_sum
+
         fi = self.fit_intercept
         if K == 2:
             yb = codes.astype(np.float64)
@@ -498,7 +545,16 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
                 return np.asarray(H / sw_sum)
 
             theta0 = np.zeros(p + int(fi))
-            if self.solver == "newton":
+            if self.solver == "fista":
+                theta, self.n_iter_, _ = fista(
+                    fun,
+                    soft_threshold,
+                    theta0,
+                    lipschitz=curvature_bound(0.25),
+                    tol=self.tol,
+                    max_iter=self.max_iter,
+                )
+            elif self.solver == "newton":
                 theta, self.n_iter_, _ = newton(
                     fun, hess, theta0, tol=self.tol, max_iter=self.max_iter
                 )
@@ -527,7 +583,17 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             return loss / sw_sum, g / sw_sum
 
         theta0 = np.zeros(K * p + (K if fi else 0))
-        theta, self.n_iter_, _ = lbfgs(fun_multi, theta0, tol=self.tol, max_iter=self.max_iter)
+        if self.solver == "fista":
+            theta, self.n_iter_, _ = fista(
+                fun_multi,
+                soft_threshold,
+                theta0,
+                lipschitz=curvature_bound(0.5),
+                tol=self.tol,
+                max_iter=self.max_iter,
+            )
+        else:
+            theta, self.n_iter_, _ = lbfgs(fun_multi, theta0, tol=self.tol, max_iter=self.max_iter)
         self.coef_ = theta[: K * p].reshape(K, p)
         self.intercept_ = theta[K * p :] if fi else np.zeros(K)
         return self
