@@ -175,3 +175,16 @@ def test_weighted_rows_grow_the_same_tree_as_copied_rows(kind) -> None:  # type:
     np.testing.assert_allclose(t_w.value[t_w.apply(Xq)], t_c.value[t_c.apply(Xq)], rtol=1e-10)
     assert t_w.node_count == t_c.node_count
     np.testing.assert_allclose(imp_w.sum(), imp_c.sum(), rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("max_features", "expected"), [(None, 13), ("sqrt", 3), ("log2", 3), (0.5, 6), (4, 4)]
+)
+def test_forest_max_features_resolves_as_sklearn(wine, max_features, expected) -> None:  # type: ignore[no-untyped-def]
+    """`None` means every feature (13 for wine), as in scikit-learn, not the class default."""
+    X, y = wine
+    for cls in (ensemble.RandomForestClassifier, ensemble.RandomForestRegressor):
+        forest = cls(n_estimators=2, max_features=max_features, random_state=0).fit(X, y)
+        assert {t.max_features for t in forest.estimators_} == {expected}
+        ref = getattr(ske, cls.__name__)(n_estimators=2, max_features=max_features).fit(X, y)
+        assert {t.max_features_ for t in ref.estimators_} == {expected}

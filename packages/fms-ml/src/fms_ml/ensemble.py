@@ -48,7 +48,6 @@ FloatArray = NDArray[np.float64]
 
 class _BaseForest(BaseEstimator):
     estimators_: list[Any]
-    _default_mf: Any = "sqrt"
 
     def _check(self) -> None:
         if not isinstance(self.n_estimators, int | np.integer) or self.n_estimators < 1:  # type: ignore[attr-defined]
@@ -76,7 +75,8 @@ class _BaseForest(BaseEstimator):
         n, p = X.shape
         self.n_features_in_ = p
         rng = check_random_state(self.random_state)  # type: ignore[attr-defined]
-        mf = _resolve_max_features(self.max_features, p, self._default_mf)  # type: ignore[attr-defined]
+        # None means every feature, as in scikit-learn; the defaults ("sqrt", 1.0) are in __init__
+        mf = _resolve_max_features(self.max_features, p, None)  # type: ignore[attr-defined]
         self.estimators_ = []
         imps = []
         roots: list[NDArray[np.intp]] = []
@@ -152,7 +152,7 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
         min_samples_split: smallest node that may be split.
         min_samples_leaf: smallest allowed child.
         min_impurity_decrease: smallest weighted impurity decrease for a split.
-        max_features: features tried per node (default `"sqrt"`).
+        max_features: features tried per node (default `"sqrt"`; `None`: all of them).
         bootstrap: resample the training set for each tree.
         random_state: seed for the bootstrap and feature draws.
         class_weight: `None`, `"balanced"`, `"balanced_subsample"` or a dict `{label: weight}`.
@@ -236,8 +236,6 @@ class RandomForestRegressor(RegressorMixin, _BaseForest):
     Same arguments as [`RandomForestClassifier`][fms_ml.ensemble.RandomForestClassifier];
     `max_features` defaults to 1.0 (all features), as in scikit-learn.
     """
-
-    _default_mf = 1.0
 
     def __init__(
         self,
