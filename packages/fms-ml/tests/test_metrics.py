@@ -48,6 +48,12 @@ def test_precision_recall_f1_all_averages_equal_sklearn_exactly(pair) -> None:  
             ref = skm.precision_recall_fscore_support(yt, yp, average=avg, zero_division=0.0)
             for a, b in zip(ours[:3], ref[:3], strict=True):
                 np.testing.assert_array_equal(a, b)
+            for beta in (0.5, 2.0):  # recall counts beta^2 times as much as precision
+                ours = fm.precision_recall_fscore_support(yt, yp, beta=beta, average=avg)
+                ref = skm.precision_recall_fscore_support(
+                    yt, yp, beta=beta, average=avg, zero_division=0.0
+                )
+                np.testing.assert_array_equal(ours[2], ref[2])
         ytb, ypb = yt % 2, yp % 2
         assert fm.f1_score(ytb, ypb) == skm.f1_score(ytb, ypb, zero_division=0.0)
         assert fm.precision_score(ytb, ypb) == skm.precision_score(ytb, ypb, zero_division=0.0)

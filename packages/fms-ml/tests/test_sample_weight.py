@@ -304,6 +304,130 @@ def test_weighted_metrics_integer_weights_equal_repeats_and_zero_equals_dropped(
         assert f(u, v, sample_weight=np.ones(n)) == pytest.approx(f(u, v), rel=1e-14)
 
 
+CLASSIFICATION_AVERAGES = [None, "micro", "macro", "weighted"]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(4, 60), st.integers(2, 4), st.integers(0, 2**31 - 1))
+def test_weighted_classification_metrics_equal_sklearn_to_1e12(n: int, k: int, seed: int) -> None:
+    """Confusion matrix, P/R/F (every average, the four wrappers), ROC curve and AUC."""
+    r = np.random.default_rng(seed)
+    w = r.uniform(0, 2, n)
+    w[r.random(n) < 0.2] = 0.0
+    w[0] = 1.0  # not all zero
+    yt, yp = r.integers(0, k, n), r.integers(0, k, n)
+    np.testing.assert_allclose(
+        metrics.confusion_matrix(yt, yp, sample_weight=w),
+        skm.confusion_matrix(yt, yp, sample_weight=w),
+        rtol=1e-12,
+    )
+    for avg in CLASSIFICATION_AVERAGES + (["binary"] if k == 2 else []):
+        ours = metrics.precision_recall_fscore_support(
+            yt, yp, beta=0.5, average=avg, sample_weight=w
+        )
+        ref = skm.precision_recall_fscore_support(
+            yt, yp, beta=0.5, average=avg, sample_weight=w, zero_division=0.0
+        )
+        for a, b in zip(ours, ref, strict=True):
+            if b is None:
+                assert a is None
+            else:
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+        for name in ("precision_score", "recall_score", "f1_score"):
+            np.testing.assert_allclose(
+                getattr(metrics, name)(yt, yp, average=avg, sample_weight=w),
+                getattr(skm, name)(yt, yp, average=avg, sample_weight=w, zero_division=0.0),
+                rtol=1e-12,
+                atol=1e-15,
+            )
+        np.testing.assert_allclose(
+            metrics.fbeta_score(yt, yp, beta=2.0, average=avg, sample_weight=w),
+            skm.fbeta_score(yt, yp, beta=2.0, average=avg, sample_weight=w, zero_division=0.0),
+            rtol=1e-12,
+            atol=1e-15,
+        )
+    # scores with ties, so that thresholds shared by several samples are summed
+    s = r.integers(0, max(2, n // 3), n) / 7.0
+    yb = r.integers(0, 2, n)
+    yb[:2] = [0, 1]
+    w[:2] = [1.0, 1.0]  # both classes carry weight
+    fpr, tpr, thr = metrics.roc_curve(yb, s, sample_weight=w)
+    rfpr, rtpr, rthr = skm.roc_curve(yb, s, sample_weight=w, drop_intermediate=False)
+    np.testing.assert_array_equal(thr, rthr)
+    np.testing.assert_allclose(fpr, rfpr, rtol=1e-12)
+    np.testing.assert_allclose(tpr, rtpr, rtol=1e-12)
+    assert metrics.roc_auc_score(yb, s, sample_weight=w) == pytest.approx(
+        skm.roc_auc_score(yb, s, sample_weight=w), rel=1e-12
+    )
+    if k > 2:
+        yt[:k], w[:k] = np.arange(k), 1.0  # every class carries weight
+        P = r.dirichlet(np.ones(k), n)
+        for avg in ("macro", "weighted"):
+            assert metrics.roc_auc_score(yt, P, average=avg, sample_weight=w) == pytest.approx(
+                skm.roc_auc_score(yt, P, average=avg, multi_class="ovr", sample_weight=w),
+                rel=1e-12,
+            )
+
+
+def test_weighted_confusion_matrix_dtype_and_labels_follow_sklearn(rng) -> None:  # type: ignore[no-untyped-def]
+    """Integer weights give int64 counts, float weights float64; `labels` keeps its order."""
+    yt, yp = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
+    counts = rng.integers(0, 4, 50)
+    ours = metrics.confusion_matrix(yt, yp, sample_weight=counts)
+    ref = skm.confusion_matrix(yt, yp, sample_weight=counts)
+    assert ours.dtype == ref.dtype == np.int64
+    np.testing.assert_array_equal(ours, ref)
+    w = counts * 0.5
+    lab = [2, 0]
+    ours = metrics.confusion_matrix(yt, yp, labels=lab, sample_weight=w)
+    assert ours.dtype == np.float64
+    np.testing.assert_array_equal(ours, skm.confusion_matrix(yt, yp, labels=lab, sample_weight=w))
+    assert ours.sum() == w[np.isin(yt, lab) & np.isin(yp, lab)].sum()
+
+
+def test_weighted_classification_metrics_integer_weights_equal_repeats_and_zero_equals_dropped(
+    rng,  # type: ignore[no-untyped-def]
+) -> None:
+    n = 60
+    counts = rng.integers(0, 4, n)
+    yt, yp = rng.integers(0, 3, n), rng.integers(0, 3, n)
+    yt[:3], yp[:3], counts[:3] = [0, 1, 2], [0, 1, 2], [1, 2, 3]  # every label kept
+    s = np.round(rng.random(n), 1)  # ties
+    yb = (yt == 1).astype(int)
+    P = rng.dirichlet(np.ones(3), n)
+    rep = lambda v: np.repeat(v, counts, axis=0)  # noqa: E731
+    keep = counts > 0
+    w = np.where(keep, counts * 0.7, 0.0)
+    cases: list[tuple[object, ...]] = [
+        (metrics.confusion_matrix, yt, yp, {}),
+        (metrics.roc_auc_score, yb, s, {}),
+        (metrics.roc_auc_score, yt, P, {"average": "weighted"}),
+    ]
+    cases += [(metrics.precision_recall_fscore_support, yt, yp, {"average": a}) for a in [None]]
+    cases += [(metrics.f1_score, yt, yp, {"average": a}) for a in ("micro", "macro", "weighted")]
+    for f, u, v, kw in cases:
+        np.testing.assert_allclose(
+            np.asarray(f(u, v, sample_weight=counts, **kw), dtype=float),  # type: ignore[operator]
+            np.asarray(f(rep(u), rep(v), **kw), dtype=float),  # type: ignore[operator]
+            rtol=1e-12,
+        )
+        np.testing.assert_allclose(
+            np.asarray(f(u, v, sample_weight=w, **kw), dtype=float),  # type: ignore[operator]
+            np.asarray(f(u[keep], v[keep], sample_weight=w[keep], **kw), dtype=float),  # type: ignore[operator,index]
+            rtol=1e-12,
+        )
+    for a, b in zip(
+        metrics.roc_curve(yb, s, sample_weight=counts),
+        metrics.roc_curve(rep(yb), rep(s)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    for a, b in zip(
+        metrics.roc_curve(yb, s, sample_weight=np.ones(n)), metrics.roc_curve(yb, s), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad weights
 # ------------------------------------------------------------------------------------------------

@@ -8,10 +8,12 @@ $= C_{kk} / \sum_j C_{kj}$, and $F_\beta = (1+\beta^2) P R / (\beta^2 P + R)$. A
 *micro* pools the counts, *macro* takes the plain mean over classes, *weighted* weights each
 class by its support.
 
-`accuracy_score`, `log_loss`, `mean_squared_error`, `mean_absolute_error` and `r2_score` take a
-`sample_weight` $s$, as in scikit-learn: every mean becomes a weighted mean
-$\sum_i s_i \ell_i / \sum_i s_i$ (and $R^2$'s sums and $\bar y$ are weighted), so a sample of
-integer weight $k$ counts as $k$ copies and one of weight 0 is left out.
+Every metric but the silhouette takes a `sample_weight` $s$, as in scikit-learn: every mean
+becomes a weighted mean $\sum_i s_i \ell_i / \sum_i s_i$ (and $R^2$'s sums and $\bar y$ are
+weighted), every count a sum of weights (the confusion matrix $C_{ij} = \sum_{y_n = i,\,
+\hat y_n = j} s_n$, and from it precision, recall, $F_\beta$ and the support; the true- and
+false-positive counts of the ROC curve), so a sample of integer weight $k$ counts as $k$ copies and
+one of weight 0 is left out.
 """
 
 from __future__ import annotations
@@ -84,13 +86,20 @@ def accuracy_score(
 
 
 def confusion_matrix(
-    y_true: ArrayLike, y_pred: ArrayLike, *, labels: ArrayLike | None = None
-) -> NDArray[np.int64]:
-    """`(n_classes, n_classes)` counts: row = true label, column = predicted label.
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    *,
+    labels: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+) -> NDArray[Any]:
+    r"""`(n_classes, n_classes)` counts: row = true label, column = predicted label.
 
-    Labels are the sorted union of both arrays unless `labels` fixes their order.
+    Labels are the sorted union of both arrays unless `labels` fixes their order. With
+    `sample_weight` $s$ entry $(i, j)$ is $\sum_n s_n$ over the samples of true label $i$ predicted
+    as $j$: int64 for integer (or boolean) weights, float64 otherwise, as in scikit-learn.
     """
     yt, yp = _labels_pair(y_true, y_pred)
+    sw = _weights(sample_weight, yt.shape[0])
     lab = np.unique(np.concatenate([yt, yp])) if labels is None else np.asarray(labels)
     if lab.size == 0:
         raise ValueError("labels is empty; expected at least one label.")
@@ -106,8 +115,10 @@ def confusion_matrix(
 
     it, ip = index(yt), index(yp)
     keep = (it >= 0) & (ip >= 0)
-    cm = np.bincount(it[keep] * n + ip[keep], minlength=n * n).reshape(n, n)
-    return cm.astype(np.int64)
+    weights = None if sw is None else sw[keep]
+    cm = np.bincount(it[keep] * n + ip[keep], weights=weights, minlength=n * n).reshape(n, n)
+    integral = sw is None or np.asarray(sample_weight).dtype.kind in "iub"
+    return cm.astype(np.int64 if integral else np.float64)
 
 
 def _safe_div(num: NDArray[np.float64], den: NDArray[np.float64], zero_division: float) -> Any:
@@ -125,6 +136,7 @@ def precision_recall_fscore_support(
     pos_label: Any = 1,
     average: Average = None,
     zero_division: float = 0.0,
+    sample_weight: ArrayLike | None = None,
 ) -> tuple[Any, Any, Any, Any]:
     """Precision, recall, $F_\\beta$ and support, per class or averaged.
 
@@ -137,9 +149,12 @@ def precision_recall_fscore_support(
         average: `None` (per class), `"binary"`, `"micro"`, `"macro"` or `"weighted"`.
         zero_division: value used where a ratio has a zero denominator (scikit-learn returns 0
             and warns).
+        sample_weight: `(n_samples,)` weights; every count ($TP$, $FP$, $FN$, support) becomes
+            a sum of weights.
 
     Returns:
-        `(precision, recall, fbeta, support)`; `support` is `None` when averaged.
+        `(precision, recall, fbeta, support)`; `support` is `None` when averaged, and the
+        summed weights (float) rather than counts when `sample_weight` is given.
     """
     if average not in (None, "binary", "micro", "macro", "weighted"):
         raise ValueError(
@@ -161,7 +176,9 @@ def precision_recall_fscore_support(
         lab = np.asarray([pos_label])
     else:
         lab = present if labels is None else np.asarray(labels)
-    cm = confusion_matrix(yt, yp, labels=np.concatenate([lab, np.setdiff1d(present, lab)]))
+    sw = _weights(sample_weight, yt.shape[0])
+    all_labels = np.concatenate([lab, np.setdiff1d(present, lab)])
+    cm = confusion_matrix(yt, yp, labels=all_labels, sample_weight=sw)
     k = lab.size
     tp = np.diag(cm)[:k].astype(np.float64)
     pred_pos = cm[:, :k].sum(axis=0).astype(np.float64)
@@ -171,10 +188,10 @@ def precision_recall_fscore_support(
     precision = _safe_div(tp, pred_pos, zero_division)
     recall = _safe_div(tp, true_pos, zero_division)
     b2 = beta * beta
-    denom = b2 * tp + true_pos + (pred_pos - tp)  # = b2*tp + tp + fn + fp
+    denom = b2 * true_pos + pred_pos  # = (1 + b2) tp + b2 fn + fp
     f = _safe_div((1 + b2) * tp, denom, zero_division)
     if average is None:
-        return precision, recall, f, true_pos.astype(np.int64)
+        return precision, recall, f, true_pos if sw is not None else true_pos.astype(np.int64)
     if average == "weighted":
         w = true_pos
         if w.sum() == 0:
@@ -189,17 +206,31 @@ def precision_recall_fscore_support(
 
 
 def precision_score(
-    y_true: ArrayLike, y_pred: ArrayLike, *, pos_label: Any = 1, average: Average = "binary"
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    *,
+    pos_label: Any = 1,
+    average: Average = "binary",
+    sample_weight: ArrayLike | None = None,
 ) -> Any:
     """Precision $TP / (TP + FP)$; see `precision_recall_fscore_support`."""
-    return precision_recall_fscore_support(y_true, y_pred, pos_label=pos_label, average=average)[0]
+    return precision_recall_fscore_support(
+        y_true, y_pred, pos_label=pos_label, average=average, sample_weight=sample_weight
+    )[0]
 
 
 def recall_score(
-    y_true: ArrayLike, y_pred: ArrayLike, *, pos_label: Any = 1, average: Average = "binary"
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    *,
+    pos_label: Any = 1,
+    average: Average = "binary",
+    sample_weight: ArrayLike | None = None,
 ) -> Any:
     """Recall $TP / (TP + FN)$; see `precision_recall_fscore_support`."""
-    return precision_recall_fscore_support(y_true, y_pred, pos_label=pos_label, average=average)[1]
+    return precision_recall_fscore_support(
+        y_true, y_pred, pos_label=pos_label, average=average, sample_weight=sample_weight
+    )[1]
 
 
 def fbeta_score(
@@ -209,30 +240,51 @@ def fbeta_score(
     beta: float,
     pos_label: Any = 1,
     average: Average = "binary",
+    sample_weight: ArrayLike | None = None,
 ) -> Any:
     """$F_\\beta$ score; see `precision_recall_fscore_support`."""
     return precision_recall_fscore_support(
-        y_true, y_pred, beta=beta, pos_label=pos_label, average=average
+        y_true, y_pred, beta=beta, pos_label=pos_label, average=average, sample_weight=sample_weight
     )[2]
 
 
 def f1_score(
-    y_true: ArrayLike, y_pred: ArrayLike, *, pos_label: Any = 1, average: Average = "binary"
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    *,
+    pos_label: Any = 1,
+    average: Average = "binary",
+    sample_weight: ArrayLike | None = None,
 ) -> Any:
     """$F_1 = 2PR/(P+R)$, the harmonic mean of precision and recall."""
-    return fbeta_score(y_true, y_pred, beta=1.0, pos_label=pos_label, average=average)
+    return fbeta_score(
+        y_true, y_pred, beta=1.0, pos_label=pos_label, average=average, sample_weight=sample_weight
+    )
 
 
 def roc_curve(
-    y_true: ArrayLike, y_score: ArrayLike, *, pos_label: Any = None
+    y_true: ArrayLike,
+    y_score: ArrayLike,
+    *,
+    pos_label: Any = None,
+    sample_weight: ArrayLike | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """False- and true-positive rates at every distinct score threshold (highest first).
+    r"""False- and true-positive rates at every distinct score threshold (highest first).
+
+    With `sample_weight` $s$ the counts above a threshold $t$ are sums of weights,
+    $TP(t) = \sum_{\text{pos},\, f_i \ge t} s_i$ and $FP(t)$ likewise; samples of weight 0 are
+    dropped first, so their scores are not thresholds (scikit-learn's `_binary_clf_curve`).
+    Every threshold is kept (scikit-learn's `drop_intermediate=False`).
 
     Returns:
         `(fpr, tpr, thresholds)`, starting at `(0, 0)` with threshold `inf`.
     """
     yt, _ = _labels_pair(y_true, y_score)
     s = check_array(y_score, "y_score", ensure_2d=False)
+    sw = _weights(sample_weight, yt.shape[0])
+    if sw is not None:
+        nonzero = sw != 0
+        yt, s, sw = yt[nonzero], s[nonzero], sw[nonzero]
     classes = np.unique(yt)
     if pos_label is None:
         if classes.size > 2 or not np.all(np.isin(classes, [0, 1, -1])):
@@ -243,8 +295,13 @@ def roc_curve(
     s, pos = s[order], pos[order]
     distinct = np.where(np.diff(s))[0]
     idx = np.r_[distinct, pos.size - 1]
-    tps = np.cumsum(pos)[idx]
-    fps = 1 + idx - tps
+    if sw is None:
+        tps = np.cumsum(pos)[idx]
+        fps = 1 + idx - tps
+    else:
+        sw = sw[order]
+        tps = np.cumsum(pos * sw)[idx]
+        fps = np.cumsum((1 - pos) * sw)[idx]
     tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
     thresholds = np.r_[np.inf, s[idx]]
     fpr = fps / fps[-1] if fps[-1] > 0 else np.full_like(fps, np.nan)
@@ -260,29 +317,39 @@ def auc(x: ArrayLike, y: ArrayLike) -> float:
 
 
 def roc_auc_score(
-    y_true: ArrayLike, y_score: ArrayLike, *, average: Literal["macro", "weighted"] = "macro"
+    y_true: ArrayLike,
+    y_score: ArrayLike,
+    *,
+    average: Literal["macro", "weighted"] = "macro",
+    sample_weight: ArrayLike | None = None,
 ) -> float:
     """Area under the ROC curve: $P(\\text{score of a random positive} > \\text{of a negative})$.
 
     Binary `y_true` with a 1-d `y_score`; or multiclass with a `(n_samples, n_classes)` score
-    matrix (columns in sorted-label order), averaged one-vs-rest.
+    matrix (columns in sorted-label order), averaged one-vs-rest. With `sample_weight` each
+    curve is the weighted `roc_curve` (a pair of samples counts $s_i s_j$ in the probability),
+    and `average="weighted"` weights class $k$ by the summed weight of its samples.
     """
     yt = check_array(y_true, "y_true", ensure_2d=False, dtype=None, ensure_finite=False)
     s = np.asarray(y_score, dtype=np.float64)
+    sw = _weights(sample_weight, yt.shape[0])
     classes = np.unique(yt)
     if classes.size < 2:
         raise ValueError("roc_auc_score needs both classes in y_true; got a single class.")
     if s.ndim == 1 or (s.ndim == 2 and s.shape[1] == 1 and classes.size == 2):
-        fpr, tpr, _ = roc_curve(yt == classes[-1], s.ravel(), pos_label=True)
+        fpr, tpr, _ = roc_curve(yt == classes[-1], s.ravel(), pos_label=True, sample_weight=sw)
         return auc(fpr, tpr)
     if s.ndim != 2 or s.shape[1] != classes.size:
         raise ValueError(
             f"y_score must have shape (n_samples, {classes.size}) for {classes.size} classes; "
             f"got {s.shape}."
         )
-    scores = np.array([roc_auc_score(yt == c, s[:, i]) for i, c in enumerate(classes)])
+    scores = np.array(
+        [roc_auc_score(yt == c, s[:, i], sample_weight=sw) for i, c in enumerate(classes)]
+    )
     if average == "weighted":
-        return float(np.average(scores, weights=[(yt == c).sum() for c in classes]))
+        ones = np.ones(yt.shape[0]) if sw is None else sw
+        return float(np.average(scores, weights=[ones[yt == c].sum() for c in classes]))
     return float(np.mean(scores))
 
 
