@@ -2,10 +2,12 @@
 
 Three kinds of check for every estimator and metric:
 
-* parity with scikit-learn on the same data and weights (some weights zero): least squares and
-  ridge coefficients to 1e-8 relative; logistic regression (both sides at `tol=1e-10`) to 1e-5
-  relative, probabilities to 1e-6; depth-limited trees the same structure (node count, sorted
-  thresholds, node sizes and weighted sizes) and predictions to 1e-10; metrics to 1e-12 relative;
+* parity with scikit-learn on the same data and weights (some weights zero): least squares,
+  ridge, lasso and elastic-net coefficients to 1e-8 relative (the last two with the same zeros
+  and sweeps); logistic regression (both sides at `tol=1e-10`) to 1e-5 relative, probabilities
+  to 1e-6; naive Bayes statistics to 1e-10 relative, probabilities to 1e-10; depth-limited trees
+  the same structure (node count, sorted thresholds, node sizes and weighted sizes) and
+  predictions to 1e-10; metrics (classification ones included) to 1e-12 relative;
 * integer weights equal repeated rows, and weight 0 equals a dropped row (same tolerances; for the
   trees exactly equal arrays when a row is dropped);
 * `sample_weight` of ones equals no weights, and bad weights raise a `ValueError` naming the
@@ -22,12 +24,14 @@ import numpy as np
 import pytest
 import sklearn.linear_model as sk
 import sklearn.metrics as skm
+import sklearn.naive_bayes as sknb
 import sklearn.tree as skt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fms_ml import linear_model as fm
 from fms_ml import metrics, tree
+from fms_ml import naive_bayes as nb
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -129,6 +133,102 @@ def test_linear_integer_weights_equal_repeated_rows_and_zero_equals_dropped(make
     assert _rel(zero.coef_, dropped.coef_) < 1e-6
     ones = make().fit(X, y, sample_weight=np.ones(120))
     assert _rel(ones.coef_, make().fit(X, y).coef_) < 1e-12
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize(("alpha", "l1_ratio"), [(0.01, 1.0), (0.1, 0.5), (0.001, 0.2)])
+@pytest.mark.parametrize("tol", [1e-4, 1e-12])
+def test_weighted_lasso_and_elastic_net_match_sklearn_to_1e8(  # type: ignore[no-untyped-def]
+    diabetes, alpha, l1_ratio, tol, fit_intercept
+) -> None:
+    """Same objective (weights rescaled to sum to n), same stopping rule: same sweeps and zeros."""
+    X, y = diabetes
+    w = _weights(len(y))
+    kw = {"alpha": alpha, "fit_intercept": fit_intercept, "tol": tol, "max_iter": 10_000}
+    if l1_ratio == 1.0:
+        ours: fm.ElasticNet = fm.Lasso(**kw).fit(X, y, sample_weight=w)
+        ref = sk.Lasso(**kw).fit(X, y, sample_weight=w)
+    else:
+        ours = fm.ElasticNet(l1_ratio=l1_ratio, **kw).fit(X, y, sample_weight=w)
+        ref = sk.ElasticNet(l1_ratio=l1_ratio, **kw).fit(X, y, sample_weight=w)
+    assert _rel(ours.coef_, ref.coef_) < 1e-8
+    np.testing.assert_array_equal(ours.coef_ == 0, ref.coef_ == 0)
+    assert ours.intercept_ == pytest.approx(ref.intercept_, rel=1e-8, abs=1e-8)
+    assert ours.n_iter_ == ref.n_iter_
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: fm.Lasso(0.05, tol=1e-12, max_iter=10_000),
+        lambda: fm.ElasticNet(0.05, l1_ratio=0.3, tol=1e-12, max_iter=10_000),
+        lambda: fm.ElasticNet(0.05, l1_ratio=0.3, fit_intercept=False, tol=1e-12),
+    ],
+)
+def test_enet_integer_weights_equal_repeated_rows_and_zero_equals_dropped(make, rng) -> None:  # type: ignore[no-untyped-def]
+    """The data term is a weighted mean, so the scale of the weights does not matter either."""
+    X, y, counts = _repeat_and_drop_cases(rng)
+    weighted = make().fit(X, y, sample_weight=counts)
+    repeated = make().fit(np.repeat(X, counts, axis=0), np.repeat(y, counts))
+    assert _rel(weighted.coef_, repeated.coef_) < 1e-8
+    assert weighted.intercept_ == pytest.approx(repeated.intercept_, rel=1e-8, abs=1e-10)
+    keep = counts > 0
+    w = np.where(keep, 1.0 + rng.random(120), 0.0)
+    zero = make().fit(X, y, sample_weight=w)
+    dropped = make().fit(X[keep], y[keep], sample_weight=w[keep])
+    assert _rel(zero.coef_, dropped.coef_) < 1e-8
+    assert _rel(make().fit(X, y, sample_weight=7.5 * w).coef_, zero.coef_) < 1e-8
+    ones = make().fit(X, y, sample_weight=np.ones(120))
+    assert _rel(ones.coef_, make().fit(X, y).coef_) < 1e-12
+
+
+# ------------------------------------------------------------------------------------------------
+# Naive Bayes
+# ------------------------------------------------------------------------------------------------
+def test_weighted_naive_bayes_matches_sklearn_to_1e10(iris) -> None:  # type: ignore[no-untyped-def]
+    """Weighted class counts, means, variances and feature counts; probabilities to 1e-10."""
+    X, y = iris
+    w = _weights(len(y))
+    ours = nb.GaussianNB().fit(X, y, sample_weight=w)
+    ref = sknb.GaussianNB().fit(X, y, sample_weight=w)
+    for name in ("class_count_", "class_prior_", "theta_", "var_"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(ref, name), rtol=1e-10)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-10)
+    counts = np.random.default_rng(1).integers(0, 5, (len(y), 6))
+    for kw in ({"alpha": 0.5}, {"alpha": 1.0, "fit_prior": False}):
+        ours_m = nb.MultinomialNB(**kw).fit(counts, y, sample_weight=w)
+        ref_m = sknb.MultinomialNB(**kw).fit(counts, y, sample_weight=w)
+        for name in ("class_count_", "feature_count_", "feature_log_prob_", "class_log_prior_"):
+            np.testing.assert_allclose(getattr(ours_m, name), getattr(ref_m, name), rtol=1e-10)
+        np.testing.assert_allclose(
+            ours_m.predict_proba(counts), ref_m.predict_proba(counts), atol=1e-10
+        )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nb.GaussianNB(var_smoothing=0.0),  # the smoothing uses the unweighted variance
+        lambda: nb.MultinomialNB(alpha=0.5),
+    ],
+)
+def test_naive_bayes_integer_weights_equal_repeated_rows_and_zero_equals_dropped(make, rng) -> None:  # type: ignore[no-untyped-def]
+    X = rng.integers(0, 6, (90, 4)).astype(float)  # counts for MultinomialNB
+    if isinstance(make(), nb.GaussianNB):
+        X += rng.random((90, 4))
+    y = rng.integers(0, 3, 90)
+    counts = rng.integers(0, 4, 90)
+    counts[:3], y[:3] = 1, [0, 1, 2]
+    weighted = make().fit(X, y, sample_weight=counts)
+    repeated = make().fit(np.repeat(X, counts, axis=0), np.repeat(y, counts))
+    np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X), rtol=1e-10)
+    np.testing.assert_array_equal(weighted.class_count_, repeated.class_count_)
+    keep = counts > 0
+    w = np.where(keep, 1.0 + rng.random(90), 0.0)
+    zero, dropped = make().fit(X, y, sample_weight=w), make().fit(X[keep], y[keep], w[keep])
+    np.testing.assert_allclose(zero.predict_proba(X), dropped.predict_proba(X), rtol=1e-10)
+    ones = make().fit(X, y, sample_weight=np.ones(90))
+    np.testing.assert_allclose(ones.predict_proba(X), make().fit(X, y).predict_proba(X), rtol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -451,11 +551,22 @@ def test_bad_sample_weight_raises_naming_the_problem(w, match) -> None:  # type:
         fm.LogisticRegression(),
         tree.DecisionTreeClassifier(),
         tree.DecisionTreeRegressor(),
+        fm.Lasso(),
+        fm.ElasticNet(),
+        nb.GaussianNB(),
+        nb.MultinomialNB(),
     ]
     for est in estimators:
         with pytest.raises(ValueError, match=match):
             est.fit(X, y, sample_weight=w)
-    for f in (metrics.accuracy_score, metrics.mean_squared_error, metrics.r2_score):
+    for f in (
+        metrics.accuracy_score,
+        metrics.mean_squared_error,
+        metrics.r2_score,
+        metrics.confusion_matrix,
+        metrics.f1_score,
+        metrics.roc_auc_score,
+    ):
         with pytest.raises(ValueError, match=match):
             f(y, y[::-1], sample_weight=w)
     with pytest.raises(ValueError, match=match):

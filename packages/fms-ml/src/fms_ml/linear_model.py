@@ -254,7 +254,10 @@ class ElasticNet(_LinearRegressorBase):
     with $\rho$ = `l1_ratio` (scikit-learn's scaling). The $\ell_1$ term is a Laplace prior: it
     sets coefficients exactly to zero. Solved by cyclic coordinate descent on the Gram matrix
     $X^\top X$ (one pass is $O(p^2)$ whatever $n$), stopped on the duality gap
-    $\le$ `tol` $\cdot\, y^\top y$ as in scikit-learn.
+    $\le$ `tol` $\cdot\, y^\top y$ as in scikit-learn. With `sample_weight` $s$ the data term
+    is the weighted mean $\frac{1}{2\sum_i s_i}\sum_i s_i (y_i - x_i^\top w - b)^2$ (scikit-learn
+    rescales the weights to sum to $n$, which is the same thing), so `alpha` keeps its meaning
+    whatever the weights' scale.
 
     Attributes:
         coef_: `(n_features,)` weights.
@@ -280,16 +283,26 @@ class ElasticNet(_LinearRegressorBase):
         self.tol = tol
         self.warm_start = warm_start
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> ElasticNet:
-        """Fit by coordinate descent."""
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> ElasticNet:
+        r"""Fit by coordinate descent.
+
+        `sample_weight` $s$ is first rescaled to $s_i n / \sum_j s_j$ (scikit-learn's convention,
+        so the stopping rule sees the same $y^\top y$); the weighted problem is then the
+        unweighted one on rows centred on the weighted means and scaled by $\sqrt{s_i}$.
+        """
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0; got {self.alpha}.")
         if not 0.0 <= self.l1_ratio <= 1.0:
             raise ValueError(f"l1_ratio must lie in [0, 1]; got {self.l1_ratio}.")
         Xa, ya = check_X_y(X, y, y_numeric=True)
         self.n_features_in_ = Xa.shape[1]
-        Xc, yc, x_off, y_off = _center(Xa, ya, self.fit_intercept)
-        n, p = Xc.shape
+        n = Xa.shape[0]
+        sw = None
+        if sample_weight is not None:
+            sw = check_sample_weight(sample_weight, n)
+            sw = sw * (n / sw.sum())
+        Xc, yc, x_off, y_off = _center_weighted(Xa, ya, self.fit_intercept, sw)
+        p = Xc.shape[1]
         w0 = (
             self.coef_.copy()
             if self.warm_start and getattr(self, "coef_", np.empty(0)).shape == (p,)

@@ -5,6 +5,10 @@ $$\log p(c \mid x) = \log p(c) + \sum_j \log p(x_j \mid c) - \log p(x).$$
 [`GaussianNB`][fms_ml.naive_bayes.GaussianNB] models $p(x_j \mid c)$ as a normal density;
 [`MultinomialNB`][fms_ml.naive_bayes.MultinomialNB] models counts (e.g. word counts) with
 Laplace/Lidstone-smoothed frequencies. Both are fitted in closed form from class statistics.
+
+Both take `fit(X, y, sample_weight=s)`, as in scikit-learn: every class statistic becomes a
+weighted one (class counts $\sum_{y_i = c} s_i$, weighted means and variances, weighted feature
+counts $\sum_{y_i = c} s_i x_{ij}$), so a row of integer weight $k$ acts as $k$ copies.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fms_ml._validation import check_X_y
+from fms_ml._validation import check_sample_weight, check_X_y
 from fms_ml.base import BaseEstimator, ClassifierMixin
 
 __all__ = ["GaussianNB", "MultinomialNB"]
@@ -48,12 +52,14 @@ class GaussianNB(_BaseNB):
     r"""Gaussian naive Bayes: $x_j \mid c \sim \mathcal N(\theta_{cj}, \sigma^2_{cj})$.
 
     Variances get `var_smoothing` $\times \max_j \operatorname{Var}(x_j)$ added for stability,
-    as in scikit-learn.
+    as in scikit-learn. With `sample_weight` $s$ the class count is $N_c = \sum_{y_i = c} s_i$
+    and $\theta_{cj}$, $\sigma^2_{cj}$ are the $s$-weighted mean and (biased) variance of the
+    class's rows; $\operatorname{Var}(x_j)$ in the smoothing stays unweighted, as scikit-learn's.
 
     Attributes:
         classes_: the sorted class labels.
         class_prior_: $p(c)$.
-        class_count_: training samples per class.
+        class_count_: training samples (summed weights) per class.
         theta_: `(K, p)` per-class means.
         var_: `(K, p)` per-class variances (smoothed).
         epsilon_: the variance added for stability.
@@ -63,16 +69,27 @@ class GaussianNB(_BaseNB):
         self.priors = priors
         self.var_smoothing = var_smoothing
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> GaussianNB:
-        """Per-class means and variances."""
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> GaussianNB:
+        """Per-class (weighted) means and variances."""
         Xa, ya = check_X_y(X, y)
         codes = self._encode_labels(ya)
         self.n_features_in_ = Xa.shape[1]
         K = self.classes_.size
         self.epsilon_ = self.var_smoothing * float(np.var(Xa, axis=0).max())
-        self.class_count_ = np.bincount(codes, minlength=K).astype(np.float64)
-        self.theta_ = np.array([Xa[codes == k].mean(0) for k in range(K)])
-        self.var_ = np.array([Xa[codes == k].var(0) for k in range(K)]) + self.epsilon_
+        if sample_weight is None:
+            self.class_count_ = np.bincount(codes, minlength=K).astype(np.float64)
+            self.theta_ = np.array([Xa[codes == k].mean(0) for k in range(K)])
+            self.var_ = np.array([Xa[codes == k].var(0) for k in range(K)]) + self.epsilon_
+        else:
+            sw = check_sample_weight(sample_weight, Xa.shape[0])
+            self.class_count_ = np.bincount(codes, weights=sw, minlength=K).astype(np.float64)
+            self.theta_ = np.zeros((K, Xa.shape[1]))
+            self.var_ = np.zeros((K, Xa.shape[1]))
+            for k in np.flatnonzero(self.class_count_ > 0):  # a weightless class keeps 0, 0
+                rows, wk = Xa[codes == k], sw[codes == k]
+                self.theta_[k] = np.average(rows, axis=0, weights=wk)
+                self.var_[k] = np.average((rows - self.theta_[k]) ** 2, axis=0, weights=wk)
+            self.var_ += self.epsilon_
         if self.priors is not None:
             pri = np.asarray(self.priors, dtype=float)
             if pri.shape != (K,) or not np.isclose(pri.sum(), 1.0) or (pri < 0).any():
@@ -97,8 +114,8 @@ class MultinomialNB(_BaseNB):
 
     Attributes:
         classes_: the sorted class labels.
-        class_count_: training samples per class.
-        feature_count_: `(K, p)` summed counts per class.
+        class_count_: training samples (summed weights) per class.
+        feature_count_: `(K, p)` summed counts per class (each row times its weight).
         class_log_prior_: $\log p(c)$.
         feature_log_prob_: `(K, p)` $\log \hat\theta_{cj}$.
     """
@@ -110,8 +127,10 @@ class MultinomialNB(_BaseNB):
         self.fit_prior = fit_prior
         self.class_prior = class_prior
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> MultinomialNB:
-        """Smoothed per-class feature frequencies."""
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> MultinomialNB:
+        r"""Smoothed per-class feature frequencies; `sample_weight` $s$ scales row $i$'s counts by $s_i$."""
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0; got {self.alpha}.")
         Xa, ya = check_X_y(X, y)
@@ -122,6 +141,8 @@ class MultinomialNB(_BaseNB):
         K = self.classes_.size
         Y = np.zeros((len(codes), K))
         Y[np.arange(len(codes)), codes] = 1.0
+        if sample_weight is not None:
+            Y *= check_sample_weight(sample_weight, len(codes))[:, None]
         self.class_count_ = Y.sum(0)
         self.feature_count_ = Y.T @ Xa
         alpha = max(float(self.alpha), 1e-10)
