@@ -44,7 +44,11 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--max-steps", type=int, help="train.max_steps")
     p.add_argument("--device", help="train.device, e.g. cpu or cuda")
     p.add_argument("--seed", type=int, help="train.seed")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training step (forward and loss; evaluation stays eager)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--print-config", action="store_true", help="print the config and exit")

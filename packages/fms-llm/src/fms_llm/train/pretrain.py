@@ -390,6 +390,12 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
         x, y = batch
         return model(x, y)  # type: ignore[no-any-return]  # the head fused with the loss
 
+    if t.compile:
+        # the training step only: evaluation and sampling stay eager, since their shapes vary
+        # (documents of every length) and each new shape would compile again; the model itself
+        # is not wrapped, so its state_dict keys (and the checkpoints) stay the same
+        loss_fn = torch.compile(loss_fn)
+
     val_docs: list[list[int]] = []
     floor: dict[str, float] = {}
     if data.val_stories:
@@ -459,8 +465,6 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
         flops_per_token=model.flops_per_token(t.seq_len),
         peak_flops=peak,
     )
-    if t.compile:
-        model.compile()  # in place: the state_dict keys (and so the checkpoints) stay the same
     metrics = trainer.fit(resume=resume)
     model.eval()
     model.save_pretrained(model_dir)
