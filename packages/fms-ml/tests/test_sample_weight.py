@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sklearn.ensemble as ske
 import sklearn.linear_model as sk
 import sklearn.metrics as skm
 import sklearn.naive_bayes as sknb
@@ -29,8 +30,8 @@ import sklearn.tree as skt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fms_ml import ensemble, metrics, tree
 from fms_ml import linear_model as fm
-from fms_ml import metrics, tree
 from fms_ml import naive_bayes as nb
 
 
@@ -350,6 +351,81 @@ def test_tree_sample_weight_of_ones_equals_no_weights(diabetes) -> None:  # type
 
 
 # ------------------------------------------------------------------------------------------------
+# Gradient boosting
+# ------------------------------------------------------------------------------------------------
+GB_TIE_FREE = [{"max_depth": 2}, {"max_depth": 3, "min_samples_leaf": 10}]
+
+
+@pytest.mark.parametrize("kw", GB_TIE_FREE)
+def test_weighted_gradient_boosting_regressor_equals_sklearn_to_1e8(diabetes, kw) -> None:  # type: ignore[no-untyped-def]
+    """Weighted mean as $F_0$, trees on weighted residuals: predictions and train scores."""
+    X, y = diabetes
+    w = _weights(len(y))
+    ours = ensemble.GradientBoostingRegressor(n_estimators=50, **kw).fit(X, y, sample_weight=w)
+    ref = ske.GradientBoostingRegressor(n_estimators=50, random_state=0, **kw)
+    ref.fit(X, y, sample_weight=w)
+    assert ours.init_ == pytest.approx(float(ref.init_.constant_[0, 0]), rel=1e-12)
+    np.testing.assert_allclose(ours.predict(X), ref.predict(X), rtol=1e-8)
+    np.testing.assert_allclose(ours.train_score_, ref.train_score_, rtol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "iris"])
+@pytest.mark.parametrize("kw", GB_TIE_FREE)
+def test_weighted_gradient_boosting_classifier_equals_sklearn_to_1e8(name, kw, request) -> None:  # type: ignore[no-untyped-def]
+    """Weighted priors, trees on weighted residuals, leaves $\\sum s r / \\sum s p(1-p)$."""
+    X, y = request.getfixturevalue(name)
+    w = _weights(len(y))
+    ours = ensemble.GradientBoostingClassifier(n_estimators=30, **kw)
+    ours.fit(X, y, sample_weight=w)
+    ref = ske.GradientBoostingClassifier(n_estimators=30, random_state=0, **kw)
+    ref.fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(ours.decision_function(X), ref.decision_function(X), atol=1e-8)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-8)
+
+
+def test_weighted_gradient_boosting_deep_trees_equal_sklearn_on_weighted_rows(
+    breast_cancer,
+) -> None:  # type: ignore[no-untyped-def]
+    """Depth 3 without a leaf size: a node of a few rows can be split into the same two groups
+    by several features with exactly equal gain, and the winner depends on rounding. The rows
+    that carry weight land in the same leaves either way (so the fit is the same, to 1e-8); a
+    row of weight 0 is in no tree and may be routed to the other side."""
+    X, y = breast_cancer
+    w = _weights(len(y))
+    ours = ensemble.GradientBoostingClassifier(n_estimators=30).fit(X, y, sample_weight=w)
+    ref = ske.GradientBoostingClassifier(n_estimators=30, random_state=0)
+    ref.fit(X, y, sample_weight=w)
+    Xw = X[w > 0]
+    np.testing.assert_allclose(ours.decision_function(Xw), ref.decision_function(Xw), atol=1e-8)
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_gradient_boosting_integer_weights_equal_repeated_rows_and_zero_equals_dropped(  # type: ignore[no-untyped-def]
+    regression, rng
+) -> None:
+    """On the rows that carry weight (see the test above for why only those), to 1e-10."""
+    X = rng.normal(size=(150, 4))
+    y = X[:, 0] + np.sin(2 * X[:, 1]) + 0.2 * rng.normal(size=150)
+    if regression:
+        make = lambda: ensemble.GradientBoostingRegressor(n_estimators=20, max_depth=2)  # noqa: E731
+        f = lambda m, Z: m.predict(Z)  # noqa: E731
+    else:
+        y = np.digitize(y, [-0.5, 0.5])
+        make = lambda: ensemble.GradientBoostingClassifier(n_estimators=10, max_depth=2)  # noqa: E731
+        f = lambda m, Z: m.decision_function(Z)  # noqa: E731
+    counts = rng.integers(0, 4, 150)
+    keep = counts > 0
+    weighted = make().fit(X, y, sample_weight=counts)
+    repeated = make().fit(np.repeat(X, counts, axis=0), np.repeat(y, counts))
+    np.testing.assert_allclose(f(weighted, X[keep]), f(repeated, X[keep]), rtol=1e-10, atol=1e-10)
+    w = np.where(keep, 1.0 + rng.random(150), 0.0)
+    zero, dropped = make().fit(X, y, sample_weight=w), make().fit(X[keep], y[keep], w[keep])
+    np.testing.assert_allclose(f(zero, X[keep]), f(dropped, X[keep]), rtol=1e-10, atol=1e-10)
+    ones = make().fit(X, y, sample_weight=np.ones(150))
+    np.testing.assert_allclose(f(ones, X), f(make().fit(X, y), X), rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
 # Metrics
 # ------------------------------------------------------------------------------------------------
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -555,6 +631,8 @@ def test_bad_sample_weight_raises_naming_the_problem(w, match) -> None:  # type:
         fm.ElasticNet(),
         nb.GaussianNB(),
         nb.MultinomialNB(),
+        ensemble.GradientBoostingRegressor(n_estimators=2),
+        ensemble.GradientBoostingClassifier(n_estimators=2),
     ]
     for est in estimators:
         with pytest.raises(ValueError, match=match):

@@ -9,7 +9,9 @@ decorrelate the trees.
 stage-wise; each small tree $h_m$ is fitted to the negative gradient of the loss at the current
 $F_{m-1}$ (the residual $y - F$ for squared error, $y - p$ for log loss), and for log loss every
 leaf value is then replaced by one Newton step $\sum r / \sum p(1-p)$ (times $(K-1)/K$ for $K$
-classes), as in scikit-learn.
+classes), as in scikit-learn. With `sample_weight` $s$ every step is weighted as in scikit-learn:
+$F_0$ is the weighted mean (or the logit / log of the weighted class priors), each tree is grown
+on the weighted residuals, and the Newton leaf values become $\sum s r / \sum s\, p(1-p)$.
 """
 
 from __future__ import annotations
@@ -293,7 +295,12 @@ class _BaseGB(BaseEstimator):
             raise ValueError(f"subsample must lie in (0, 1]; got {self.subsample}.")  # type: ignore[attr-defined]
 
     def _stage_tree(
-        self, X: FloatArray, r: FloatArray, rng: np.random.Generator, mf: int
+        self,
+        X: FloatArray,
+        r: FloatArray,
+        rng: np.random.Generator,
+        mf: int,
+        sample_weight: FloatArray | None = None,
     ) -> tuple[Tree, FloatArray, NDArray[np.bool_]]:
         n = len(X)
         mask = np.ones(n, dtype=bool)
@@ -304,6 +311,7 @@ class _BaseGB(BaseEstimator):
             X[mask],
             r[mask].reshape(-1, 1),
             "squared_error",
+            None if sample_weight is None else sample_weight[mask],
             max_depth=self.max_depth,  # type: ignore[attr-defined]
             min_samples_split=self.min_samples_split,  # type: ignore[attr-defined]
             min_samples_leaf=self.min_samples_leaf,  # type: ignore[attr-defined]
@@ -322,7 +330,9 @@ class _BaseGB(BaseEstimator):
 class GradientBoostingRegressor(RegressorMixin, _BaseGB):
     r"""Gradient boosting with the squared error: each tree fits the residuals $y - F_{m-1}(x)$.
 
-    $F_0 = \bar y$; $F_m = F_{m-1} + \nu\, h_m$ with $\nu$ = `learning_rate`.
+    $F_0 = \bar y$; $F_m = F_{m-1} + \nu\, h_m$ with $\nu$ = `learning_rate`. With
+    `sample_weight` $s$: $F_0 = \sum_i s_i y_i / \sum_i s_i$, and each tree minimises the
+    $s$-weighted squared error (its leaves hold weighted means of the residuals).
     """
 
     def __init__(
@@ -350,8 +360,10 @@ class GradientBoostingRegressor(RegressorMixin, _BaseGB):
         self.max_features = max_features
         self.random_state = random_state
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> GradientBoostingRegressor:
-        """Fit `n_estimators` stages."""
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> GradientBoostingRegressor:
+        """Fit `n_estimators` stages (`train_score_` is the weighted MSE with `sample_weight`)."""
         self._check()
         if self.loss != "squared_error":
             raise ValueError(f"loss must be 'squared_error'; got {self.loss!r}.")
@@ -359,16 +371,17 @@ class GradientBoostingRegressor(RegressorMixin, _BaseGB):
         self.n_features_in_ = Xa.shape[1]
         rng = check_random_state(self.random_state)
         mf = _resolve_max_features(self.max_features, Xa.shape[1], None)
-        self.init_ = float(ya.mean())
+        sw = None if sample_weight is None else check_sample_weight(sample_weight, len(ya))
+        self.init_ = float(ya.mean()) if sw is None else float(np.average(ya, weights=sw))
         F = np.full(len(ya), self.init_)
         self.estimators_, imps = [], []
         self.train_score_ = np.empty(self.n_estimators)
         for m in range(self.n_estimators):
-            tree, imp, _ = self._stage_tree(Xa, ya - F, rng, mf)
+            tree, imp, _ = self._stage_tree(Xa, ya - F, rng, mf, sw)
             F += self.learning_rate * tree.value[tree.apply(Xa), 0]
             self.estimators_.append([tree])
             imps.append(imp)
-            self.train_score_[m] = float(np.mean((ya - F) ** 2))
+            self.train_score_[m] = float(np.average((ya - F) ** 2, weights=sw))
         self._finish_importances(imps)
         return self
 
@@ -392,7 +405,9 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
 
     Binary: $F_0 = \log\frac{p}{1-p}$ of the class prior, each tree fits $y - \sigma(F)$ and its
     leaves take the Newton value $\sum r / \sum p(1-p)$. Multiclass: $K$ raw scores, softmax link,
-    one tree per class per stage.
+    one tree per class per stage. With `sample_weight` $s$ the class prior is the weighted one
+    ($\sum_{y_i = k} s_i / \sum_i s_i$), the trees are grown on the $s$-weighted residuals and the
+    leaf values are $\sum s r / \sum s\, p(1-p)$ over the leaf, as in scikit-learn.
     """
 
     def __init__(
@@ -420,7 +435,9 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
         self.max_features = max_features
         self.random_state = random_state
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> GradientBoostingClassifier:
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> GradientBoostingClassifier:
         """Fit `n_estimators` stages."""
         self._check()
         if self.loss != "log_loss":
@@ -431,8 +448,12 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
         n, K = len(codes), self.classes_.size
         rng = check_random_state(self.random_state)
         mf = _resolve_max_features(self.max_features, Xa.shape[1], None)
+        sw = None if sample_weight is None else check_sample_weight(sample_weight, n)
+        total = n if sw is None else float(sw.sum())
         prior = np.clip(
-            np.bincount(codes, minlength=K) / n, np.finfo(float).eps, 1 - np.finfo(float).eps
+            np.bincount(codes, weights=sw, minlength=K) / total,
+            np.finfo(float).eps,
+            1 - np.finfo(float).eps,
         )
         if K == 2:
             self.init_ = np.array([np.log(prior[1] / prior[0])])
@@ -449,12 +470,14 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
             stage = []
             for k in range(F.shape[1]):
                 r = Y[:, k] - P[:, k]
-                tree, imp, mask = self._stage_tree(Xa, r, rng, mf)
+                tree, imp, mask = self._stage_tree(Xa, r, rng, mf, sw)
                 leaves = tree.apply(Xa)
                 lm = np.where(mask, leaves, tree.node_count)
                 p = P[:, k]
-                num = np.bincount(lm, r, minlength=tree.node_count + 1)[:-1].astype(np.float64)
-                den = np.bincount(lm, p * (1 - p), minlength=tree.node_count + 1)[:-1]
+                h = p * (1 - p)
+                sr, sh = (r, h) if sw is None else (sw * r, sw * h)
+                num = np.bincount(lm, sr, minlength=tree.node_count + 1)[:-1].astype(np.float64)
+                den = np.bincount(lm, sh, minlength=tree.node_count + 1)[:-1]
                 if K > 2:
                     num = num * ((K - 1) / K)
                 with np.errstate(divide="ignore", invalid="ignore"):
