@@ -7,7 +7,11 @@ Three kinds of check for every estimator and metric:
   and sweeps); logistic regression (both sides at `tol=1e-10`) to 1e-5 relative, probabilities
   to 1e-6; naive Bayes statistics to 1e-10 relative, probabilities to 1e-10; depth-limited trees
   the same structure (node count, sorted thresholds, node sizes and weighted sizes) and
-  predictions to 1e-10; metrics (classification ones included) to 1e-12 relative;
+  predictions to 1e-10; gradient boosting predictions to 1e-8 (trees kept free of exact ties
+  between features, see its tests); LinearSVC coefficients to 1e-4 relative and SVC decision
+  values, dual coefficients and intercepts to 1e-3 absolute at `tol=1e-6` with the same support
+  vectors (the tolerances of the unweighted SVM tests); metrics (classification ones included) to
+  1e-12 relative;
 * integer weights equal repeated rows, and weight 0 equals a dropped row (same tolerances; for the
   trees exactly equal arrays when a row is dropped);
 * `sample_weight` of ones equals no weights, and bad weights raise a `ValueError` naming the
@@ -26,11 +30,12 @@ import sklearn.ensemble as ske
 import sklearn.linear_model as sk
 import sklearn.metrics as skm
 import sklearn.naive_bayes as sknb
+import sklearn.svm as sks
 import sklearn.tree as skt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fms_ml import ensemble, metrics, tree
+from fms_ml import ensemble, metrics, svm, tree
 from fms_ml import linear_model as fm
 from fms_ml import naive_bayes as nb
 
@@ -426,6 +431,90 @@ def test_gradient_boosting_integer_weights_equal_repeated_rows_and_zero_equals_d
 
 
 # ------------------------------------------------------------------------------------------------
+# Support vector machines
+# ------------------------------------------------------------------------------------------------
+CLASS_WEIGHTS = [None, "balanced", {0: 2.0, 1: 0.5}]
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "iris", "wine"])
+@pytest.mark.parametrize("class_weight", CLASS_WEIGHTS)
+def test_weighted_linear_svc_matches_sklearn_to_1e4(name, class_weight, request) -> None:  # type: ignore[no-untyped-def]
+    """liblinear's per-sample $C_i = C s_i c_{y_i}$ (one-vs-rest: $c_k$ on the positives only)."""
+    X, y = request.getfixturevalue(name)
+    X, w = _standardise(X), _weights(len(y))
+    ours = svm.LinearSVC(C=0.1, tol=1e-10, class_weight=class_weight).fit(X, y, sample_weight=w)
+    ref = sks.LinearSVC(C=0.1, tol=1e-10, max_iter=100_000, class_weight=class_weight)
+    ref.fit(X, y, sample_weight=w)
+    scale = np.abs(ref.coef_).max()
+    assert np.abs(ours.coef_ - ref.coef_).max() / scale < 1e-4
+    np.testing.assert_allclose(ours.intercept_, ref.intercept_, atol=1e-4 * scale)
+    np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf", "poly"])
+@pytest.mark.parametrize("class_weight", CLASS_WEIGHTS)
+def test_weighted_binary_svc_matches_sklearn_decision_to_1e3(
+    breast_cancer, kernel, class_weight
+) -> None:  # type: ignore[no-untyped-def]
+    """libsvm's boxes $0 \\le \\alpha_i \\le C s_i c_{y_i}$, rows of weight 0 removed first.
+
+    The same support vectors; scikit-learn's `support_` indexes the rows left after that removal,
+    ours the rows of `X`.
+    """
+    X, y = breast_cancer
+    X, y = _standardise(X)[::2], y[::2]
+    w = _weights(len(y))
+    ours = svm.SVC(kernel=kernel, tol=1e-6, class_weight=class_weight).fit(X, y, sample_weight=w)
+    ref = sks.SVC(kernel=kernel, tol=1e-6, class_weight=class_weight).fit(X, y, sample_weight=w)
+    np.testing.assert_array_equal(ours.support_, np.flatnonzero(w > 0)[ref.support_])
+    np.testing.assert_array_equal(ours.support_vectors_, ref.support_vectors_)
+    np.testing.assert_allclose(ours.decision_function(X), ref.decision_function(X), atol=1e-3)
+    np.testing.assert_allclose(ours.dual_coef_, ref.dual_coef_, atol=1e-3)
+    np.testing.assert_allclose(ours.intercept_, ref.intercept_, atol=1e-3)
+
+
+@pytest.mark.parametrize("class_weight", CLASS_WEIGHTS)
+def test_weighted_multiclass_svc_matches_sklearn_to_1e3(wine, class_weight) -> None:  # type: ignore[no-untyped-def]
+    X, y = wine
+    X, w = _standardise(X), _weights(len(y))
+    for shape in ("ovo", "ovr"):
+        ours = svm.SVC(C=2.0, tol=1e-6, class_weight=class_weight, decision_function_shape=shape)  # type: ignore[arg-type]
+        ref = sks.SVC(C=2.0, tol=1e-6, class_weight=class_weight, decision_function_shape=shape)
+        ours.fit(X, y, sample_weight=w)
+        ref.fit(X, y, sample_weight=w)
+        np.testing.assert_allclose(ours.decision_function(X), ref.decision_function(X), atol=1e-3)
+        np.testing.assert_array_equal(ours.n_support_, ref.n_support_)
+        np.testing.assert_array_equal(ours.support_vectors_, ref.support_vectors_)
+
+
+def test_svm_integer_weights_equal_repeated_rows_and_zero_equals_dropped(rng) -> None:  # type: ignore[no-untyped-def]
+    """LinearSVC: the same primal objective, coefficients to 1e-6. SVC: $k$ copies of a row share
+    a box of $kC$, the same dual up to how $\\alpha$ is split between copies, so the decision
+    values agree to 1e-4 at `tol=1e-6` (measured 1e-6); a zero weight is a dropped row exactly."""
+    X = rng.normal(size=(120, 4))
+    y = np.digitize(X[:, 0] + X[:, 1] ** 2 + 0.5 * rng.normal(size=120), [0.5, 2.0])
+    counts = rng.integers(0, 4, 120)
+    keep = counts > 0
+    rep = lambda v: np.repeat(v, counts, axis=0)  # noqa: E731
+    lin = lambda: svm.LinearSVC(C=0.5, tol=1e-10)  # noqa: E731
+    a, b = lin().fit(X, y, sample_weight=counts), lin().fit(rep(X), rep(y))
+    assert _rel(a.coef_, b.coef_) < 1e-6
+    np.testing.assert_allclose(a.intercept_, b.intercept_, atol=1e-6 * np.abs(b.coef_).max())
+    # a fixed gamma: "scale" reads the variance of X, which repeating rows changes
+    svc = lambda: svm.SVC(C=0.5, gamma=0.5, tol=1e-6, decision_function_shape="ovo")  # noqa: E731
+    a_s, b_s = svc().fit(X, y, sample_weight=counts), svc().fit(rep(X), rep(y))
+    np.testing.assert_allclose(a_s.decision_function(X), b_s.decision_function(X), atol=1e-4)
+    w = np.where(keep, 0.5 + rng.random(120), 0.0)
+    z, d = lin().fit(X, y, sample_weight=w), lin().fit(X[keep], y[keep], sample_weight=w[keep])
+    assert _rel(z.coef_, d.coef_) < 1e-8
+    z_s, d_s = svc().fit(X, y, sample_weight=w), svc().fit(X[keep], y[keep], sample_weight=w[keep])
+    np.testing.assert_array_equal(z_s.decision_function(X), d_s.decision_function(X))
+    np.testing.assert_array_equal(z_s.support_, np.flatnonzero(keep)[d_s.support_])
+    ones = svc().fit(X, y, sample_weight=np.ones(120))
+    np.testing.assert_array_equal(ones.decision_function(X), svc().fit(X, y).decision_function(X))
+
+
+# ------------------------------------------------------------------------------------------------
 # Metrics
 # ------------------------------------------------------------------------------------------------
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -633,6 +722,8 @@ def test_bad_sample_weight_raises_naming_the_problem(w, match) -> None:  # type:
         nb.MultinomialNB(),
         ensemble.GradientBoostingRegressor(n_estimators=2),
         ensemble.GradientBoostingClassifier(n_estimators=2),
+        svm.LinearSVC(),
+        svm.SVC(),
     ]
     for est in estimators:
         with pytest.raises(ValueError, match=match):

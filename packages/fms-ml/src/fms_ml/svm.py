@@ -15,6 +15,13 @@ by sequential minimal optimisation (Platt, 1998) with libsvm's second-order work
 problem in closed form, clips it to the box, and updates the gradient with two kernel columns.
 As in libsvm, variables stuck at a bound are periodically *shrunk* out of the search. Multiclass
 problems are solved one-vs-one, as libsvm does.
+
+**Weights.** `sample_weight` $s$ and `class_weight` $c$ give every sample its own $C$,
+$C_i = C\, s_i\, c_{y_i}$, as in scikit-learn's liblinear and libsvm: the primal loss term of
+sample $i$ is multiplied by $s_i c_{y_i}$, and in the dual its box becomes $0 \le \alpha_i \le C_i$.
+A sample of weight 0 can then be no support vector and is left out, and integer weights act as
+repeated rows in the primal (in the dual, $k$ copies of a row share one box of size $kC$, which
+gives the same decision function).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fms_ml._optim import newton
-from fms_ml._validation import check_X_y
+from fms_ml._validation import check_sample_weight, check_X_y, compute_class_weight
 from fms_ml.base import BaseEstimator, ClassifierMixin
 
 __all__ = ["SVC", "LinearSVC", "kernel_matrix"]
@@ -43,6 +50,10 @@ class LinearSVC(ClassifierMixin, BaseEstimator):
         intercept_scaling: value of that feature (the intercept is regularised through it).
         tol: stop when the gradient norm falls below `tol` times its initial value.
         max_iter: Newton iterations cap.
+        class_weight: `None`, `"balanced"` ($n / (K n_k)$ with $n_k$ the summed sample weight
+            of class $k$) or a dict `{label: weight}`. As in liblinear, the binary problem
+            weighs each sample by its class's weight; the one-vs-rest problem of class $k$
+            weighs its positives by $c_k$ and leaves the rest at 1.
 
     Attributes:
         classes_: the sorted class labels.
@@ -58,38 +69,52 @@ class LinearSVC(ClassifierMixin, BaseEstimator):
         intercept_scaling: float = 1.0,
         tol: float = 1e-4,
         max_iter: int = 1000,
+        class_weight: dict[Any, float] | Literal["balanced"] | None = None,
     ) -> None:
         self.C = C
         self.fit_intercept = fit_intercept
         self.intercept_scaling = intercept_scaling
         self.tol = tol
         self.max_iter = max_iter
+        self.class_weight = class_weight
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> LinearSVC:
-        """Fit one primal problem per class (one for two classes)."""
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearSVC:
+        r"""Fit one primal problem per class (one for two classes).
+
+        With `sample_weight` $s$ and class weights $c$ the loss of sample $i$ is multiplied by
+        $s_i c_{y_i}$: $\tfrac12\lVert\tilde w\rVert^2 + \sum_i C_i \max(0, 1 - y_i \tilde w^\top
+        \tilde x_i)^2$ with $C_i = C s_i c_{y_i}$ (liblinear's per-instance $C$).
+        """
         if self.C <= 0:
             raise ValueError(f"C must be positive; got {self.C}.")
         Xa, ya = check_X_y(X, y)
         codes = self._encode_labels(ya)
         self.n_features_in_ = Xa.shape[1]
         Xt = np.c_[Xa, np.full(len(Xa), self.intercept_scaling)] if self.fit_intercept else Xa
-        C = float(self.C)
         K = self.classes_.size
+        sw = None if sample_weight is None else check_sample_weight(sample_weight, len(codes))
+        cw = compute_class_weight(self.class_weight, self.classes_, codes, sw)
+        self.class_weight_ = cw
+        base = float(self.C) * (np.ones(len(codes)) if sw is None else sw)
         W = []
         for k in [1] if K == 2 else range(K):
             yk = np.where(codes == k, 1.0, -1.0)
+            # liblinear: binary Cp, Cn = C c_1, C c_0; one-vs-rest Cp, Cn = C c_k, C
+            Ck = base * (cw[codes] if K == 2 else np.where(codes == k, cw[k], 1.0))
 
-            def fun(w: FloatArray, yk: FloatArray = yk) -> tuple[float, FloatArray]:
+            def fun(
+                w: FloatArray, yk: FloatArray = yk, Ck: FloatArray = Ck
+            ) -> tuple[float, FloatArray]:
                 m = 1.0 - yk * (Xt @ w)
                 act = m > 0
-                f = 0.5 * float(w @ w) + C * float(np.sum(m[act] ** 2))
-                g = w - 2.0 * C * (Xt[act].T @ (yk[act] * m[act]))
+                f = 0.5 * float(w @ w) + float(Ck[act] @ m[act] ** 2)
+                g = w - 2.0 * (Xt[act].T @ (Ck[act] * yk[act] * m[act]))
                 return f, g
 
-            def hess(w: FloatArray, yk: FloatArray = yk) -> FloatArray:
+            def hess(w: FloatArray, yk: FloatArray = yk, Ck: FloatArray = Ck) -> FloatArray:
                 act = (1.0 - yk * (Xt @ w)) > 0
                 Xa_ = Xt[act]
-                return np.eye(Xt.shape[1]) + 2.0 * C * (Xa_.T @ Xa_)
+                return np.eye(Xt.shape[1]) + 2.0 * ((Xa_.T * Ck[act]) @ Xa_)
 
             w0 = np.zeros(Xt.shape[1])
             g0 = np.max(np.abs(fun(w0)[1]))
@@ -187,9 +212,12 @@ class _KernelColumns:
 
 
 def _smo(
-    cols: _KernelColumns, y: FloatArray, C: float, tol: float, max_iter: int
+    cols: _KernelColumns, y: FloatArray, C: float | FloatArray, tol: float, max_iter: int
 ) -> tuple[FloatArray, float, int]:
     """libsvm's SMO with second-order working-set selection and shrinking.
+
+    `C` is one box for all variables, or one per variable ($0 \\le \\alpha_i \\le C_i$: libsvm's
+    `get_C(i)`, which is how sample and class weights enter).
 
     The gradient is kept for all variables, but the working-set search runs over an *active set*:
     every `min(n, 1000)` steps, variables stuck at a bound that cannot be selected under the
@@ -200,6 +228,8 @@ def _smo(
         `(alpha, rho, n_iter)`.
     """
     n = len(y)
+    Cv = np.broadcast_to(np.asarray(C, dtype=np.float64), (n,))
+    Cv_l = Cv.tolist()
     alpha = np.zeros(n)
     mG = y.copy()  # -y * G, where G = Q alpha - 1 is the gradient of the dual
     QD = cols.diag()
@@ -221,7 +251,7 @@ def _smo(
             g1 = mA[uA].max(initial=-np.inf)  # max over I_up of -y G
             g2 = (-mA[lA]).max(initial=-np.inf)  # max over I_low of y G
             aA, yA = alpha[active], pos[active]
-            at_ub, at_lb = aA >= C, aA <= 0
+            at_ub, at_lb = aA >= Cv[active], aA <= 0
             # libsvm's be_shrunk, written with mG = -y G
             shrink = (at_ub & yA & (mA > g1)) | (at_ub & ~yA & (-mA > g2))
             shrink |= (at_lb & yA & (-mA > g2)) | (at_lb & ~yA & (mA > g1))
@@ -263,7 +293,7 @@ def _smo(
         Kj = cols[j]
         yi, yj = y_l[i], y_l[j]
         Gi, Gj = -yi * float(mG[i]), -yj * float(mG[j])
-        Ci = Cj = C
+        Ci, Cj = Cv_l[i], Cv_l[j]
         ai_old, aj_old = float(alpha[i]), float(alpha[j])
         Qij = yi * yj * float(Ki[j])
         if yi != yj:
@@ -303,14 +333,14 @@ def _smo(
         mG -= (yi * (ai - ai_old)) * Ki + (yj * (aj - aj_old)) * Kj
         for t, at in ((i, ai), (j, aj)):
             if y_l[t] > 0:
-                up[t], low[t] = at < C, at > 0
+                up[t], low[t] = at < Cv_l[t], at > 0
             else:
-                up[t], low[t] = at > 0, at < C
+                up[t], low[t] = at > 0, at < Cv_l[t]
         it += 1
     G = -y * mG
     # rho, as libsvm's calculate_rho
     yG = y * G
-    at_ub, at_lb = alpha >= C, alpha <= 0
+    at_ub, at_lb = alpha >= Cv, alpha <= 0
     free = ~at_ub & ~at_lb
     if free.any():
         rho = float(yG[free].mean())
@@ -340,6 +370,9 @@ class SVC(ClassifierMixin, BaseEstimator):
             2 000 samples, when it fits).
         decision_function_shape: `"ovr"` (scikit-learn's default transform of one-vs-one
             votes) or `"ovo"`.
+        class_weight: `None`, `"balanced"` ($n / (K n_k)$ with $n_k$ the number of rows of
+            class $k$, sample weights not counted, as in scikit-learn's SVC) or a dict
+            `{label: weight}`: class $k$'s box is $C c_k$ in every pair it is part of.
 
     Attributes:
         classes_: the sorted class labels.
@@ -363,6 +396,7 @@ class SVC(ClassifierMixin, BaseEstimator):
         max_iter: int = -1,
         cache_size: float = 200.0,
         decision_function_shape: Literal["ovr", "ovo"] = "ovr",
+        class_weight: dict[Any, float] | Literal["balanced"] | None = None,
     ) -> None:
         self.C = C
         self.kernel = kernel
@@ -373,12 +407,17 @@ class SVC(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.cache_size = cache_size
         self.decision_function_shape = decision_function_shape
+        self.class_weight = class_weight
 
     def _kern(self, A: FloatArray, B: FloatArray, B_sq: FloatArray | None = None) -> FloatArray:
         return kernel_matrix(A, B, self.kernel, self._gamma, self.degree, self.coef0, B_sq)
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> SVC:
-        """Solve one SMO problem per pair of classes."""
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> SVC:
+        r"""Solve one SMO problem per pair of classes.
+
+        With `sample_weight` $s$ and class weights $c$ sample $i$'s box is $C_i = C s_i c_{y_i}$;
+        samples with $C_i = 0$ are left out (libsvm's `remove_zero_weight`).
+        """
         if self.C <= 0:
             raise ValueError(f"C must be positive; got {self.C}.")
         if self.kernel not in ("linear", "rbf", "poly", "sigmoid"):
@@ -399,15 +438,25 @@ class SVC(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"gamma must be 'scale', 'auto' or positive; got {self.gamma!r}.")
             self._gamma = float(self.gamma)
         K = self.classes_.size
+        cw = compute_class_weight(self.class_weight, self.classes_, codes)
+        self.class_weight_ = cw
+        Cs = float(self.C) * cw[codes]
+        if sample_weight is not None:
+            Cs = Cs * check_sample_weight(sample_weight, len(codes))
         self._pairs: list[tuple[int, int, NDArray[np.intp], FloatArray, float]] = []
         sv_mask = np.zeros(len(Xa), dtype=bool)
         iters = []
         for a in range(K):
             for b in range(a + 1, K):
-                idx = np.nonzero((codes == a) | (codes == b))[0]
+                idx = np.nonzero(((codes == a) | (codes == b)) & (Cs > 0))[0]
                 yy = np.where(codes[idx] == a, 1.0, -1.0)
                 cols = _KernelColumns(Xa[idx], self._kern, self.cache_size)
-                alpha, rho, it = _smo(cols, yy, float(self.C), self.tol, self.max_iter)
+                C_pair = (
+                    float(self.C)
+                    if self.class_weight is None and sample_weight is None
+                    else Cs[idx]
+                )
+                alpha, rho, it = _smo(cols, yy, C_pair, self.tol, self.max_iter)
                 sv = alpha > 0
                 self._pairs.append((a, b, idx[sv], alpha[sv] * yy[sv], rho))
                 sv_mask[idx[sv]] = True
