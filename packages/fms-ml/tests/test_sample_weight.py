@@ -10,7 +10,9 @@ Three kinds of check for every estimator and metric:
   predictions to 1e-10; gradient boosting predictions to 1e-8 (trees kept free of exact ties
   between features, see its tests); LinearSVC coefficients to 1e-4 relative and SVC decision
   values, dual coefficients and intercepts to 1e-3 absolute at `tol=1e-6` with the same support
-  vectors (the tolerances of the unweighted SVM tests); metrics (classification ones included) to
+  vectors (the tolerances of the unweighted SVM tests); KMeans from the same initial centres:
+  centres, inertia and score to 1e-10, identical labels and iterations (k-means++ seeding, whose
+  random stream differs, is checked by its semantics); metrics (classification ones included) to
   1e-12 relative;
 * integer weights equal repeated rows, and weight 0 equals a dropped row (same tolerances; for the
   trees exactly equal arrays when a row is dropped);
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sklearn.cluster as skc
 import sklearn.ensemble as ske
 import sklearn.linear_model as sk
 import sklearn.metrics as skm
@@ -35,7 +38,7 @@ import sklearn.tree as skt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fms_ml import ensemble, metrics, svm, tree
+from fms_ml import cluster, ensemble, metrics, svm, tree
 from fms_ml import linear_model as fm
 from fms_ml import naive_bayes as nb
 
@@ -694,6 +697,112 @@ def test_weighted_classification_metrics_integer_weights_equal_repeats_and_zero_
 
 
 # ------------------------------------------------------------------------------------------------
+# Clustering
+# ------------------------------------------------------------------------------------------------
+def _far_init(X: np.ndarray, k: int) -> np.ndarray:
+    """k data rows plus two centres far from the data (they start empty and are relocated)."""
+    init = X[np.linspace(0, len(X) - 1, k).astype(int)]
+    far = np.zeros((2, X.shape[1]))
+    far[0], far[1, 0] = 100.0 * np.abs(X).max(), -50.0 * np.abs(X).max()
+    return np.vstack([init, far])
+
+
+@pytest.mark.parametrize(("name", "k"), [("iris", 3), ("wine", 3), ("digits", 10)])
+@pytest.mark.parametrize("far", [False, True])
+def test_weighted_kmeans_same_init_equals_sklearn_to_1e10(name, k, far, request) -> None:  # type: ignore[no-untyped-def]
+    """Weighted centres, labels, iterations, inertia and score; `far` adds empty clusters."""
+    X, _ = request.getfixturevalue(name)
+    w = _weights(len(X))
+    init = _far_init(X, k) if far else X[np.linspace(0, len(X) - 1, k).astype(int)]
+    ours = cluster.KMeans(len(init), init=init).fit(X, sample_weight=w)
+    ref = skc.KMeans(len(init), init=init, n_init=1).fit(X, sample_weight=w)
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    assert ours.n_iter_ == ref.n_iter_
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-10)
+    assert ours.score(X, sample_weight=w) == pytest.approx(ref.score(X, sample_weight=w), rel=1e-10)
+    np.testing.assert_array_equal(
+        ours.fit_predict(X, sample_weight=w), ref.fit_predict(X, sample_weight=w)
+    )
+    np.testing.assert_allclose(
+        ours.fit_transform(X, sample_weight=w), ref.fit_transform(X, sample_weight=w), rtol=1e-10
+    )
+
+
+def test_kmeans_integer_weights_equal_repeated_rows_and_zero_equals_dropped(iris) -> None:  # type: ignore[no-untyped-def]
+    """From the same initial centres, to 1e-10 (`tol=0`: the tolerance uses the rows' variance)."""
+    X, _ = iris
+    counts = np.random.default_rng(0).integers(0, 4, len(X))
+    init = X[[0, 60, 120, 140]]
+    weighted = cluster.KMeans(4, init=init, tol=0.0).fit(X, sample_weight=counts)
+    repeated = cluster.KMeans(4, init=init, tol=0.0).fit(np.repeat(X, counts, axis=0))
+    np.testing.assert_allclose(weighted.cluster_centers_, repeated.cluster_centers_, atol=1e-10)
+    assert weighted.inertia_ == pytest.approx(repeated.inertia_, rel=1e-10)
+    keep = counts > 0
+    w = np.where(keep, 0.5 + np.random.default_rng(1).random(len(X)), 0.0)
+    zero = cluster.KMeans(4, init=init, tol=0.0).fit(X, sample_weight=w)
+    dropped = cluster.KMeans(4, init=init, tol=0.0).fit(X[keep], sample_weight=w[keep])
+    np.testing.assert_allclose(zero.cluster_centers_, dropped.cluster_centers_, atol=1e-10)
+    np.testing.assert_array_equal(zero.labels_[keep], dropped.labels_)
+    assert zero.inertia_ == pytest.approx(dropped.inertia_, rel=1e-10)
+
+
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+def test_kmeans_seeding_ignores_uniform_weights_and_exact_rescaling(digits, init) -> None:  # type: ignore[no-untyped-def]
+    """Ones (or twos) equal no weights bitwise; doubling any weights changes no bit."""
+    X, _ = digits
+    X = X[:400]
+    plain = cluster.KMeans(5, init=init, n_init=2, random_state=3).fit(X)
+    for w in (np.ones(400), np.full(400, 2.0)):
+        same = cluster.KMeans(5, init=init, n_init=2, random_state=3).fit(X, sample_weight=w)
+        np.testing.assert_array_equal(same.cluster_centers_, plain.cluster_centers_)
+        np.testing.assert_array_equal(same.labels_, plain.labels_)
+    w = _weights(400)
+    a = cluster.KMeans(5, init=init, n_init=2, random_state=3).fit(X, sample_weight=w)
+    b = cluster.KMeans(5, init=init, n_init=2, random_state=3).fit(X, sample_weight=4.0 * w)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    assert b.inertia_ == 4.0 * a.inertia_
+
+
+def test_weighted_kmeans_plusplus_never_seeds_on_zero_weight_rows(digits) -> None:  # type: ignore[no-untyped-def]
+    """A zero-weight row has no mass in any draw (scikit-learn's semantics), over 40 seedings."""
+    X, _ = digits
+    w = _weights(len(X), n_zero=600)
+    chosen = np.concatenate(
+        [cluster.kmeans_plusplus(X, 10, sample_weight=w, random_state=s)[1] for s in range(40)]
+    )
+    assert (w[chosen] > 0).all()
+    with pytest.raises(ValueError, match="only 2 positive"):
+        cluster.KMeans(3, init="random").fit(X[:5], sample_weight=[1.0, 0, 0, 2.0, 0])
+
+
+def test_weighted_kmeans_plusplus_first_seed_follows_the_weights_like_sklearn() -> None:
+    """First seed drawn with probability w_i / sum(w): 2000 draws, within 0.04 (4 s.e.) of it."""
+    X = np.arange(4.0).reshape(4, 1)
+    w = np.array([1.0, 0.0, 3.0, 0.0])
+    ours = [
+        cluster.kmeans_plusplus(X, 1, sample_weight=w, random_state=s)[1][0] for s in range(2000)
+    ]
+    ref = [skc.kmeans_plusplus(X, 1, sample_weight=w, random_state=s)[1][0] for s in range(2000)]
+    for draws in (ours, ref):
+        freq = np.bincount(draws, minlength=4) / 2000
+        np.testing.assert_allclose(freq, w / w.sum(), atol=0.04)
+
+
+def test_weighted_kmeans_plusplus_inertia_close_to_sklearn(digits) -> None:  # type: ignore[no-untyped-def]
+    """Mean weighted inertia over 5 seeds within 2% of scikit-learn's (different random streams)."""
+    X, _ = digits
+    w = _weights(len(X), n_zero=300)
+    ours = np.mean(
+        [cluster.KMeans(10, random_state=s).fit(X, sample_weight=w).inertia_ for s in range(5)]
+    )
+    ref = np.mean(
+        [skc.KMeans(10, random_state=s).fit(X, sample_weight=w).inertia_ for s in range(5)]
+    )
+    assert ours == pytest.approx(ref, rel=0.02)
+
+
+# ------------------------------------------------------------------------------------------------
 # Bad weights
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
@@ -724,6 +833,7 @@ def test_bad_sample_weight_raises_naming_the_problem(w, match) -> None:  # type:
         ensemble.GradientBoostingClassifier(n_estimators=2),
         svm.LinearSVC(),
         svm.SVC(),
+        cluster.KMeans(2),
     ]
     for est in estimators:
         with pytest.raises(ValueError, match=match):

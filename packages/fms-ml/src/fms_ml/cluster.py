@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fms_ml._validation import check_array, check_random_state
+from fms_ml._validation import check_array, check_random_state, check_sample_weight
 from fms_ml.base import BaseEstimator, ClusterMixin, TransformerMixin
 
 __all__ = ["DBSCAN", "KMeans", "kmeans_plusplus"]
@@ -33,28 +33,52 @@ def _sq_dists(A: FloatArray, B: FloatArray, A_sq: FloatArray | None = None) -> F
     return np.asarray(np.maximum(a[:, None] - 2.0 * (A @ B.T) + (B * B).sum(1)[None, :], 0.0))
 
 
+def _draw_first(rng: np.random.Generator, w: FloatArray) -> int:
+    r"""One index drawn with probability $w_i / \sum_j w_j$ (uniform weights: `integers(n)`)."""
+    if np.all(w == w[0]):  # the same distribution; keeps the unweighted random stream
+        return int(rng.integers(len(w)))
+    return int(np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right"))
+
+
 def kmeans_plusplus(
-    X: ArrayLike, n_clusters: int, *, random_state: Any = None
+    X: ArrayLike,
+    n_clusters: int,
+    *,
+    sample_weight: ArrayLike | None = None,
+    random_state: Any = None,
 ) -> tuple[FloatArray, IntArray]:
-    """Greedy k-means++ seeding; returns `(centers, indices)` of the chosen points."""
+    r"""Greedy k-means++ seeding; returns `(centers, indices)` of the chosen points.
+
+    With weights $w$ (scikit-learn's semantics), the first centre is drawn with probability
+    $\propto w_i$ and each later candidate with probability $\propto w_i D(x_i)^2$; the greedy
+    choice among the candidates minimises the weighted potential $\sum_i w_i D(x_i)^2$. A row of
+    weight 0 is never drawn.
+    """
     Xa = check_array(X)
     rng = check_random_state(random_state)
     n = len(Xa)
     if not 1 <= n_clusters <= n:
         raise ValueError(f"n_clusters={n_clusters} must lie in [1, n_samples={n}].")
+    w = check_sample_weight(sample_weight, n)
     x_sq = (Xa * Xa).sum(1)
     n_trials = 2 + int(np.log(n_clusters))
     idx = np.empty(n_clusters, dtype=np.intp)
-    idx[0] = rng.integers(n)
+    idx[0] = _draw_first(rng, w)
     closest = _sq_dists(Xa[idx[:1]], Xa)[0]
-    pot = closest.sum()
+    mass = w * closest
+    pot = mass.sum()
     for c in range(1, n_clusters):
-        cand = np.searchsorted(np.cumsum(closest), rng.random(n_trials) * pot)
-        cand = np.minimum(cand, n - 1)
+        # side="right" and the clip to the last row with mass: a row whose weight (or distance)
+        # is 0 adds nothing to the cumulative sum, so it can never be the first to exceed a draw
+        pos = np.flatnonzero(mass > 0)
+        last = int(pos[-1]) if pos.size else int(np.flatnonzero(w > 0)[-1])
+        cand = np.searchsorted(np.cumsum(mass), rng.random(n_trials) * pot, side="right")
+        cand = np.minimum(cand, last)
         d = np.minimum(closest, _sq_dists(Xa[cand], Xa, x_sq[cand]))
-        pots = d.sum(1)
+        pots = (d * w).sum(1)
         best = int(np.argmin(pots))
         idx[c], closest, pot = cand[best], d[best], pots[best]
+        mass = w * closest
     return Xa[idx].copy(), idx
 
 
@@ -70,19 +94,33 @@ def _assign(X: FloatArray, centers: FloatArray, x_sq: FloatArray) -> tuple[IntAr
     return labels, mind
 
 
-def _update(X: FloatArray, labels: IntArray, centers: FloatArray, mind: FloatArray) -> FloatArray:
+def _update(
+    X: FloatArray, w: FloatArray, labels: IntArray, centers: FloatArray, mind: FloatArray
+) -> FloatArray:
+    r"""Weighted means $\mu_k = \sum_{i \in k} w_i x_i / \sum_{i \in k} w_i$.
+
+    A cluster of zero total weight is *empty* and, as in scikit-learn, takes over the farthest
+    point from its centre (of positive weight here), which leaves its old cluster; a cluster still
+    empty sits on the heaviest cluster's centre.
+    """
     k = centers.shape[0]
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    weight = np.bincount(labels, weights=w, minlength=k)
     onehot = np.zeros((k, len(X)))
-    onehot[labels, np.arange(len(X))] = 1.0
+    onehot[labels, np.arange(len(X))] = w
     sums = onehot @ X
-    new = centers.copy()
-    full = counts > 0
-    new[full] = sums[full] / counts[full, None]
-    empty = np.nonzero(~full)[0]
-    if empty.size:  # relocate empty clusters to the points farthest from their centres
-        far = np.argsort(-mind, kind="stable")[: empty.size]
-        new[empty] = X[far]
+    empty = np.flatnonzero(weight == 0)
+    far_d = np.where(w > 0, mind, -1.0)
+    if empty.size and far_d.max() > 0:
+        far = np.argsort(-far_d, kind="stable")[: empty.size]
+        for j, i in zip(empty, far, strict=True):
+            sums[labels[i]] -= w[i] * X[i]
+            sums[j] = w[i] * X[i]
+            weight[labels[i]] -= w[i]
+            weight[j] = w[i]
+    new = np.empty_like(centers)
+    full = weight > 0
+    new[full] = sums[full] / weight[full, None]
+    new[~full] = new[int(np.argmax(weight))]
     return new
 
 
@@ -101,7 +139,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     Attributes:
         cluster_centers_: `(n_clusters, n_features)` centres of the best run.
         labels_: cluster index of each training sample.
-        inertia_: sum of squared distances to the nearest centre.
+        inertia_: sum of squared distances to the nearest centre (weighted by
+            `sample_weight`).
         n_iter_: Lloyd iterations of the best run.
     """
 
@@ -123,14 +162,14 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
 
     def _lloyd(
-        self, X: FloatArray, centers: FloatArray, x_sq: FloatArray, tol: float
+        self, X: FloatArray, w: FloatArray, centers: FloatArray, x_sq: FloatArray, tol: float
     ) -> tuple[FloatArray, IntArray, float, int]:
         labels_old = np.full(len(X), -1, dtype=np.intp)
         strict = False
         it = 0
         for it in range(1, self.max_iter + 1):  # noqa: B007
             labels, mind = _assign(X, centers, x_sq)
-            new = _update(X, labels, centers, mind)
+            new = _update(X, w, labels, centers, mind)
             shift = float(((new - centers) ** 2).sum())
             centers = new
             if np.array_equal(labels, labels_old):
@@ -143,19 +182,32 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             labels, mind = _assign(X, centers, x_sq)
         else:
             _, mind = _assign(X, centers, x_sq)
-        return centers, labels, float(mind.sum()), it
+        return centers, labels, float((w * mind).sum()), it
 
-    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> KMeans:
-        """Run `n_init` initialisations of Lloyd's algorithm and keep the best."""
+    def fit(
+        self, X: ArrayLike, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+    ) -> KMeans:
+        r"""Run `n_init` initialisations of Lloyd's algorithm and keep the best.
+
+        Args:
+            X: `(n_samples, n_features)` data.
+            y: ignored.
+            sample_weight: `(n_samples,)` weights $w_i$: the fit minimises the weighted inertia
+                $\sum_i w_i \min_k \lVert x_i - \mu_k\rVert^2$, so centres are weighted means and
+                the seeding draws in proportion to the weights (an `init` array is used as given).
+                The tolerance stays the unweighted mean feature variance, as in scikit-learn.
+        """
         Xa = check_array(X)
         n, p = Xa.shape
         self.n_features_in_ = p
+        w = check_sample_weight(sample_weight, n)
         if not isinstance(self.n_clusters, int | np.integer) or not 1 <= self.n_clusters <= n:
             raise ValueError(
                 f"n_clusters={self.n_clusters!r} must be an int in [1, n_samples={n}]."
             )
         rng = check_random_state(self.random_state)
         is_array = not isinstance(self.init, str)
+        is_random = isinstance(self.init, str) and self.init == "random"
         if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
             raise ValueError(f"init must be 'k-means++', 'random' or an array; got {self.init!r}.")
         n_init = self.n_init
@@ -170,6 +222,11 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             n_init = 1
         if int(n_init) < 1:
             raise ValueError(f"n_init must be >= 1 or 'auto'; got {self.n_init!r}.")
+        if is_random and np.count_nonzero(w) < self.n_clusters:
+            raise ValueError(
+                f"init='random' draws n_clusters={self.n_clusters} distinct samples of positive "
+                f"weight; sample_weight has only {np.count_nonzero(w)} positive entries."
+            )
         tol = self.tol * float(np.mean(Xa.var(axis=0)))
         # centre the data for accuracy (as scikit-learn); centres are shifted back at the end
         mean = Xa.mean(0)
@@ -180,16 +237,30 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             if is_array:
                 c0 = init_c - mean
             elif self.init == "k-means++":
-                c0, _ = kmeans_plusplus(Xc, self.n_clusters, random_state=rng)
-            else:
+                c0, _ = kmeans_plusplus(Xc, self.n_clusters, sample_weight=w, random_state=rng)
+            elif np.all(w == w[0]):
                 c0 = Xc[rng.choice(n, self.n_clusters, replace=False)]
-            run = self._lloyd(Xc, c0, x_sq, tol)
+            else:
+                c0 = Xc[rng.choice(n, self.n_clusters, replace=False, p=w / w.sum())]
+            run = self._lloyd(Xc, w, c0, x_sq, tol)
             if best is None or run[2] < best[2]:
                 best = run
         assert best is not None
         centers, self.labels_, self.inertia_, self.n_iter_ = best
         self.cluster_centers_ = centers + mean
         return self
+
+    def fit_predict(
+        self, X: ArrayLike, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+    ) -> IntArray:
+        """Fit (with `sample_weight`, if given) and return `labels_`."""
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    def fit_transform(
+        self, X: ArrayLike, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+    ) -> FloatArray:
+        """Fit (with `sample_weight`, if given) and return the distances to the centres."""
+        return self.fit(X, sample_weight=sample_weight).transform(X)
 
     def predict(self, X: ArrayLike) -> IntArray:
         """Index of the nearest centre."""
@@ -201,10 +272,13 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Xa = self._validate_predict_input(X)
         return np.sqrt(_sq_dists(Xa, self.cluster_centers_))
 
-    def score(self, X: ArrayLike, y: ArrayLike | None = None) -> float:
-        """Negative inertia of `X` under the fitted centres."""
+    def score(
+        self, X: ArrayLike, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+    ) -> float:
+        """Negative (weighted) inertia of `X` under the fitted centres."""
         Xa = self._validate_predict_input(X)
-        return -float(_assign(Xa, self.cluster_centers_, (Xa * Xa).sum(1))[1].sum())
+        w = check_sample_weight(sample_weight, len(Xa))
+        return -float((w * _assign(Xa, self.cluster_centers_, (Xa * Xa).sum(1))[1]).sum())
 
 
 class DBSCAN(ClusterMixin, BaseEstimator):
