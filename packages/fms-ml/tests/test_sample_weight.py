@@ -1,4 +1,4 @@
-"""`sample_weight` in the linear models, the trees and the metrics, against scikit-learn.
+"""`sample_weight` in the linear models, trees, SVMs, clusterers and metrics, against scikit-learn.
 
 Three kinds of check for every estimator and metric:
 
@@ -12,10 +12,11 @@ Three kinds of check for every estimator and metric:
   values, dual coefficients and intercepts to 1e-3 absolute at `tol=1e-6` with the same support
   vectors (the tolerances of the unweighted SVM tests); KMeans from the same initial centres:
   centres, inertia and score to 1e-10, identical labels and iterations (k-means++ seeding, whose
-  random stream differs, is checked by its semantics); metrics (classification ones included) to
-  1e-12 relative;
+  random stream differs, is checked by its semantics); DBSCAN labels and core samples identical;
+  metrics (classification ones included) to 1e-12 relative;
 * integer weights equal repeated rows, and weight 0 equals a dropped row (same tolerances; for the
-  trees exactly equal arrays when a row is dropped);
+  trees exactly equal arrays when a row is dropped; not for DBSCAN, where a row of weight 0 is
+  still a point that its neighbours' weight can make core, as in scikit-learn);
 * `sample_weight` of ones equals no weights, and bad weights raise a `ValueError` naming the
   problem.
 
@@ -802,6 +803,56 @@ def test_weighted_kmeans_plusplus_inertia_close_to_sklearn(digits) -> None:  # t
     assert ours == pytest.approx(ref, rel=0.02)
 
 
+def _dbscan_weights(kind: str, n: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if kind == "real":
+        return rng.uniform(0.0, 3.0, n)
+    if kind == "integer":
+        return rng.integers(0, 4, n).astype(float)
+    return np.where(rng.random(n) < 0.3, 0.0, 1.0)
+
+
+@pytest.mark.parametrize(("eps", "min_samples"), [(0.3, 3), (0.5, 5), (0.8, 10), (0.5, 12)])
+@pytest.mark.parametrize("kind", ["real", "integer", "zero_one"])
+def test_weighted_dbscan_labels_and_core_samples_equal_sklearn(
+    iris, eps, min_samples, kind
+) -> None:  # type: ignore[no-untyped-def]
+    """Core iff the neighbourhood's summed weight reaches `min_samples`: identical labels, cores."""
+    X, _ = iris
+    X = _standardise(X)
+    w = _dbscan_weights(kind, len(X))
+    ours = cluster.DBSCAN(eps, min_samples=min_samples).fit(X, sample_weight=w)
+    ref = skc.DBSCAN(eps=eps, min_samples=min_samples).fit(X, sample_weight=w)
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    np.testing.assert_array_equal(ours.core_sample_indices_, ref.core_sample_indices_)
+    np.testing.assert_array_equal(
+        cluster.DBSCAN(eps, min_samples=min_samples).fit_predict(X, sample_weight=w), ref.labels_
+    )
+
+
+def test_dbscan_weights_count_as_copies_and_zero_weight_rows_stay_points(iris) -> None:  # type: ignore[no-untyped-def]
+    """Integer weights equal repeated rows exactly; a row of weight 0 is not dropped: it can be core
+    through its neighbours' weight (scikit-learn's semantics), and ones equal no weights."""
+    X, _ = iris
+    X = _standardise(X)
+    counts = np.random.default_rng(0).integers(0, 4, len(X))
+    keep = counts > 0
+    est = cluster.DBSCAN(0.5, min_samples=6)
+    weighted = est.fit(X[keep], sample_weight=counts[keep]).labels_
+    repeated = est.fit(np.repeat(X, counts, axis=0)).labels_
+    np.testing.assert_array_equal(np.repeat(weighted, counts[keep]), repeated)
+    w = counts.astype(float)
+    core = np.zeros(len(X), dtype=bool)
+    core[est.fit(X, sample_weight=w).core_sample_indices_] = True
+    assert (core & (w == 0)).any()  # zero-weight rows that are core all the same
+    np.testing.assert_array_equal(
+        est.fit(X, sample_weight=np.ones(len(X))).labels_, est.fit(X).labels_
+    )
+    heavy = np.ones(len(X))
+    heavy[7] = 6.0  # a row of weight >= min_samples is core by itself
+    assert 7 in est.fit(X, sample_weight=heavy).core_sample_indices_
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad weights
 # ------------------------------------------------------------------------------------------------
@@ -834,6 +885,7 @@ def test_bad_sample_weight_raises_naming_the_problem(w, match) -> None:  # type:
         svm.LinearSVC(),
         svm.SVC(),
         cluster.KMeans(2),
+        cluster.DBSCAN(),
     ]
     for est in estimators:
         with pytest.raises(ValueError, match=match):

@@ -10,6 +10,10 @@ $2 + \lfloor\ln k\rfloor$ draws, as scikit-learn), which is $O(\log k)$-competit
 **DBSCAN** (Ester et al., 1996): points with at least `min_samples` neighbours within `eps`
 (itself included) are *core*; clusters are the connected components of core points under the
 `eps`-neighbour relation, plus the non-core points they reach; the rest is noise (label `-1`).
+
+**Sample weights** (scikit-learn's semantics) count row $i$ as $w_i$ points: k-means minimises
+$\sum_i w_i \min_k \lVert x_i - \mu_k\rVert^2$ (weighted means, seeding in proportion to $w_i$),
+and DBSCAN counts the summed weight of a neighbourhood instead of its size.
 """
 
 from __future__ import annotations
@@ -284,6 +288,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 class DBSCAN(ClusterMixin, BaseEstimator):
     """Density-based clustering with noise (Euclidean distance).
 
+    A point is core when its `eps`-neighbourhood (itself included) holds at least `min_samples`
+    points, or, with `sample_weight`, at least `min_samples` in summed weight.
     The clusters are the connected components of the core points, found by vectorised
     minimum-label propagation with pointer jumping (no Python loop over points); they are numbered
     by their first core point and each border point joins the lowest-numbered cluster among its
@@ -299,8 +305,21 @@ class DBSCAN(ClusterMixin, BaseEstimator):
         self.eps = eps
         self.min_samples = min_samples
 
-    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> DBSCAN:
-        """Find core points and expand clusters from them."""
+    def fit(
+        self, X: ArrayLike, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+    ) -> DBSCAN:
+        r"""Find core points and expand clusters from them.
+
+        Args:
+            X: `(n_samples, n_features)` data.
+            y: ignored.
+            sample_weight: `(n_samples,)` weights $w_i$ (scikit-learn's semantics): point $i$ is
+                core when $\sum_{j \in N_\varepsilon(i)} w_j \ge$ `min_samples`, itself
+                included, so a row of integer weight $k$ acts as $k$ copies of it and a row of
+                weight at least `min_samples` is core on its own. A row of weight 0 still counts
+                as a point (it can be core through its neighbours' weight, and a border point).
+                Unlike scikit-learn, negative weights are rejected.
+        """
         if self.eps <= 0:
             raise ValueError(f"eps must be > 0; got {self.eps}.")
         if self.min_samples < 1:
@@ -308,6 +327,7 @@ class DBSCAN(ClusterMixin, BaseEstimator):
         Xa = check_array(X)
         n = len(Xa)
         self.n_features_in_ = Xa.shape[1]
+        w = None if sample_weight is None else check_sample_weight(sample_weight, n)
         x_sq = (Xa * Xa).sum(1)
         eps2 = self.eps * self.eps
         # The eps-neighbour graph in CSR form: the neighbours of i are nbr[ptr[i]:ptr[i + 1]].
@@ -331,7 +351,10 @@ class DBSCAN(ClusterMixin, BaseEstimator):
             cols_l.append(np.flatnonzero(mask) % n)
         nbr = np.concatenate(cols_l)
         starts = np.r_[0, np.cumsum(counts)[:-1]]
-        core = counts >= self.min_samples
+        if w is None:
+            core = counts >= self.min_samples
+        else:  # the summed weight of each neighbourhood, itself included
+            core = np.add.reduceat(w[nbr], starts) >= self.min_samples
         # Clusters = connected components of the core points. Every core point takes the smallest
         # label among its core neighbours (non-core points show the sentinel `n`, larger than any
         # label, so they never win), then follows its label's own label (pointer jumping); repeat
@@ -358,3 +381,9 @@ class DBSCAN(ClusterMixin, BaseEstimator):
         self.core_sample_indices_ = np.nonzero(core)[0]
         self.components_ = Xa[core].copy()
         return self
+
+    def fit_predict(
+        self, X: ArrayLike, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+    ) -> IntArray:
+        """Fit (with `sample_weight`, if given) and return `labels_`."""
+        return self.fit(X, sample_weight=sample_weight).labels_
