@@ -661,8 +661,10 @@ def _sgd_loss_grad(loss: str, z: FloatArray, y: FloatArray, epsilon: float) -> F
     raise ValueError(f"unknown loss {loss!r}")
 
 
-def _sgd_loss(loss: str, z: FloatArray, y: FloatArray, epsilon: float) -> FloatArray:
-    """Per-column sum of the per-sample loss (for scikit-learn's epoch stopping rule)."""
+def _sgd_loss(
+    loss: str, z: FloatArray, y: FloatArray, epsilon: float, s: FloatArray | None = None
+) -> FloatArray:
+    """Per-column (weighted by `s`) sum of the per-sample loss, for the epoch stopping rule."""
     if loss == "hinge":
         out = np.maximum(0.0, 1.0 - y * z)
     elif loss == "log_loss":
@@ -681,16 +683,29 @@ def _sgd_loss(loss: str, z: FloatArray, y: FloatArray, epsilon: float) -> FloatA
             out = np.where(a <= epsilon, 0.5 * r * r, epsilon * (a - 0.5 * epsilon))
         else:
             out = np.maximum(0.0, np.abs(r) - epsilon)
+    if s is not None:
+        out = out * s
     return np.asarray(out.sum(axis=0), dtype=np.float64)
 
 
 def _sgd_epochs(
-    est: Any, X: FloatArray, Y: FloatArray, rng: np.random.Generator
+    est: Any,
+    X: FloatArray,
+    Y: FloatArray,
+    rng: np.random.Generator,
+    S: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray, int]:
-    r"""Mini-batch SGD on $\frac1n\sum_i L(y_i, x_i^\top w + b) + \frac{\alpha}{2}\lVert w\rVert^2$.
+    r"""Mini-batch SGD on $\frac1n\sum_i s_i L(y_i, x_i^\top w + b) + \frac{\alpha}{2}\lVert w\rVert^2$.
 
     `Y` is `(n, K)`: $K$ independent problems (one-vs-rest columns) trained side by side on the
-    same batches, each stopping on its own. Learning rates as scikit-learn's: `"optimal"`
+    same batches, each stopping on its own. `S` (`(n, K)`, or None for ones) holds each sample's
+    weight in each problem, sample weight times class weight: as in scikit-learn, it scales the
+    sample's gradient term, while the schedule and the $\ell_2$ shrinkage still advance one step
+    per row whatever its weight. The stopping rule watches the weighted epoch loss against
+    `tol` times the total weight (scikit-learn watches the unweighted loss against `tol` times
+    $n$; the two agree for unit weights), so a row of weight 0 has no influence at all.
+
+    Learning rates as scikit-learn's: `"optimal"`
     $\eta_t = 1/(\alpha(t_0 + t))$ (Bottou's heuristic $t_0$), `"invscaling"`
     $\eta_t = \eta_0 / t^{\text{power\_t}}$, `"constant"` $\eta_0$. A problem stops when its
     epoch loss has not improved by `tol` for `n_iter_no_change` epochs.
@@ -722,6 +737,7 @@ def _sgd_epochs(
     # is shrunk by the L2 penalty.
     X1 = np.hstack([X, np.ones((n, 1))]) if est.fit_intercept else X
     theta = np.zeros((X1.shape[1], K))
+    mass = np.full(K, float(n)) if S is None else S.sum(axis=0)
     for epoch in range(1, est.max_iter + 1):  # noqa: B007
         order = rng.permutation(n) if est.shuffle else np.arange(n)
         cols = np.nonzero(active)[0]
@@ -731,12 +747,15 @@ def _sgd_epochs(
         # the loop instead of one per step. Each step is a handful of numpy calls whose fixed
         # overhead, not arithmetic, is the cost at these batch sizes.
         Xs, Ys = X1[order], Y[order][:, cols]
+        Ss = None if S is None else S[order][:, cols]
         Z = np.empty_like(Ys)
         for start in range(0, n, bs):
             Xb, yb = Xs[start : start + bs], Ys[start : start + bs]
             z = Xb @ th
             Z[start : start + bs] = z
             dz = _sgd_loss_grad(est.loss, z, yb, est.epsilon)
+            if Ss is not None:
+                dz *= Ss[start : start + bs]
             if est.learning_rate == "optimal":
                 eta = 1.0 / (alpha * (t0 + t - 1))
             elif est.learning_rate == "invscaling":
@@ -749,10 +768,10 @@ def _sgd_epochs(
             th -= Xb.T @ (eta * dz)
             t += m
         total = np.zeros(K)
-        total[cols] = _sgd_loss(est.loss, Z, Ys, est.epsilon)
+        total[cols] = _sgd_loss(est.loss, Z, Ys, est.epsilon, Ss)
         theta[:, cols] = th
         if est.tol is not None:
-            worse = total[cols] > best[cols] - est.tol * n
+            worse = total[cols] > best[cols] - est.tol * mass[cols]
             no_improve[cols] = np.where(worse, no_improve[cols] + 1, 0)
             best[cols] = np.minimum(best[cols], total[cols])
             active[cols[no_improve[cols] >= est.n_iter_no_change]] = False
@@ -790,6 +809,17 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
     64 samples, batches of 256 from 8 192. The one-vs-rest problems of a multiclass fit are
     trained side by side on the same batches. Scores match scikit-learn's within
     the noise of the stochastic optimiser, not coefficient by coefficient.
+
+    `class_weight` (`None`, `"balanced"` from the row counts, or a dict) and `sample_weight`
+    scale each sample's gradient term by $s_i c_{y_i}$, scikit-learn's semantics: in the binary
+    problem both classes take their weight, in one-vs-rest problem $k$ only its positives take
+    $c_k$ (its negatives keep 1).
+
+    Attributes:
+        classes_: the sorted class labels.
+        coef_: `(1, n_features)` binary, `(n_classes, n_features)` one-vs-rest.
+        intercept_: `(1,)` or `(n_classes,)`.
+        n_iter_: epochs run.
     """
 
     def __init__(
@@ -808,6 +838,7 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
         power_t: float = 0.5,
         n_iter_no_change: int = 5,
         batch_size: int | Literal["auto"] = "auto",
+        class_weight: Any = None,
     ) -> None:
         self.loss = loss
         self.alpha = alpha
@@ -822,9 +853,12 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
         self.power_t = power_t
         self.n_iter_no_change = n_iter_no_change
         self.batch_size = batch_size
+        self.class_weight = class_weight
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> SGDClassifier:
-        """Fit one binary SGD model per class (one for two classes)."""
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> SGDClassifier:
+        """Fit one binary SGD model per class (one for two classes), optionally weighted."""
         self._check_params(("hinge", "log_loss", "modified_huber", "squared_hinge"))
         Xa, ya = check_X_y(X, y)
         codes = self._encode_labels(ya)
@@ -833,7 +867,17 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
         K = self.classes_.size
         targets = np.array([1]) if K == 2 else np.arange(K)
         Y = np.where(codes[:, None] == targets[None, :], 1.0, -1.0)  # one-vs-rest columns
-        W, b, self.n_iter_ = _sgd_epochs(self, Xa, Y, rng)
+        S = None
+        if sample_weight is not None or self.class_weight is not None:
+            sw = check_sample_weight(sample_weight, len(Xa))
+            cw = compute_class_weight(self.class_weight, self.classes_, codes)  # row counts
+            if K == 2:
+                S = (sw * cw[codes])[:, None]
+            else:  # problem k: c_k on its positives, 1 on the rest (scikit-learn's OvR)
+                S = sw[:, None] * np.where(Y > 0, cw[None, :], 1.0)
+            if not (S > 0).any():
+                raise ValueError("class_weight times sample_weight is zero for every sample.")
+        W, b, self.n_iter_ = _sgd_epochs(self, Xa, Y, rng, S)
         self.coef_ = W.T.copy()
         self.intercept_ = b
         return self
@@ -902,13 +946,18 @@ class SGDRegressor(RegressorMixin, _SGDBase):
         self.n_iter_no_change = n_iter_no_change
         self.batch_size = batch_size
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> SGDRegressor:
-        """Fit by SGD."""
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> SGDRegressor:
+        """Fit by SGD; `sample_weight` scales each sample's gradient term (scikit-learn's rule)."""
         self._check_params(("squared_error", "huber", "epsilon_insensitive"))
         Xa, ya = check_X_y(X, y, y_numeric=True)
         self.n_features_in_ = Xa.shape[1]
+        S = None
+        if sample_weight is not None:
+            S = check_sample_weight(sample_weight, len(Xa))[:, None]
         W, b, self.n_iter_ = _sgd_epochs(
-            self, Xa, ya.reshape(-1, 1), check_random_state(self.random_state)
+            self, Xa, ya.reshape(-1, 1), check_random_state(self.random_state), S
         )
         self.coef_, self.intercept_ = W[:, 0].copy(), b
         return self
