@@ -189,11 +189,8 @@ def test_save_is_atomic_and_keeps_other_files(saved: Path) -> None:
     assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("family", ["gpt", "llama"])
-def test_fused_kernels_equal_the_reference_modules(family: str) -> None:
-    """The fast path (F.layer_norm, the hand-derived RMSNorm, F.gelu tanh, F.silu) matches the
-    readable fms_transformer modules: logits and gradients within 1e-5 (float32)."""
-    torch.manual_seed(4)
+def _reference_and_fast(family: str) -> tuple[GPT, GPT]:
+    """The same perturbed weights in the readable reference modules and in the fused fast path."""
     cfg: GPTConfig | LlamaConfig
     if family == "gpt":
         cfg = GPTConfig(vocab_size=61, n_layers=2, d_model=32, n_heads=4, max_seq_len=16)
@@ -203,6 +200,15 @@ def test_fused_kernels_equal_the_reference_modules(family: str) -> None:
     fast = (GPT if family == "gpt" else Llama)(cfg, fused=True)
     _perturb(ref)
     fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+def test_fused_kernels_equal_the_reference_modules(family: str) -> None:
+    """The fast path (F.layer_norm, the hand-derived RMSNorm, F.gelu tanh, F.silu) matches the
+    readable fms_transformer modules: logits and gradients within 1e-5 (float32)."""
+    torch.manual_seed(4)
+    ref, fast = _reference_and_fast(family)
     assert type(fast.norm_f).__name__.startswith("_Fused")
     x = torch.randint(0, 61, (2, 12))
     a, b = ref(x), fast(x)
@@ -221,15 +227,7 @@ def test_fused_attention_decodes_like_the_reference_modules(family: str) -> None
     cache offset) gives the reference model's logits within 1e-5 (float32): a full
     forward pass, token-by-token decoding with a KV cache, and explicit positions."""
     torch.manual_seed(5)
-    cfg: GPTConfig | LlamaConfig
-    if family == "gpt":
-        cfg = GPTConfig(vocab_size=61, n_layers=2, d_model=32, n_heads=4, max_seq_len=16)
-    else:
-        cfg = LlamaConfig(vocab_size=61, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2)
-    ref = (GPT if family == "gpt" else Llama)(cfg, fused=False)
-    fast = (GPT if family == "gpt" else Llama)(cfg, fused=True)
-    _perturb(ref)
-    fast.load_state_dict(ref.state_dict())
+    ref, fast = _reference_and_fast(family)
     if family == "llama":  # RoPE from one table shared by every layer
         assert type(fast.blocks[0].self_attn).__name__ == "_FusedSelfAttention"
         assert fast.blocks[0].self_attn.rope is fast.blocks[1].self_attn.rope
@@ -237,12 +235,12 @@ def test_fused_attention_decodes_like_the_reference_modules(family: str) -> None
     with torch.no_grad():
         full = ref(x)
         torch.testing.assert_close(fast(x), full, atol=TOL, rtol=0)
-        cache = KVCache(cfg.n_layers)
+        cache = KVCache(fast.config.n_layers)
         steps = [fast(x[:, :4], kv_cache=cache)]
         steps += [fast(x[:, t : t + 1], kv_cache=cache) for t in range(4, 10)]
         torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=TOL, rtol=0)
         if family == "llama":  # explicit positions take the reference path
-            h = torch.randn(2, 10, cfg.d_model)
+            h = torch.randn(2, 10, fast.config.d_model)
             pos = torch.arange(3, 13)
             a = ref.blocks[0].self_attn(h, is_causal=True, positions=pos)
             b = fast.blocks[0].self_attn(h, is_causal=True, positions=pos)
