@@ -216,12 +216,9 @@ class ClassifierMixin:
 
     def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Mean accuracy of `self.predict(X)` against `y` (weighted by `sample_weight` if given)."""
-        pred = self.predict(X)  # type: ignore[attr-defined]
-        if sample_weight is not None:
-            from fms_ml.metrics import accuracy_score
+        from fms_ml.metrics import accuracy_score
 
-            return accuracy_score(y, pred, sample_weight=sample_weight)
-        return float(np.mean(pred == np.asarray(y)))
+        return accuracy_score(y, self.predict(X), sample_weight=sample_weight)  # type: ignore[attr-defined]
 
 
 class RegressorMixin:
