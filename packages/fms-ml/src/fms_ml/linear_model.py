@@ -18,6 +18,7 @@ recovered as $b = \bar y - \bar x^\top w$.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -530,8 +531,14 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             out[:n_coef] = np.sign(w) * np.maximum(np.abs(w) - t * lam1 / sw_sum, 0.0)
             return out
 
-        def curvature_bound(c: float) -> float:
-            return c * float(sw @ ((Xa * Xa).sum(1) + float(fi))) / sw_sum + lam / sw_sum
+        def run_fista(
+            f: Callable[[FloatArray], tuple[float, FloatArray]], theta0: FloatArray, c: float
+        ) -> tuple[FloatArray, int, bool]:
+            """FISTA from `theta0`, starting its step at $1/L$ for the curvature factor `c`."""
+            lipschitz = c * float(sw @ ((Xa * Xa).sum(1) + float(fi))) / sw_sum + lam / sw_sum
+            return fista(
+                f, soft_threshold, theta0, lipschitz=lipschitz, tol=self.tol, max_iter=self.max_iter
+            )
 
         fi = self.fit_intercept
         if K == 2:
@@ -559,14 +566,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
             theta0 = np.zeros(p + int(fi))
             if self.solver == "fista":
-                theta, self.n_iter_, _ = fista(
-                    fun,
-                    soft_threshold,
-                    theta0,
-                    lipschitz=curvature_bound(0.25),
-                    tol=self.tol,
-                    max_iter=self.max_iter,
-                )
+                theta, self.n_iter_, _ = run_fista(fun, theta0, 0.25)
             elif self.solver == "newton":
                 theta, self.n_iter_, _ = newton(
                     fun, hess, theta0, tol=self.tol, max_iter=self.max_iter
@@ -597,14 +597,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
         theta0 = np.zeros(K * p + (K if fi else 0))
         if self.solver == "fista":
-            theta, self.n_iter_, _ = fista(
-                fun_multi,
-                soft_threshold,
-                theta0,
-                lipschitz=curvature_bound(0.5),
-                tol=self.tol,
-                max_iter=self.max_iter,
-            )
+            theta, self.n_iter_, _ = run_fista(fun_multi, theta0, 0.5)
         else:
             theta, self.n_iter_, _ = lbfgs(fun_multi, theta0, tol=self.tol, max_iter=self.max_iter)
         self.coef_ = theta[: K * p].reshape(K, p)
