@@ -15,14 +15,18 @@ ways:
 Steps of the two models are interleaved round by round, and the speed-up is the median over
 rounds of transformers' step time / ours in process CPU time, with a 95% bootstrap interval
 (`_timing.py`). On a GPU (`--device cuda`) the ratio is of wall time (each step ends with a
-synchronisation), `--precision bf16` runs both models under bf16 autocast, `--size gpt2` uses
-GPT-2-small shapes, and the table adds tokens/s and model FLOPs utilisation (MFU, against the
-datasheet bf16 peak of the GPU, [fms_llm.train.pretrain.estimate_peak_flops][]). `--compile`
+synchronisation), `--precision bf16` runs both models under bf16 autocast, and the table adds
+model FLOPs utilisation (MFU, against the datasheet bf16 peak of the GPU,
+[fms_llm.train.pretrain.estimate_peak_flops][]). `--size` picks the shapes: `quick` and `default`
+(the `tiny` and `small` presets' widths), `medium` (width 512, 8 layers, Llama 2's vocabulary of
+32,000) and `gpt2` (GPT-2 small: width 768, 12 layers, 50,257 tokens, 8 x 1024 per batch);
+`--family` runs one of the two models. `--compile`
 wraps each library's forward and loss in `torch.compile` (both sides; the first calls, which
 compile, are warm-up and not timed).
 
     python packages/fms-llm/benchmarks/bench_training.py [--quick] [--threads N] [--steps N]
-        [--device cpu|cuda] [--precision fp32|bf16] [--size quick|default|gpt2] [--compile]
+        [--device cpu|cuda] [--precision fp32|bf16] [--size quick|default|medium|gpt2]
+        [--family gpt|llama|both] [--compile]
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from fms_llm.train.pretrain import estimate_peak_flops
 SHAPES = {  # family, vocab, d, layers, heads, batch, seq, rounds
     "quick": [("gpt", 2048, 128, 4, 4, 8, 128, 20), ("llama", 2048, 128, 4, 4, 8, 128, 20)],
     "default": [("gpt", 8192, 256, 6, 8, 8, 256, 20), ("llama", 8192, 256, 6, 8, 8, 256, 20)],
+    "medium": [("gpt", 32000, 512, 8, 8, 8, 512, 10), ("llama", 32000, 512, 8, 8, 8, 512, 10)],
     "gpt2": [("gpt", 50257, 768, 12, 12, 8, 1024, 20), ("llama", 50257, 768, 12, 12, 8, 1024, 20)],
 }
 
@@ -143,6 +148,9 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SHAPES), default="default", help="model shapes")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--steps", type=int, default=None, help="timed rounds per shape")
+    parser.add_argument(
+        "--family", choices=("gpt", "llama", "both"), default="both", help="which models to run"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument(
@@ -174,6 +182,8 @@ def main() -> None:
     )
     print("| --- " * (10 if gpu else 8) + "|")
     for family, vocab, d, layers, heads, batch, seq, steps in shapes:
+        if args.family not in ("both", family):
+            continue
         for own_loss in modes:
             r = bench(family, vocab, d, layers, heads, batch, seq, args.steps or steps, own_loss,
                       device, args.precision == "bf16", args.compile)  # fmt: skip

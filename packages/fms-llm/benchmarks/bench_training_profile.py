@@ -17,7 +17,7 @@ op a little, on both sides alike; the shared floor is measured in our step, so t
 if anything, generous.
 
     python packages/fms-llm/benchmarks/bench_training_profile.py [--quick] [--size ...]
-        [--threads N] [--rounds N]
+        [--threads N] [--rounds N] [--steps N] [--family gpt|llama|both]
 """
 
 from __future__ import annotations
@@ -115,6 +115,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--rounds", type=int, default=6, help="profiled rounds per shape")
     parser.add_argument("--steps", type=int, default=3, help="training steps per profiled round")
+    parser.add_argument(
+        "--family", choices=("gpt", "llama", "both"), default="both", help="which models to run"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,6 +130,8 @@ def main() -> None:
     )
     print("| --- " * (len(ORDER) + 7) + "|")
     for family, vocab, d, layers, heads, batch, seq, _ in shapes:
+        if args.family not in ("both", family):
+            continue
         r = bench(family, vocab, d, layers, heads, batch, seq, args.rounds, args.steps)
         name = "GPT-2" if family == "gpt" else "Llama (GQA)"
         for lib, ms in r["ms"].items():  # type: ignore[attr-defined]
