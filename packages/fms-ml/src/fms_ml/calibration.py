@@ -29,6 +29,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from fms_ml._validation import check_array, check_is_fitted, check_sample_weight, check_X_y
 from fms_ml.base import BaseEstimator, ClassifierMixin, clone
+from fms_ml.linear_model import _log1pexp
+from fms_ml.linear_model import _sigmoid as _logistic  # 1 / (1 + e^{-z}), overflow-free
 
 __all__ = ["CalibratedClassifierCV", "isotonic_regression", "sigmoid_calibration"]
 
@@ -46,8 +48,9 @@ def sigmoid_calibration(
     $\begin{pmatrix} \sum d_i f_i^2 & \sum d_i f_i \\ \sum d_i f_i & \sum d_i \end{pmatrix}$
     and the gradient $\big(\sum s_i (t_i - p_i) f_i, \sum s_i (t_i - p_i)\big)$; Newton steps with
     an Armijo backtracking line search, from $A = 0$, $B = \log\frac{N_- + 1}{N_+ + 1}$, until
-    both gradient entries are below $10^{-5}$. The loss is written as $t u + \log(1 + e^{-u})$
-    or $(t - 1) u + \log(1 + e^{u})$, whichever cannot overflow.
+    both gradient entries are below $10^{-5}$. Per sample the loss is
+    $\log(1 + e^{u}) - (1 - t) u$ (since $-\log p = \log(1 + e^u)$ and
+    $-\log(1 - p) = \log(1 + e^u) - u$), evaluated without overflow.
 
     Args:
         scores: `(n,)` classifier scores $f_i$.
@@ -64,13 +67,12 @@ def sigmoid_calibration(
 
     def loss(A: float, B: float) -> float:
         u = f * A + B
-        per = np.where(u >= 0, t * u, (t - 1.0) * u) + np.log1p(np.exp(-np.abs(u)))
-        return float(s @ per)
+        return float(s @ (_log1pexp(u) + (t - 1.0) * u))
 
     A, B = 0.0, math.log((n_neg + 1.0) / (n_pos + 1.0))
     fval = loss(A, B)
     for _ in range(100):
-        p = _sigmoid(f * A + B)
+        p = _logistic(-(f * A + B))
         d2 = s * p * (1.0 - p)
         h11, h22, h21 = float(d2 @ (f * f)) + 1e-12, float(d2.sum()) + 1e-12, float(d2 @ f)
         d1 = s * (t - p)
@@ -90,12 +92,6 @@ def sigmoid_calibration(
         else:
             break  # no step decreases the loss: the current point is optimal to rounding
     return A, B
-
-
-def _sigmoid(u: FloatArray) -> FloatArray:
-    """$1 / (1 + e^{u})$ without overflow for either sign of $u$."""
-    e = np.exp(-np.abs(u))
-    return np.asarray(np.where(u >= 0, e / (1.0 + e), 1.0 / (1.0 + e)))
 
 
 def isotonic_regression(y: ArrayLike, sample_weight: ArrayLike | None = None) -> FloatArray:
@@ -166,7 +162,7 @@ class _Sigmoid:
         self.A, self.B = sigmoid_calibration(f, y, s)
 
     def predict(self, f: FloatArray) -> FloatArray:
-        return _sigmoid(self.A * f + self.B)
+        return _logistic(-(self.A * f + self.B))
 
 
 def _scores(estimator: Any, X: FloatArray) -> FloatArray:
