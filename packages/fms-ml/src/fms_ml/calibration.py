@@ -14,8 +14,13 @@ classifier did **not** train on (cross-validation), one map per class:
   labels in weighted least squares, found by the pool-adjacent-violators algorithm, and
   interpolated linearly between its steps. More flexible, so it wants more data.
 
-With $K > 2$ classes each class is calibrated one-vs-rest and the $K$ probabilities are
-renormalised to sum to one. [CalibratedClassifierCV][fms_ml.calibration.CalibratedClassifierCV]
+- **temperature** (Guo et al., 2017): one inverse temperature $\beta$ for all classes,
+  $p = \mathrm{softmax}(\beta z)$ of the classifier's logits $z$ (its decision values, or the
+  logarithms of its probabilities), fitted by maximum likelihood. It keeps the ranking of the
+  classes and only sharpens ($\beta > 1$) or softens ($\beta < 1$) the distribution.
+
+With $K > 2$ classes the sigmoid and isotonic maps calibrate each class one-vs-rest and the $K$
+probabilities are renormalised to sum to one. [CalibratedClassifierCV][fms_ml.calibration.CalibratedClassifierCV]
 follows scikit-learn's `CalibratedClassifierCV` (same folds, same targets, same normalisation).
 """
 
@@ -29,7 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from fms_ml._validation import check_array, check_is_fitted, check_sample_weight, check_X_y
 from fms_ml.base import BaseEstimator, ClassifierMixin, clone
-from fms_ml.linear_model import _log1pexp
+from fms_ml.linear_model import _log1pexp, _softmax
 from fms_ml.linear_model import _sigmoid as _logistic  # 1 / (1 + e^{-z}), overflow-free
 
 __all__ = ["CalibratedClassifierCV", "isotonic_regression", "sigmoid_calibration"]
@@ -165,6 +170,65 @@ class _Sigmoid:
         return _logistic(-(self.A * f + self.B))
 
 
+class _Temperature:
+    r"""Temperature scaling: $p = \mathrm{softmax}(\beta z)$ with one fitted $\beta > 0$.
+
+    The weighted negative log-likelihood $L(\beta) = \sum_i s_i [\log \sum_k e^{\beta z_{ik}}
+    - \beta z_{i y_i}]$ is convex in $\beta$: $L'(\beta) = \sum_i s_i (\mathbb E_{p_i}[z_i] -
+    z_{i y_i})$ and $L''(\beta) = \sum_i s_i \mathrm{Var}_{p_i}(z_i) \ge 0$. Newton's method
+    from $\beta = 1$, halving any step that would leave $\beta \in [e^{-10}, e^{10}]$ (the range
+    scikit-learn searches) or raise the loss, until $|L'| \le 10^{-10} \sum_i s_i$.
+    """
+
+    def __init__(self, z: FloatArray, codes: NDArray[np.intp], s: FloatArray) -> None:
+        rows = np.arange(len(codes))
+        zy = z[rows, codes]
+
+        def loss(beta: float) -> float:
+            bz = beta * z
+            m = bz.max(axis=1)
+            lse = m + np.log(np.exp(bz - m[:, None]).sum(axis=1))
+            return float(s @ (lse - beta * zy))
+
+        lo, hi = math.exp(-10.0), math.exp(10.0)
+        beta, fval = 1.0, loss(1.0)
+        for _ in range(100):
+            p = _softmax(beta * z)
+            mean = (p * z).sum(axis=1)
+            g = float(s @ (mean - zy))
+            if abs(g) <= 1e-10 * s.sum():
+                break
+            h = float(s @ ((p * z * z).sum(axis=1) - mean**2))
+            step = -g / h if h > 0 else -np.sign(g) * beta
+            while True:
+                new = min(max(beta + step, lo), hi)
+                fnew = loss(new)
+                if fnew <= fval or abs(step) < 1e-14:
+                    break
+                step /= 2.0
+            if new == beta:
+                break
+            beta, fval = new, fnew
+        self.beta = beta
+
+    def predict(self, z: FloatArray) -> FloatArray:
+        return _softmax(self.beta * z)
+
+
+def _logits(scores: FloatArray, has_decision_function: bool) -> FloatArray:
+    r"""A classifier's scores as `(n, K)` logits, as scikit-learn forms them for temperature
+    scaling: a binary decision value $f$ as $(-f, f)$; probabilities (a binary positive-class
+    column, or rows of $[0, 1]$ entries summing to one) as $\log(p + 10^{-12})$; other
+    multiclass scores unchanged."""
+    if scores.shape[1] == 1:
+        if has_decision_function:
+            return np.hstack([-scores, scores])
+        scores = np.hstack([1.0 - scores, scores])
+    if np.all((scores >= 0) & (scores <= 1)) and np.allclose(scores.sum(axis=1), 1.0):
+        return np.asarray(np.log(scores + 1e-12))
+    return scores
+
+
 def _scores(estimator: Any, X: FloatArray) -> FloatArray:
     """`decision_function` if the estimator has one, else `predict_proba`; one column for the
     positive class of a binary problem, one per class otherwise."""
@@ -185,7 +249,7 @@ class CalibratedClassifierCV(ClassifierMixin, BaseEstimator):
 
     Args:
         estimator: the classifier to calibrate (default: [LinearSVC][fms_ml.svm.LinearSVC]).
-        method: `"sigmoid"` (Platt) or `"isotonic"`; see the module docstring.
+        method: `"sigmoid"` (Platt), `"isotonic"` or `"temperature"`; see the module docstring.
         cv: folds: an int (stratified, unshuffled), a splitter with `split`, or an iterable of
             `(train, test)` index arrays (default 5).
         ensemble: `True` (and `"auto"`): keep every fold's classifier and map and average their
@@ -195,18 +259,17 @@ class CalibratedClassifierCV(ClassifierMixin, BaseEstimator):
 
     Attributes:
         classes_: the sorted class labels.
-        calibrated_classifiers_: `(classifier, {class index: map})` pairs (one with
-            `ensemble=False`).
+        calibrated_classifiers_: `(classifier, calibrator)` pairs (one with `ensemble=False`);
+            the calibrator is `{class index: map}` for sigmoid and isotonic, one temperature map
+            otherwise.
 
-    scikit-learn's third method, `"temperature"` (one shared scale for a multiclass model's
-    logits), is not provided.
     """
 
     def __init__(
         self,
         estimator: Any = None,
         *,
-        method: Literal["sigmoid", "isotonic"] = "sigmoid",
+        method: Literal["sigmoid", "isotonic", "temperature"] = "sigmoid",
         cv: Any = None,
         ensemble: bool | Literal["auto"] = "auto",
     ) -> None:
@@ -222,8 +285,10 @@ class CalibratedClassifierCV(ClassifierMixin, BaseEstimator):
         from fms_ml.model_selection import check_cv
         from fms_ml.svm import LinearSVC
 
-        if self.method not in ("sigmoid", "isotonic"):
-            raise ValueError(f"method must be 'sigmoid' or 'isotonic'; got {self.method!r}.")
+        if self.method not in ("sigmoid", "isotonic", "temperature"):
+            raise ValueError(
+                f"method must be 'sigmoid', 'isotonic' or 'temperature'; got {self.method!r}."
+            )
         if self.ensemble not in (True, False, "auto"):
             raise ValueError(f"ensemble must be True, False or 'auto'; got {self.ensemble!r}.")
         Xa, ya = check_X_y(X, y)
@@ -239,7 +304,7 @@ class CalibratedClassifierCV(ClassifierMixin, BaseEstimator):
                 return est.fit(Xa[rows], ya[rows])
             return est.fit(Xa[rows], ya[rows], sample_weight=s[rows])
 
-        self.calibrated_classifiers_: list[tuple[Any, dict[int, Any]]] = []
+        self.calibrated_classifiers_: list[tuple[Any, Any]] = []
         if self.ensemble is False:
             scores: FloatArray | None = None
             for tr, te in splits:
@@ -259,13 +324,14 @@ class CalibratedClassifierCV(ClassifierMixin, BaseEstimator):
                 self.calibrated_classifiers_.append((est, maps))
         return self
 
-    def _fit_maps(
-        self, est: Any, scores: FloatArray, y: NDArray[Any], s: FloatArray | None
-    ) -> dict[int, Any]:
+    def _fit_maps(self, est: Any, scores: FloatArray, y: NDArray[Any], s: FloatArray | None) -> Any:
         """One map per class the classifier knows (binary: the positive class), keyed by the
-        class's index in `classes_`."""
-        make = _Sigmoid if self.method == "sigmoid" else _Isotonic
+        class's index in `classes_`; or one temperature map."""
         w = np.ones(len(y)) if s is None else s
+        if self.method == "temperature":
+            z = _logits(scores, hasattr(est, "decision_function"))
+            return _Temperature(z, np.searchsorted(self.classes_, y), w)
+        make = _Sigmoid if self.method == "sigmoid" else _Isotonic
         K = self.classes_.size
         idx = np.searchsorted(self.classes_, est.classes_)
         targets = [int(idx[1])] if K == 2 else [int(i) for i in idx]
@@ -280,19 +346,25 @@ class CalibratedClassifierCV(ClassifierMixin, BaseEstimator):
         Xa = check_array(X, "X")
         K = self.classes_.size
         total = np.zeros((len(Xa), K))
-        for est, maps in self.calibrated_classifiers_:
-            sc = _scores(est, Xa)
-            proba = np.zeros((len(Xa), K))
-            for j, (k, m) in enumerate(maps.items()):
-                proba[:, k] = m.predict(sc[:, j])
-            if K == 2:
-                proba[:, 0] = 1.0 - proba[:, 1]
-            else:
-                den = proba.sum(axis=1, keepdims=True)
-                proba = np.divide(proba, den, out=np.full_like(proba, 1.0 / K), where=den != 0)
+        for est, calibrator in self.calibrated_classifiers_:
+            proba = self._calibrated(est, calibrator, _scores(est, Xa))
             proba[(proba > 1.0) & (proba <= 1.0 + 1e-5)] = 1.0
             total += proba
         return total / len(self.calibrated_classifiers_)
+
+    def _calibrated(self, est: Any, calibrator: Any, sc: FloatArray) -> FloatArray:
+        """One pair's probabilities from its classifier's scores `sc`."""
+        if isinstance(calibrator, _Temperature):
+            return calibrator.predict(_logits(sc, hasattr(est, "decision_function")))
+        K = self.classes_.size
+        proba = np.zeros((len(sc), K))
+        for j, (k, m) in enumerate(calibrator.items()):
+            proba[:, k] = m.predict(sc[:, j])
+        if K == 2:
+            proba[:, 0] = 1.0 - proba[:, 1]
+            return proba
+        den = proba.sum(axis=1, keepdims=True)
+        return np.asarray(np.divide(proba, den, out=np.full_like(proba, 1.0 / K), where=den != 0))
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """The class of highest calibrated probability."""
