@@ -36,6 +36,7 @@ from fms_ml._validation import check_array, check_is_fitted, check_sample_weight
 from fms_ml.base import BaseEstimator, ClassifierMixin, clone
 from fms_ml.linear_model import _log1pexp, _softmax
 from fms_ml.linear_model import _sigmoid as _logistic  # 1 / (1 + e^{-z}), overflow-free
+from fms_ml.mixture import _logsumexp
 
 __all__ = ["CalibratedClassifierCV", "isotonic_regression", "sigmoid_calibration"]
 
@@ -176,8 +177,9 @@ class _Temperature:
     The weighted negative log-likelihood $L(\beta) = \sum_i s_i [\log \sum_k e^{\beta z_{ik}}
     - \beta z_{i y_i}]$ is convex in $\beta$: $L'(\beta) = \sum_i s_i (\mathbb E_{p_i}[z_i] -
     z_{i y_i})$ and $L''(\beta) = \sum_i s_i \mathrm{Var}_{p_i}(z_i) \ge 0$. Newton's method
-    from $\beta = 1$, halving any step that would leave $\beta \in [e^{-10}, e^{10}]$ (the range
-    scikit-learn searches) or raise the loss, until $|L'| \le 10^{-10} \sum_i s_i$.
+    from $\beta = 1$, each iterate clipped to $[e^{-10}, e^{10}]$ (the range scikit-learn
+    searches) and each step halved while it would raise the loss, until
+    $|L'| \le 10^{-10} \sum_i s_i$.
     """
 
     def __init__(self, z: FloatArray, codes: NDArray[np.intp], s: FloatArray) -> None:
@@ -185,10 +187,7 @@ class _Temperature:
         zy = z[rows, codes]
 
         def loss(beta: float) -> float:
-            bz = beta * z
-            m = bz.max(axis=1)
-            lse = m + np.log(np.exp(bz - m[:, None]).sum(axis=1))
-            return float(s @ (lse - beta * zy))
+            return float(s @ (_logsumexp(beta * z) - beta * zy))
 
         lo, hi = math.exp(-10.0), math.exp(10.0)
         beta, fval = 1.0, loss(1.0)
@@ -262,7 +261,6 @@ class CalibratedClassifierCV(ClassifierMixin, BaseEstimator):
         calibrated_classifiers_: `(classifier, calibrator)` pairs (one with `ensemble=False`);
             the calibrator is `{class index: map}` for sigmoid and isotonic, one temperature map
             otherwise.
-
     """
 
     def __init__(
