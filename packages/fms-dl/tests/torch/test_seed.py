@@ -9,7 +9,13 @@ import pytest
 import safetensors.torch
 import torch
 
-from fms_dl.torch import capture_rng_state, default_device, restore_rng_state, seed_everything
+from fms_dl.torch import (
+    capture_rng_state,
+    default_device,
+    resolve_device,
+    restore_rng_state,
+    seed_everything,
+)
 
 
 def _draw() -> tuple[float, float, float, torch.Tensor]:
@@ -69,6 +75,38 @@ def test_cuda_states_without_a_gpu_warn_and_default_device_is_cpu():
     with pytest.warns(RuntimeWarning, match=r"no CUDA device for saved states \['cuda:0'\]"):
         restore_rng_state(state)
     assert default_device() == torch.device("cpu")
+
+
+@pytest.mark.parametrize("device", [None, ""])
+def test_resolve_device_unset_is_the_default_device(device):
+    assert resolve_device(device) == default_device()
+
+
+@pytest.mark.parametrize("device", ["cpu", torch.device("cpu")])
+def test_resolve_device_accepts_the_cpu_by_name_or_device(device):
+    assert resolve_device(device) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu0", "cuda:x"])
+def test_resolve_device_rejects_names_pytorch_does_not_parse(device):
+    with pytest.raises(ValueError, match=rf"device '{device}' is not a device PyTorch knows"):
+        resolve_device(device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_resolve_device_rejects_cuda_where_there_is_none():
+    with pytest.raises(ValueError, match=r"device 'cuda' is not available here .* use 'cpu'"):
+        resolve_device("cuda")
+
+
+def test_resolve_device_checks_the_index_against_the_device_count(monkeypatch):
+    # stands in for a one-GPU machine: torch.device("cuda:k") itself never touches the driver
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert resolve_device("cuda") == torch.device("cuda")
+    with pytest.raises(ValueError, match=r"'cuda:3' does not exist: this machine has 1 cuda"):
+        resolve_device("cuda:3")
 
 
 @pytest.mark.parametrize(("seed", "exc"), [(-1, ValueError), (2**32, ValueError), (1.5, TypeError)])

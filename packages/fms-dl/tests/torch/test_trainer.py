@@ -163,6 +163,15 @@ def test_batches_are_moved_to_the_device_inside_containers():
     assert isinstance(moved["pair"][1], list)
 
 
+@pytest.mark.parametrize("device", ["tpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks a machine without CUDA"))])  # fmt: skip
+def test_a_device_that_is_not_here_fails_when_the_trainer_is_built(device):
+    model = _model()
+    with pytest.raises(ValueError, match=rf"device '{device}' is not"):
+        Trainer(model, AdamW(model.parameters()), _cfg(max_steps=1, device=device),
+                batch_fn=lambda i: _data(4), loss_fn=_mse)  # fmt: skip
+
+
 def test_checkpoint_every_and_final_checkpoint(tmp_path):
     x, y = _data(16)
     model = _model()

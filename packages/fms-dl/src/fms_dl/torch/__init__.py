@@ -33,6 +33,7 @@ from fms_dl.torch.optim import (
 from fms_dl.torch.seed import (
     capture_rng_state,
     default_device,
+    resolve_device,
     restore_rng_state,
     seed_everything,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "one_cycle",
+    "resolve_device",
     "restore_rng_state",
     "save_checkpoint",
     "seed_everything",

@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["capture_rng_state", "default_device", "restore_rng_state", "seed_everything"]
+__all__ = [
+    "capture_rng_state",
+    "default_device",
+    "resolve_device",
+    "restore_rng_state",
+    "seed_everything",
+]
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> None:
@@ -57,6 +63,44 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
 def default_device() -> torch.device:
     """The device to train on: `cuda` when a CUDA device is available, else `cpu`."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device a run asked for, checked to exist here before any work starts.
+
+    `None` or `""` means [default_device][fms_dl.torch.seed.default_device]. Otherwise the name
+    must be one PyTorch parses (`"cpu"`, `"cuda"`, `"cuda:1"`, `"mps"`, ...) and, for an
+    accelerator, one that this PyTorch build and machine actually have: without this check a
+    typo or a missing GPU surfaces later as a driver traceback, possibly after a corpus has been
+    tokenised or a checkpoint half-read.
+
+    Raises:
+        ValueError: the name is not a device, or the device is not available here.
+    """
+    if device is None or device == "":
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device {device!r} is not a device PyTorch knows (expected e.g. 'cpu', 'cuda', "
+            f"'cuda:1' or 'mps')"
+        ) from exc
+    if dev.type == "cpu":
+        return dev
+    backend = getattr(torch, dev.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        raise ValueError(
+            f"device {device!r} is not available here (torch {torch.__version__}); "
+            f"use 'cpu', or leave the device unset to pick {default_device().type}"
+        )
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise ValueError(
+            f"device {device!r} does not exist: this machine has {count()} {dev.type} device(s)"
+        )
+    return dev
 
 
 def _json_bytes(obj: Any) -> torch.Tensor:

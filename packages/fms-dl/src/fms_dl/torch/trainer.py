@@ -49,7 +49,7 @@ from torch import nn
 
 from fms_dl.torch.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from fms_dl.torch.optim import clip_grad_norm, set_lr
-from fms_dl.torch.seed import default_device
+from fms_dl.torch.seed import resolve_device
 
 __all__ = ["Callback", "Trainer", "TrainerConfig"]
 
@@ -77,7 +77,8 @@ class TrainerConfig:
         checkpoint_keep_last: Keep only this many newest checkpoints (`None`: keep all).
         log_path: JSON-lines metrics file, appended to: one object per log or eval event.
         progress: Show a tqdm bar with loss, lr, throughput (and MFU if known).
-        device: Device to train on (`None`: [default_device][fms_dl.torch.seed.default_device]).
+        device: Device to train on (`None`: [default_device][fms_dl.torch.seed.default_device]);
+            checked by [resolve_device][fms_dl.torch.seed.resolve_device] when the trainer is built.
     """
 
     max_steps: int
@@ -196,7 +197,7 @@ class Trainer:
         if not isinstance(config, TrainerConfig):
             raise TypeError(f"Trainer: config must be a TrainerConfig, got {type(config).__name__}")
         self.config = config
-        self.device = torch.device(config.device) if config.device else default_device()
+        self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.optimizer = optimizer
         self.batch_fn = batch_fn
