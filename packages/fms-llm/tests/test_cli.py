@@ -89,3 +89,58 @@ def test_errors_are_one_line_and_status_2(
     (broken / "model.safetensors").write_bytes(b"\x00" * 10)
     assert main(["eval", str(broken), "--file", str(broken / "config.json")]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("tpu", "device 'tpu' is not a device PyTorch knows"),
+        pytest.param(
+            "cuda",
+            "device 'cuda' is not available here",
+            marks=pytest.mark.skipif(
+                torch.cuda.is_available(), reason="needs a machine without CUDA"
+            ),
+        ),
+    ],
+)
+def test_a_device_that_is_not_here_is_an_error_before_any_work(
+    device: str,
+    message: str,
+    tiny_run: Path,
+    tmp_path: Path,
+    data_cache: Path,
+    overrides: Overrides,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = tmp_path / "run"
+    sets = [a for o in overrides(run, data_cache) for a in ("--set", o)]
+    assert main(["train", "--device", device, *sets]) == 2
+    assert f"train.device: {message}" in capsys.readouterr().err
+    assert not run.exists()  # nothing tokenised, nothing written
+    model_dir = str(tiny_run / "model")
+    assert main(["generate", model_dir, "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "corrupt" not in err  # the model file is fine: the device is what is wrong
+    text = tmp_path / "t.txt"
+    text.write_text("Once upon a time there was a cat.")
+    assert main(["eval", model_dir, "--file", str(text), "--device", device]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "MODEL", "--num-samples", "0"],
+        ["eval", "MODEL", "--file", "x.txt", "--batch-size", "0"],
+        ["eval", "MODEL", "--file", "x.txt", "--seq-len", "-4"],
+    ],
+)
+def test_counts_below_one_are_refused_by_the_parser(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err

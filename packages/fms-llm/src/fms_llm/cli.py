@@ -23,6 +23,17 @@ from pathlib import Path
 __all__ = ["build_parser", "main"]
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (a count of samples, a batch, a window)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train",
@@ -105,26 +116,29 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument("model_dir", help="a saved model directory")
     p.add_argument("--prompt", default="", help="text to continue (empty: start a new document)")
-    p.add_argument("--max-new-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
-    p.add_argument("--top-k", type=int, default=50, help="0 disables")
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=100, help="tokens to sample (100)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (0.8)")
+    p.add_argument(
+        "--top-k", type=int, default=50, help="keep the k likeliest tokens; 0 disables (50)"
+    )
+    p.add_argument(
+        "--top-p", type=float, default=None, help="keep the fewest tokens holding mass p (off)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (sample i uses seed + i)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="recompute the prefix every step")
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--device", default=None)
+    p.add_argument("--num-samples", type=_positive_int, default=1, help="samples to print (1)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
     p.set_defaults(func=_generate)
 
 
 def _load(model_dir: str, device: str | None) -> tuple[object, object, int | None]:
-    import torch
-
+    from fms_dl.torch import resolve_device
     from fms_llm.models.hf import ModelFileError, load_pretrained
     from fms_llm.tokenizer import BPETokenizer
     from fms_llm.train.pretrain import EOS_TOKEN
 
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     tok_path = Path(model_dir) / "tokenizer.json"
     model = load_pretrained(model_dir, map_location=dev).eval()
     if not tok_path.is_file():
@@ -169,11 +183,13 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="perplexity and bits per byte of a saved model on a text file",
         description="Evaluate a saved model directory on text files: loss, perplexity, bits per byte.",
     )
-    p.add_argument("model_dir")
+    p.add_argument("model_dir", help="a saved model directory")
     p.add_argument("--file", required=True, nargs="+", help="text files or folders")
-    p.add_argument("--seq-len", type=int, default=None, help="window (default: model context)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default=None)
+    p.add_argument(
+        "--seq-len", type=_positive_int, default=None, help="window (default: model context)"
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="windows per batch (8)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_eval)
 

@@ -40,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from fms_dl.torch import resolve_device
 from fms_llm.models.gpt import GPT, GPTConfig, Llama, LlamaConfig, ModelConfig, ModelConfigError
 
 __all__ = [
@@ -379,7 +380,12 @@ def read_config(directory: str | Path) -> ModelConfig:
 
 
 def load_pretrained(directory: str | Path, *, map_location: str | torch.device = "cpu") -> GPT:
-    """A [GPT][fms_llm.models.GPT] or [Llama][fms_llm.models.Llama] from a saved directory."""
+    """A [GPT][fms_llm.models.GPT] or [Llama][fms_llm.models.Llama] from a saved directory.
+
+    `map_location` is checked first ([fms_dl.torch.seed.resolve_device][]): a device that does not
+    exist here is a `ValueError` that says so, not a corrupt-file error from the reader.
+    """
+    map_location = resolve_device(map_location)
     directory = Path(directory)
     config = read_config(directory)
     path = directory / "model.safetensors"

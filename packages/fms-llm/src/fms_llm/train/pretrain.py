@@ -43,7 +43,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from fms_dl.torch import AdamW, Trainer, TrainerConfig, cosine_with_warmup, seed_everything
+from fms_dl.torch import (
+    AdamW,
+    Trainer,
+    TrainerConfig,
+    cosine_with_warmup,
+    resolve_device,
+    seed_everything,
+)
 from fms_dl.torch.checkpoint import latest_checkpoint
 from fms_llm.data.corpus import CorpusError, kjv_path, load_documents
 from fms_llm.data.shards import ShardError, TokenShards, split_documents, write_token_shards
@@ -350,13 +357,18 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
         resume: continue the run in `train.out_dir` from its newest checkpoint.
 
     Raises:
-        ConfigError: invalid config, an existing run without `resume`, a resume with another config.
+        ConfigError: invalid config, a device that is not available here, an existing run
+            without `resume`, a resume with another config.
         CorpusError: missing or empty corpus.
         fms_dl.torch.checkpoint.CheckpointError: a corrupt checkpoint on resume (raised when it
             is loaded, before any training step or write).
     """
     config.validate()
     t, m = config.train, config.model
+    try:  # before any tokenising or writing: a typo or a missing GPU fails here
+        device = resolve_device(t.device)
+    except ValueError as exc:
+        raise ConfigError(f"train.device: {exc}") from exc
     out_dir = Path(t.out_dir)
     _check_run_dir(config, out_dir, resume)
     if t.threads is not None:
@@ -372,11 +384,6 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
             f"of seq_len + 1 = {t.seq_len + 1}; use a larger corpus or data.val_fraction"
         )
     model = build_model(config, data.tokenizer.vocab_size)
-    device = (
-        torch.device(t.device)
-        if t.device
-        else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-    )
     model.to(device)
     optimizer = configure_optimizer(model, config)
     tokens_per_step = t.batch_size * t.seq_len * t.grad_accum_steps
