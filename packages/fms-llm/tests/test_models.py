@@ -310,3 +310,13 @@ def test_training_forward_traces_into_one_torch_compile_graph(family: str) -> No
         explained = torch._dynamo.explain(model)(*args)
         assert explained.graph_break_count == 0, explained.break_reasons
         assert explained.graph_count == 1
+
+
+def test_load_pretrained_checks_the_device_before_reading(tiny_run: Path) -> None:
+    model_dir = tiny_run / "model"
+    with pytest.raises(ValueError, match=r"device 'tpu' is not a device PyTorch knows"):
+        load_pretrained(model_dir, map_location="tpu")
+    with pytest.raises(ValueError, match=r"device 'tpu'"):
+        GPT.from_pretrained(model_dir, map_location="tpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert next(load_pretrained(model_dir, map_location=None).parameters()).device.type == expected

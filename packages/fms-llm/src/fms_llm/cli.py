@@ -133,14 +133,12 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _load(model_dir: str, device: str | None) -> tuple[object, object, int | None]:
-    from fms_dl.torch import resolve_device
     from fms_llm.models.hf import ModelFileError, load_pretrained
     from fms_llm.tokenizer import BPETokenizer
     from fms_llm.train.pretrain import EOS_TOKEN
 
-    dev = resolve_device(device)
     tok_path = Path(model_dir) / "tokenizer.json"
-    model = load_pretrained(model_dir, map_location=dev).eval()
+    model = load_pretrained(model_dir, map_location=device).eval()  # checks the device first
     if not tok_path.is_file():
         raise ModelFileError(f"{tok_path} does not exist: the model directory has no tokenizer")
     tokenizer = BPETokenizer.load(tok_path)

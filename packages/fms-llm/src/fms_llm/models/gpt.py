@@ -560,14 +560,16 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, *, map_location: str | torch.device = "cpu"
+        cls, directory: str | Path, *, map_location: str | torch.device | None = "cpu"
     ) -> GPT:
         """Load a model saved by [save_pretrained][fms_llm.models.GPT.save_pretrained] or by
         transformers (`GPT2LMHeadModel`, `LlamaForCausalLM`); the family comes from `config.json`.
+        `map_location=None` picks CUDA if present, else the CPU.
 
         Raises:
             fms_llm.models.hf.ModelFileError: missing or corrupt files, unsupported architecture,
                 missing/unexpected/mis-shaped weights.
+            ValueError: `map_location` is not a device this machine has.
         """
         from fms_llm.models.hf import load_pretrained
 

@@ -379,11 +379,14 @@ def read_config(directory: str | Path) -> ModelConfig:
     return config_from_hf(hf, source=str(path))
 
 
-def load_pretrained(directory: str | Path, *, map_location: str | torch.device = "cpu") -> GPT:
+def load_pretrained(
+    directory: str | Path, *, map_location: str | torch.device | None = "cpu"
+) -> GPT:
     """A [GPT][fms_llm.models.GPT] or [Llama][fms_llm.models.Llama] from a saved directory.
 
-    `map_location` is checked first ([fms_dl.torch.seed.resolve_device][]): a device that does not
-    exist here is a `ValueError` that says so, not a corrupt-file error from the reader.
+    `map_location` (`None`: CUDA if present, else the CPU) is checked first
+    ([fms_dl.torch.seed.resolve_device][]): a device that does not exist here is a `ValueError`
+    that says so, not a corrupt-file error from the reader.
     """
     map_location = resolve_device(map_location)
     directory = Path(directory)
