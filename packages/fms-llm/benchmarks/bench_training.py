@@ -76,6 +76,19 @@ def _hf_model(
     return LlamaForCausalLM(cfg)
 
 
+def _model_pair(
+    family: str, vocab: int, d: int, layers: int, heads: int, seq: int
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """`(ours, transformers')` in training mode: transformers' model with seeded random weights,
+    and ours loaded from the files it saved (the same weights)."""
+    torch.manual_seed(0)
+    hf = _hf_model(family, vocab, d, layers, heads, seq).train()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        ours = load_pretrained(tmp).train()
+    return ours, hf
+
+
 def _step_fn(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -115,12 +128,8 @@ def _step_fn(
 def bench(family: str, vocab: int, d: int, layers: int, heads: int, batch: int, seq: int,
           steps: int, own_loss: bool, device: torch.device, bf16: bool,
           compiled: bool = False) -> dict[str, object]:  # fmt: skip
-    torch.manual_seed(0)
-    hf = _hf_model(family, vocab, d, layers, heads, seq).train()
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(tmp)
-        ours = load_pretrained(tmp).train().to(device)
-    hf = hf.to(device)
+    ours, hf = _model_pair(family, vocab, d, layers, heads, seq)
+    ours, hf = ours.to(device), hf.to(device)
     x = torch.randint(0, vocab, (batch, seq), device=device)
     y = torch.randint(0, vocab, (batch, seq), device=device)
     times, _ = interleave(

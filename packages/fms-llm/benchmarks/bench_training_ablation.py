@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 
@@ -39,11 +38,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 from _timing import fmt_ci, paired_ratio
-from bench_training import SHAPES, _hf_model, _step_fn
+from bench_training import SHAPES, _model_pair, _step_fn
 from torch import Tensor
 
 from fms_llm.models import gpt as model_module
-from fms_llm.models import load_pretrained
 from fms_ml.experiment import bootstrap_ci
 
 
@@ -91,11 +89,7 @@ def _ablated(names: tuple[str, ...]) -> Iterator[None]:
 
 def bench(vocab: int, d: int, layers: int, heads: int, batch: int, seq: int, rounds: int,
           steps: int) -> dict[str, dict[str, object]]:  # fmt: skip
-    torch.manual_seed(0)
-    hf = _hf_model("llama", vocab, d, layers, heads, seq).train()
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(tmp)
-        ours = load_pretrained(tmp).train()
+    ours, hf = _model_pair("llama", vocab, d, layers, heads, seq)
     x = torch.randint(0, vocab, (batch, seq))
     y = torch.randint(0, vocab, (batch, seq))
     ours_step = _step_fn(ours, x, y, hf=False, own_loss=True, bf16=False)

@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
 from _timing import fmt_ci
-from bench_training import SHAPES, _hf_model, _step_fn
+from bench_training import SHAPES, _model_pair, _step_fn
 from torch.profiler import ProfilerActivity, profile
 
-from fms_llm.models import load_pretrained
 from fms_ml.experiment import bootstrap_ci
 
 #: kernel -> category; every other op is "the rest".
@@ -70,11 +68,7 @@ def _profile(step: object, steps: int) -> dict[str, float]:
 
 def bench(family: str, vocab: int, d: int, layers: int, heads: int, batch: int, seq: int,
           rounds: int, steps: int) -> dict[str, object]:  # fmt: skip
-    torch.manual_seed(0)
-    hf = _hf_model(family, vocab, d, layers, heads, seq).train()
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(tmp)
-        ours = load_pretrained(tmp).train()
+    ours, hf = _model_pair(family, vocab, d, layers, heads, seq)
     x = torch.randint(0, vocab, (batch, seq))
     y = torch.randint(0, vocab, (batch, seq))
     fns = {
