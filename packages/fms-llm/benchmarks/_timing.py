@@ -16,6 +16,7 @@ the same cores does not inflate, and wall time for reference.
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 
 from fms_ml.experiment import bootstrap_ci
 
-__all__ = ["Timings", "fmt_ci", "interleave", "paired_ratio"]
+__all__ = ["Timings", "fmt_ci", "interleave", "paired_ratio", "positive_int", "rounds_arg"]
 
 Timings = dict[str, dict[str, list[float]]]
 
@@ -63,3 +64,24 @@ def paired_ratio(slow: list[float], fast: list[float]) -> tuple[float, float, fl
 def fmt_ci(r: tuple[float, float, float]) -> str:
     """`1.23x [1.10, 1.31]`."""
     return f"{r[0]:.2f}x [{r[1]:.2f}, {r[2]:.2f}]"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (a count of steps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def rounds_arg(text: str) -> int:
+    """An argparse type: a number of rounds, at least 2 (a bootstrap interval needs two ratios)."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 2, got {value}: the interval over rounds needs two of them"
+        )
+    return value

@@ -19,7 +19,7 @@ from statistics import median
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import fmt_ci, interleave, paired_ratio
+from _timing import fmt_ci, interleave, paired_ratio, rounds_arg
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from fms_llm.generate import generate
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller model, fewer repeats")
     parser.add_argument("--new", type=int, default=256, help="new tokens")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per model")
+    parser.add_argument("--rounds", type=rounds_arg, default=None, help="timed rounds per model")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

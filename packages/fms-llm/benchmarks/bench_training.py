@@ -43,7 +43,7 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from _timing import fmt_ci, interleave, paired_ratio
+from _timing import fmt_ci, interleave, paired_ratio, rounds_arg
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from fms_llm.models import load_pretrained
@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the same as --size quick")
     parser.add_argument("--size", choices=sorted(SHAPES), default="default", help="model shapes")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--steps", type=int, default=None, help="timed rounds per shape")
+    parser.add_argument("--steps", type=rounds_arg, default=None, help="timed rounds per shape")
     parser.add_argument(
         "--family", choices=("gpt", "llama", "both"), default="both", help="which models to run"
     )

@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
-from _timing import fmt_ci, paired_ratio
+from _timing import fmt_ci, paired_ratio, positive_int, rounds_arg
 from bench_training import SHAPES, _model_pair, _step_fn
 from torch import Tensor
 
@@ -138,8 +138,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the same as --size quick")
     parser.add_argument("--size", choices=sorted(SHAPES), default="quick", help="model shapes")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--rounds", type=int, default=16, help="interleaved rounds")
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps per variant")
+    parser.add_argument("--rounds", type=rounds_arg, default=16, help="interleaved rounds")
+    parser.add_argument(
+        "--steps", type=positive_int, default=3, help="timed training steps per variant"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

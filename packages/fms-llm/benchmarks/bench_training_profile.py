@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
-from _timing import fmt_ci
+from _timing import fmt_ci, positive_int, rounds_arg
 from bench_training import SHAPES, _model_pair, _step_fn
 from torch.profiler import ProfilerActivity, profile
 
@@ -107,8 +107,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the same as --size quick")
     parser.add_argument("--size", choices=sorted(SHAPES), default="quick", help="model shapes")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--rounds", type=int, default=6, help="profiled rounds per shape")
-    parser.add_argument("--steps", type=int, default=3, help="training steps per profiled round")
+    parser.add_argument("--rounds", type=rounds_arg, default=6, help="profiled rounds per shape")
+    parser.add_argument(
+        "--steps", type=positive_int, default=3, help="training steps per profiled round"
+    )
     parser.add_argument(
         "--family", choices=("gpt", "llama", "both"), default="both", help="which models to run"
     )
