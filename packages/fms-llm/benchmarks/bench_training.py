@@ -20,7 +20,9 @@ model FLOPs utilisation (MFU, against the datasheet bf16 peak of the GPU,
 [fms_llm.train.pretrain.estimate_peak_flops][]). `--size` picks the shapes: `quick` and `default`
 (the `tiny` and `small` presets' widths), `medium` (width 512, 8 layers, Llama 2's vocabulary of
 32,000) and `gpt2` (GPT-2 small: width 768, 12 layers, 50,257 tokens, 8 x 1024 per batch);
-`--family` runs one of the two models. `--compile`
+`--family` runs one of the two models. Our Llama trains with fms-llm's C kernels for RMSNorm,
+RoPE and SwiGLU where they build ([fms_llm.models.cpu_kernels][]; `FMS_LLM_CPU_KERNELS=0` runs
+PyTorch's path instead); the header says which. `--compile`
 wraps each library's forward and loss in `torch.compile` (both sides; the first calls, which
 compile, are warm-up and not timed).
 
@@ -46,7 +48,7 @@ import torch.nn.functional as F
 from _timing import fmt_ci, interleave, paired_ratio, rounds_arg
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from fms_llm.models import load_pretrained
+from fms_llm.models import cpu_kernels, load_pretrained
 from fms_llm.train.pretrain import estimate_peak_flops
 
 SHAPES = {  # family, vocab, d, layers, heads, batch, seq, rounds
@@ -183,7 +185,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {where}, {torch.get_num_threads()} threads, {args.precision}"
         + (", torch.compile" if args.compile else "")
-        + "\n"
+        + f"\nfms-llm CPU kernels (FMS_LLM_CPU_KERNELS): {cpu_kernels.status()}\n"
     )
     print(
         "| model | loss | d x layers | batch x seq | params | ours tok/s | transformers tok/s | "

@@ -33,6 +33,7 @@ from _timing import fmt_ci, positive_int, rounds_arg
 from bench_training import SHAPES, _model_pair, _step_fn
 from torch.profiler import ProfilerActivity, profile
 
+from fms_llm.models import cpu_kernels
 from fms_ml.experiment import bootstrap_ci
 
 #: kernel -> category; every other op is "the rest".
@@ -118,7 +119,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     shapes = SHAPES["quick" if args.quick else args.size]
-    print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, fp32, own loss\n")
+    print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, fp32, own loss")
+    print(f"fms-llm CPU kernels (FMS_LLM_CPU_KERNELS): {cpu_kernels.status()}\n")
     print(
         "| model | d x layers | library | "
         + " | ".join(f"{c} ms" for c in ORDER)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fms_llm.models import cpu_kernels
+
 __all__ = ["linear_cross_entropy", "rms_norm"]
 
 
@@ -102,6 +104,8 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-6) -> Tensor:
             f"rms_norm: x {tuple(x.shape)} does not end in weight's {tuple(weight.shape)}"
         )
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        if cpu_kernels.supports(x, weight):  # one pass each way, in C
+            return cpu_kernels.rms_norm(x, weight, eps)
         out: Tensor = _RMSNorm.apply(x, weight, eps)
         return out
     if x.dtype == weight.dtype == torch.float32:  # PyTorch's kernel: fewer calls when decoding

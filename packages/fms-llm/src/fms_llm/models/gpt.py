@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fms_llm.models import cpu_kernels
 from fms_llm.models.fused import linear_cross_entropy, rms_norm
 from fms_transformer.attention import MultiHeadAttention
 from fms_transformer.blocks import DecoderBlock, make_norm
@@ -205,10 +206,14 @@ class _FusedRMSNorm(RMSNorm):
 
 
 class _FusedSwiGLU(SwiGLU):
-    """[fms_transformer.ffn.SwiGLU][] with PyTorch's fused `F.silu`."""
+    r"""[fms_transformer.ffn.SwiGLU][] with its gate $\mathrm{silu}(a) \odot b$ in one C pass
+    ([fms_llm.models.cpu_kernels][]) when training where it can run, PyTorch's fused `F.silu`
+    otherwise."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(self.dropout(F.silu(self.gate_proj(x)) * self.up_proj(x)))  # type: ignore[no-any-return]
+        a, b = self.gate_proj(x), self.up_proj(x)
+        h = cpu_kernels.swiglu(a, b) if cpu_kernels.supports(a, b) else F.silu(a) * b
+        return self.down_proj(self.dropout(h))  # type: ignore[no-any-return]
 
 
 class _RotaryTable(RotaryEmbedding):
@@ -256,8 +261,12 @@ class _RotaryTable(RotaryEmbedding):
         $x \cos + \mathrm{rotate\_half}(x) \sin$ computed as
         $x \cos + \mathrm{roll}(x, d/2) \odot [-\sin_1, \sin_2]$: rolling the last dimension by
         half its size swaps the halves, $[x_2, x_1]$, in one kernel (its backward is the same
-        roll), so three kernels (a roll, a multiply, a fused multiply-add) serve all the heads.
+        roll), so three kernels (a roll, a multiply, a fused multiply-add) serve all the heads;
+        with the C kernels (float32 on the CPU), one pass of
+        [fms_llm.models.cpu_kernels.rope][] instead.
         """
+        if cpu_kernels.supports(x, self.cos_table) and x.ndim == 4:  # one C pass each way
+            return cpu_kernels.rope(x, self.cos_table, self.signed_sin_table, offset)
         seq = x.shape[1]
         cos = self.cos_table[offset : offset + seq]
         sin = self.signed_sin_table[offset : offset + seq]
