@@ -120,6 +120,31 @@ def test_swiglu_equals_float64_autograd_over_the_whole_range(kernels: None) -> N
         torch.testing.assert_close(h.detach(), F.silu(a0) * b0, atol=TOL, rtol=TOL)
 
 
+@pytest.mark.parametrize(("rows", "vocab"), [(7, 1000), (1, 3), (33, 61)])
+def test_softmax_cross_entropy_equals_float64_cross_entropy_and_its_gradient(
+    kernels: None, rows: int, vocab: int
+) -> None:
+    torch.manual_seed(4)
+    z0 = torch.randn(rows, vocab) * 5
+    z0[0, 0] = 60.0  # one confident row: exponentials far below the maximum
+    y = torch.randint(0, vocab, (rows,))
+    z = z0.clone()
+    loss = cpu_kernels.softmax_cross_entropy_(z, y)
+    z64 = _leaf(z0.double())
+    ref = F.cross_entropy(z64, y, reduction="none")
+    ref.sum().backward()
+    torch.testing.assert_close(loss, ref.detach().float(), atol=TOL, rtol=TOL)
+    torch.testing.assert_close(z, z64.grad.float(), atol=TOL, rtol=TOL)  # softmax - onehot
+
+
+def test_softmax_cross_entropy_refuses_targets_outside_the_vocabulary(kernels: None) -> None:
+    for bad in (5, -1):
+        with pytest.raises(ValueError, match=r"outside \[0, 5\)"):
+            cpu_kernels.softmax_cross_entropy_(torch.zeros(2, 5), torch.tensor([0, bad]))
+    with pytest.raises(ValueError, match="contiguous float32"):
+        cpu_kernels.softmax_cross_entropy_(torch.zeros(5, 2).t(), torch.tensor([0, 1]))
+
+
 def test_nan_and_infinity_propagate(kernels: None) -> None:
     """No fast-math: a NaN stays a NaN (in its own row for RMSNorm), as in PyTorch."""
     x = torch.randn(3, 8)

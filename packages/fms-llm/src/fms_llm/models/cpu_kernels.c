@@ -136,3 +136,35 @@ void fms_swiglu_backward(const float *restrict g, const float *restrict a,
     da[i] = g[i] * b[i] * (s + silu * (1.0f - s));
   }
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Softmax cross-entropy and its gradient, in place, one row of logits z (vocab entries) at a
+ * time while the row is in cache:
+ *   loss = log sum_v e^(z_v - m) + m - z_y,   m = max_v z_v
+ *   z   <- softmax(z) - onehot(y)              (the gradient of the loss with respect to z)
+ * Three sweeps over the row (maximum; exponentials and their sum; scaling), one pass over memory.
+ * ------------------------------------------------------------------------------------------- */
+void fms_softmax_cross_entropy(float *restrict z, const int64_t *restrict targets,
+                               float *restrict loss, int64_t rows, int64_t vocab) {
+  const float lo = exp_lo, hi = exp_hi;
+  for (int64_t i = 0; i < rows; ++i) {
+    float *zi = z + i * vocab;
+    const int64_t y = targets[i];
+    const float zy = zi[y];
+    float m = zi[0];
+#pragma omp simd reduction(max : m)
+    for (int64_t v = 0; v < vocab; ++v) m = zi[v] > m ? zi[v] : m;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t v = 0; v < vocab; ++v) {
+      const float e = exp_vec(zi[v] - m, lo, hi);
+      zi[v] = e;
+      sum += e;
+    }
+    const float inv = 1.0f / sum;
+#pragma omp simd
+    for (int64_t v = 0; v < vocab; ++v) zi[v] *= inv;
+    zi[y] -= 1.0f;
+    loss[i] = logf(sum) + m - zy;
+  }
+}

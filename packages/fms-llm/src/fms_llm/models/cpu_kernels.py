@@ -1,4 +1,5 @@
-r"""Fused CPU kernels in C for RMSNorm, RoPE and SwiGLU, compiled on first use.
+r"""Fused CPU kernels in C for RMSNorm, RoPE, SwiGLU and the softmax cross-entropy, compiled on
+first use.
 
 **Why.** On a CPU the three elementwise chains of a Llama block are limited by memory traffic:
 each PyTorch operation reads and writes a whole `(tokens, d)` tensor, and eager PyTorch runs one
@@ -7,7 +8,9 @@ operation at a time. RMSNorm's forward is four passes (square, mean, scale, weig
 many. PyTorch fuses LayerNorm on CPU, but none of these. Measured by ablation
 (`benchmarks/bench_training_ablation.py`), they hold about 13% of a small Llama's training step,
 which is the difference between 1.1x and 1.3x transformers' speed at the sizes of the `tiny`
-and `small` presets (see the fms-llm benchmark page).
+and `small` presets (see the fms-llm benchmark page). The loss has the same problem: the
+softmax of each chunk of logits in [linear_cross_entropy][fms_llm.models.fused.linear_cross_entropy]
+(GPT-2's too) is a log-softmax, a gather, an exponential and a scatter, each over the chunk.
 
 **What.** `cpu_kernels.c`, beside this module, computes each chain in one pass per direction,
 a row (or an element) at a time while it is in the L1 cache:
@@ -21,7 +24,12 @@ a row (or an element) at a time while it is in the L1 cache:
 - SwiGLU's gate $h = \mathrm{silu}(a) \odot b$, with
   $\partial h/\partial a = b\,(\sigma(a) + \mathrm{silu}(a)(1 - \sigma(a)))$ and
   $\partial h/\partial b = \mathrm{silu}(a)$; the exponential is a short polynomial the compiler
-  vectorises (libm's `expf` is a scalar call).
+  vectorises (libm's `expf` is a scalar call);
+- the cross-entropy of a chunk of logits and its gradient $\mathrm{softmax}(z) - e_y$, written
+  over the logits (the inner step of
+  [linear_cross_entropy][fms_llm.models.fused.linear_cross_entropy]): three sweeps over each
+  row while it is in cache, where PyTorch makes a log-softmax, a gather, an exponential and a
+  scatter, each over the whole chunk.
 
 **How it is built.** The first call compiles the C file with the system's C compiler (`$CC`, else
 `cc`, `gcc` or `clang`) into a shared library in the user cache
@@ -69,6 +77,7 @@ __all__ = [
     "available",
     "rms_norm",
     "rope",
+    "softmax_cross_entropy_",
     "status",
     "supports",
     "swiglu",
@@ -174,6 +183,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "fms_rope": [p, p, p, p, i, i, i, i, i, f],
         "fms_swiglu_forward": [p, p, p, i],
         "fms_swiglu_backward": [p, p, p, p, p, i],
+        "fms_softmax_cross_entropy": [p, p, p, i, i],
     }
     for name, args in signatures.items():
         fn = getattr(lib, name)
@@ -396,3 +406,39 @@ def swiglu(gate: Tensor, up: Tensor) -> Tensor:
         raise ValueError(f"swiglu: gate {tuple(gate.shape)} and up {tuple(up.shape)} differ")
     out: Tensor = _SwiGLU.apply(gate, up)
     return out
+
+
+def softmax_cross_entropy_(logits: Tensor, targets: Tensor) -> Tensor:
+    r"""Each row's cross-entropy, and its gradient written over the logits, in one C pass.
+
+    For logits $z$ `(rows, vocab)` (float32, contiguous, on the CPU) and target ids `(rows,)`:
+    returns $\ell_i = \log \sum_v e^{z_{iv}} - z_{i y_i}$ `(rows,)`, and overwrites `logits`
+    with $\partial \ell_i / \partial z_i = \mathrm{softmax}(z_i) - e_{y_i}$. This is the inner
+    step of [fms_llm.models.fused.linear_cross_entropy][], which calls it chunk by chunk.
+    Not differentiable itself (the gradient is its output).
+
+    Raises:
+        ValueError: a target outside `[0, vocab)`, or tensors of the wrong kind.
+    """
+    lib = _library()
+    if lib is None:
+        raise CPUKernelError(f"the CPU kernels are not available: {_State.reason}")
+    if (
+        logits.ndim != 2
+        or logits.dtype != torch.float32
+        or logits.device.type != "cpu"
+        or not logits.is_contiguous()
+    ):
+        raise ValueError(
+            "softmax_cross_entropy_: logits must be a contiguous float32 (rows, vocab) CPU "
+            f"tensor, got {logits.dtype} {tuple(logits.shape)} on {logits.device}"
+        )
+    rows, vocab = logits.shape
+    targets = targets.to(torch.int64).contiguous()
+    if targets.shape != (rows,):
+        raise ValueError(f"softmax_cross_entropy_: targets {tuple(targets.shape)}, not ({rows},)")
+    if rows and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
+        raise ValueError(f"softmax_cross_entropy_: a target is outside [0, {vocab})")
+    loss = torch.empty(rows, dtype=torch.float32)
+    lib.fms_softmax_cross_entropy(_ptr(logits), _ptr(targets), _ptr(loss), rows, vocab)
+    return loss

@@ -134,6 +134,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         rows: int,
         grad_h_needed: bool,
         grad_w_needed: bool,
+        in_c: bool,
     ) -> Tensor:
         n = h.shape[0]
         valid = targets != ignore_index
@@ -152,13 +153,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             h_c, y_c, m_c = h[start:stop], safe_targets[start:stop, None], row_mask[start:stop]
-            log_p = torch.log_softmax((h_c @ w_t).to(acc), dim=-1)
-            total -= (log_p.gather(1, y_c) * m_c).sum()
-            if grad_h is None and grad_w is None:
-                continue
-            # d loss_i / d z_i = softmax(z_i) - onehot(y_i): made in place over log p
-            d_z = log_p.exp_()
-            d_z.scatter_add_(1, y_c, torch.full_like(m_c, -1.0, dtype=acc))
+            if in_c:  # the loss, softmax and -1 at the targets in one pass, over the logits
+                d_z = h_c @ w_t
+                total += cpu_kernels.softmax_cross_entropy_(d_z, y_c[:, 0]) @ m_c[:, 0]
+            else:
+                log_p = torch.log_softmax((h_c @ w_t).to(acc), dim=-1)
+                total -= (log_p.gather(1, y_c) * m_c).sum()
+                if grad_h is None and grad_w is None:
+                    continue
+                # d loss_i / d z_i = softmax(z_i) - onehot(y_i): made in place over log p
+                d_z = log_p.exp_()
+                d_z.scatter_add_(1, y_c, torch.full_like(m_c, -1.0, dtype=acc))
             d_z_c = d_z.to(h.dtype)
             if grad_h is not None:
                 torch.mm(d_z_c, weight, out=grad_h[start:stop]).mul_(m_c)
@@ -177,7 +182,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         scale = grad / count.clamp_min(1)
         gh = grad_h * scale.to(grad_h.dtype) if grad_h is not None else None
         gw = (grad_w * scale).to(ctx.w_dtype) if grad_w is not None else None
-        return gh, gw, None, None, None, None, None
+        return gh, gw, None, None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -210,7 +215,10 @@ def linear_cross_entropy(
     backward kernel, and all but one chunk of the `(tokens, vocabulary)` logits (1.6 GB for GPT-2
     at a batch of 8 x 1024 tokens, 26 MB here). The price: if no backward pass follows, the
     gradient was computed for nothing, so without gradients (evaluation) only the loss is
-    computed.
+    computed. When training in float32 on the CPU with the C kernels available, each chunk's
+    loss, softmax and correction are one pass of
+    [softmax_cross_entropy_][fms_llm.models.cpu_kernels.softmax_cross_entropy_] instead of the
+    log-softmax, gather, exponential and scatter.
 
     Targets equal to `ignore_index` count for nothing (as in `F.cross_entropy`; if every target is
     ignored, the mean is NaN and the gradients are zero). Under autocast the matrix multiplies run
@@ -259,8 +267,16 @@ def linear_cross_entropy(
         dtype = torch.get_autocast_dtype(device)
         h, w = h.to(dtype), w.to(dtype)
     grads = torch.is_grad_enabled()
+    in_c = cpu_kernels.supports(h, w)  # training in float32 on the CPU: the C kernel
     with torch.autocast(device, enabled=False):
         loss: Tensor = _LinearCrossEntropy.apply(
-            h, w, y, ignore_index, chunk_rows, grads and h.requires_grad, grads and w.requires_grad
+            h,
+            w,
+            y,
+            ignore_index,
+            chunk_rows,
+            grads and h.requires_grad,
+            grads and w.requires_grad,
+            in_c,
         )
     return loss
