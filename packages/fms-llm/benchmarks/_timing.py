@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from fms_llm.cli import _positive_int as positive_int  # the CLI's own count type
 from fms_ml.experiment import bootstrap_ci
 
 __all__ = ["Timings", "fmt_ci", "interleave", "paired_ratio", "positive_int", "rounds_arg"]
@@ -64,17 +65,6 @@ def paired_ratio(slow: list[float], fast: list[float]) -> tuple[float, float, fl
 def fmt_ci(r: tuple[float, float, float]) -> str:
     """`1.23x [1.10, 1.31]`."""
     return f"{r[0]:.2f}x [{r[1]:.2f}, {r[2]:.2f}]"
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1 (a count of steps)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def rounds_arg(text: str) -> int:
