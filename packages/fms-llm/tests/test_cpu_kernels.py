@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -276,3 +277,14 @@ def test_built_once_into_the_cache_then_reused(
     assert cpu_kernels.status() == f"on: loaded {lib}"
     assert lib.stat().st_mtime_ns == mtime  # loaded, not compiled again
     assert list(fresh.iterdir()) == [lib]
+
+
+def test_a_compiler_command_with_arguments_is_split_as_a_shell_would(
+    kernels: None, monkeypatch: pytest.MonkeyPatch, fresh: Path
+) -> None:
+    """`CC="ccache gcc"` or `CC="gcc -v"`: the command and its arguments, not one file name."""
+    compiler = cpu_kernels._compiler()  # the one that built the library for the fixture
+    assert compiler is not None
+    monkeypatch.setenv("CC", f"{shlex.join(compiler)} -DFMS_LLM_TEST=1")
+    cpu_kernels._reset()
+    assert cpu_kernels.available(), cpu_kernels.status()

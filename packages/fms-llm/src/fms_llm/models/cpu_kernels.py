@@ -61,6 +61,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -115,13 +116,15 @@ def _mode() -> str:
     return mode
 
 
-def _compiler() -> str | None:
-    if os.environ.get("CC"):
-        return shutil.which(os.environ["CC"].split()[0]) or os.environ["CC"]
+def _compiler() -> list[str] | None:
+    """The compiler command: `$CC` (which may carry arguments, as in `ccache gcc`), else the
+    first of `cc`, `gcc` and `clang` on the PATH."""
+    if os.environ.get("CC", "").strip():
+        return shlex.split(os.environ["CC"])
     for name in ("cc", "gcc", "clang"):
         found = shutil.which(name)
         if found:
-            return found
+            return [found]
     return None
 
 
@@ -145,22 +148,22 @@ def _cache_dir() -> Path:
     return Path(base) / "fms_llm"
 
 
-def _version(cc: str) -> str:
+def _version(cc: list[str]) -> str:
     try:
-        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout
 
 
-def _build(cc: str, out: Path) -> str | None:
+def _build(cc: list[str], out: Path) -> str | None:
     """Compile into `out` (atomically); return None, or why it failed."""
     suffix = ".dll" if sys.platform == "win32" else ".so"
     errors = []
     for arch in (["-march=native"], []):  # a compiler without -march=native gets the baseline
         fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out.parent)
         os.close(fd)
-        cmd = [cc, *_FLAGS, *arch, str(_SOURCE), "-o", tmp, "-lm"]
+        cmd = [*cc, *_FLAGS, *arch, str(_SOURCE), "-o", tmp, "-lm"]
         try:
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=_TIMEOUT_S)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -196,7 +199,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     if cc is None:
         return None, "no C compiler found (set $CC, or install cc, gcc or clang)"
     source = _SOURCE.read_bytes()
-    identity = [source, cc.encode(), _version(cc).encode(), " ".join(_FLAGS).encode()]
+    identity = [source, " ".join(cc).encode(), _version(cc).encode(), " ".join(_FLAGS).encode()]
     key = hashlib.sha256(b"\0".join([*identity, _cpu_id().encode()])).hexdigest()[:20]
     directory = _cache_dir()
     try:
@@ -263,6 +266,19 @@ def _ptr(t: Tensor) -> int:
     return int(t.data_ptr())
 
 
+def _loaded() -> ctypes.CDLL:
+    """The library a forward pass ran with (its backward pass uses the same one)."""
+    if _State.lib is None:
+        raise CPUKernelError(f"the CPU kernels are not loaded: {_State.reason}")
+    return _State.lib
+
+
+def _require() -> None:
+    """Build or load the library for a direct call, or say why it is not there."""
+    if _library() is None:
+        raise CPUKernelError(f"the CPU kernels are not available: {status()}")
+
+
 def supports(*tensors: Tensor) -> bool:
     """Whether a training call on these tensors runs in C: a gradient is being recorded for one
     of them, every one is float32 on the CPU (non-contiguous ones are copied first), and the
@@ -284,8 +300,7 @@ def supports(*tensors: Tensor) -> bool:
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, eps: float) -> Tensor:
-        lib = _library()
-        assert lib is not None
+        lib = _loaded()
         x, weight = x.contiguous(), weight.contiguous()
         d = x.shape[-1]
         n = x.numel() // d if d else 0
@@ -297,8 +312,7 @@ class _RMSNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        lib = _library()
-        assert lib is not None
+        lib = _loaded()
         x, rstd, weight = ctx.saved_tensors
         grad = grad.contiguous()
         d = x.shape[-1]
@@ -323,6 +337,7 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """
     if x.shape[-1:] != weight.shape:
         raise ValueError(f"rms_norm: x {tuple(x.shape)} does not end in {tuple(weight.shape)}")
+    _require()
     out: Tensor = _RMSNorm.apply(x, weight, eps)
     return out
 
@@ -330,8 +345,7 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
 class _Rope(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, cos: Tensor, sin: Tensor, offset: int) -> Tensor:
-        lib = _library()
-        assert lib is not None
+        lib = _loaded()
         x = x.contiguous()
         y = torch.empty_like(x)
         b, s, h, d = x.shape
@@ -342,8 +356,7 @@ class _Rope(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        lib = _library()
-        assert lib is not None
+        lib = _loaded()
         cos, sin = ctx.saved_tensors
         grad = grad.contiguous()
         out = torch.empty_like(grad)
@@ -374,6 +387,7 @@ def rope(x: Tensor, cos_table: Tensor, signed_sin_table: Tensor, offset: int) ->
             f"rope: tables {tuple(cos_table.shape)} and {tuple(signed_sin_table.shape)} do not "
             f"cover positions {offset}..{offset + seq - 1} of head_dim {d}"
         )
+    _require()
     out: Tensor = _Rope.apply(x, cos.contiguous(), sin.contiguous(), offset)
     return out
 
@@ -381,8 +395,7 @@ def rope(x: Tensor, cos_table: Tensor, signed_sin_table: Tensor, offset: int) ->
 class _SwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, a: Tensor, b: Tensor) -> Tensor:
-        lib = _library()
-        assert lib is not None
+        lib = _loaded()
         a, b = a.contiguous(), b.contiguous()
         h = torch.empty_like(a)
         lib.fms_swiglu_forward(_ptr(a), _ptr(b), _ptr(h), a.numel())
@@ -391,8 +404,7 @@ class _SwiGLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:
-        lib = _library()
-        assert lib is not None
+        lib = _loaded()
         a, b = ctx.saved_tensors
         grad = grad.contiguous()
         grad_a, grad_b = torch.empty_like(a), torch.empty_like(b)
@@ -404,6 +416,7 @@ def swiglu(gate: Tensor, up: Tensor) -> Tensor:
     r"""$\mathrm{silu}(\text{gate}) \odot \text{up}$ for two float32 tensors of the same shape, in C."""
     if gate.shape != up.shape:
         raise ValueError(f"swiglu: gate {tuple(gate.shape)} and up {tuple(up.shape)} differ")
+    _require()
     out: Tensor = _SwiGLU.apply(gate, up)
     return out
 
@@ -420,9 +433,8 @@ def softmax_cross_entropy_(logits: Tensor, targets: Tensor) -> Tensor:
     Raises:
         ValueError: a target outside `[0, vocab)`, or tensors of the wrong kind.
     """
-    lib = _library()
-    if lib is None:
-        raise CPUKernelError(f"the CPU kernels are not available: {_State.reason}")
+    _require()
+    lib = _loaded()
     if (
         logits.ndim != 2
         or logits.dtype != torch.float32
