@@ -421,14 +421,18 @@ def swiglu(gate: Tensor, up: Tensor) -> Tensor:
     return out
 
 
-def softmax_cross_entropy_(logits: Tensor, targets: Tensor) -> Tensor:
+def softmax_cross_entropy_(
+    logits: Tensor, targets: Tensor, *, check_targets: bool = True
+) -> Tensor:
     r"""Each row's cross-entropy, and its gradient written over the logits, in one C pass.
 
     For logits $z$ `(rows, vocab)` (float32, contiguous, on the CPU) and target ids `(rows,)`:
     returns $\ell_i = \log \sum_v e^{z_{iv}} - z_{i y_i}$ `(rows,)`, and overwrites `logits`
     with $\partial \ell_i / \partial z_i = \mathrm{softmax}(z_i) - e_{y_i}$. This is the inner
     step of [fms_llm.models.fused.linear_cross_entropy][], which calls it chunk by chunk.
-    Not differentiable itself (the gradient is its output).
+    Not differentiable itself (the gradient is its output). `check_targets=False` skips the
+    range check of the ids, for a caller that has made it already (an id outside the vocabulary
+    would make the C loop read outside the row).
 
     Raises:
         ValueError: a target outside `[0, vocab)`, or tensors of the wrong kind.
@@ -449,7 +453,7 @@ def softmax_cross_entropy_(logits: Tensor, targets: Tensor) -> Tensor:
     targets = targets.to(torch.int64).contiguous()
     if targets.shape != (rows,):
         raise ValueError(f"softmax_cross_entropy_: targets {tuple(targets.shape)}, not ({rows},)")
-    if rows and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
+    if check_targets and rows and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
         raise ValueError(f"softmax_cross_entropy_: a target is outside [0, {vocab})")
     loss = torch.empty(rows, dtype=torch.float32)
     lib.fms_softmax_cross_entropy(_ptr(logits), _ptr(targets), _ptr(loss), rows, vocab)

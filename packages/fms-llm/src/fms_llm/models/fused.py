@@ -155,7 +155,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h_c, y_c, m_c = h[start:stop], safe_targets[start:stop, None], row_mask[start:stop]
             if in_c:  # the loss, softmax and -1 at the targets in one pass, over the logits
                 d_z = h_c @ w_t
-                total += cpu_kernels.softmax_cross_entropy_(d_z, y_c[:, 0]) @ m_c[:, 0]
+                # the ids were range-checked once, before the chunks (on the CPU, always here)
+                loss_rows = cpu_kernels.softmax_cross_entropy_(d_z, y_c[:, 0], check_targets=False)
+                total += loss_rows @ m_c[:, 0]
             else:
                 log_p = torch.log_softmax((h_c @ w_t).to(acc), dim=-1)
                 total -= (log_p.gather(1, y_c) * m_c).sum()
