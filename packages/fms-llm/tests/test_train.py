@@ -20,6 +20,7 @@ import torch
 from fms_dl.torch.checkpoint import CheckpointError, latest_checkpoint
 from fms_llm.data import CorpusError
 from fms_llm.evaluate import window_loss
+from fms_llm.models import cpu_kernels
 from fms_llm.tokenizer import BPETokenizer
 from fms_llm.train import ConfigError, RunConfig, load_config, prepare_data, pretrain
 
@@ -190,6 +191,7 @@ def test_the_run_directory_holds_a_complete_model(tiny_run: Path) -> None:
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary["sample"]
     assert summary["parameters"] > 0
+    assert summary["cpu_kernels"] == cpu_kernels.status()  # which path trained it, C or PyTorch
 
 
 def test_bf16_autocast_run_on_cpu(tmp_path: Path, data_cache: Path, overrides: Overrides) -> None:

@@ -57,6 +57,7 @@ from fms_llm.data.shards import ShardError, TokenShards, split_documents, write_
 from fms_llm.data.synthetic import Story, StoryGenerator, entropy_floor
 from fms_llm.evaluate import document_loss, window_loss
 from fms_llm.generate import generate_text
+from fms_llm.models import cpu_kernels
 from fms_llm.models.gpt import GPT, GPTConfig, Llama, LlamaConfig, ModelConfig
 from fms_llm.tokenizer import BPETokenizer
 from fms_llm.train.config import ConfigError, RunConfig
@@ -495,6 +496,8 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
         "tokens_trained": t.max_steps * tokens_per_step,
         "sample_prompt": s.prompt,
         "sample": sample,
+        # which code ran the elementwise chains and the loss's softmax on a CPU: C or PyTorch
+        "cpu_kernels": cpu_kernels.status() if device.type == "cpu" else None,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return PretrainResult(out_dir, model_dir, metrics, sample, model, data.tokenizer)
