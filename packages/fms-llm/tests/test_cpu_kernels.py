@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 from fms_llm.models import Llama, LlamaConfig, cpu_kernels
 from fms_llm.models.fused import rms_norm
+from fms_llm.models.gpt import _RotaryTable
+from fms_transformer.positional import RotaryEmbedding
 
 TOL = 1e-5
 
@@ -72,13 +74,10 @@ def test_rms_norm_equals_float64_autograd_and_the_pytorch_path(
         torch.testing.assert_close(rms_norm(x0, w0, 1e-6), y.detach(), atol=TOL, rtol=TOL)
 
 
-def _tables(positions: int, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    inv = 1.0 / 10000 ** (torch.arange(0, d, 2).float() / d)
-    angles = torch.arange(positions).float()[:, None] * inv
-    angles = torch.cat((angles, angles), dim=-1)
-    sin = angles.sin()
-    signed = torch.cat((-sin[:, : d // 2], sin[:, d // 2 :]), dim=-1)
-    return angles.cos()[:, None, :], signed[:, None, :], sin
+def _tables(positions: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own RoPE tables (`cos` and the signed `sin`, `(positions, 1, d)`)."""
+    table = _RotaryTable(RotaryEmbedding(d), positions)
+    return table.cos_table, table.signed_sin_table
 
 
 @pytest.mark.parametrize(("shape", "offset"), [((2, 7, 3, 10), 3), ((1, 5, 1, 2), 0)])
@@ -87,15 +86,17 @@ def test_rope_equals_float64_autograd_and_the_rotation_formula(
 ) -> None:
     torch.manual_seed(1)
     d, seq = shape[-1], shape[1]
-    cos, signed, sin = _tables(16, d)
+    cos, signed = _tables(16, d)
     x0, g = torch.randn(shape), torch.randn(shape)
     x = _leaf(x0)
     y = cpu_kernels.rope(x, cos, signed, offset)
     y.backward(g)
-    # the textbook form: x cos + rotate_half(x) sin, in float64
+    # the textbook form, in float64: x cos + rotate_half(x) sin, angle t / 10000^(2i/d)
+    inv = 1.0 / 10000 ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+    angles = torch.arange(offset, offset + seq, dtype=torch.float64)[:, None] * inv
+    angles = torch.cat((angles, angles), dim=-1)[:, None, :]
     x64 = _leaf(x0.double())
-    c = cos[offset : offset + seq].double()
-    s = sin[offset : offset + seq, None, :].double()
+    c, s = angles.cos(), angles.sin()
     x1, x2 = x64.chunk(2, dim=-1)
     ref = x64 * c + torch.cat((-x2, x1), dim=-1) * s
     ref.backward(g.double())
@@ -158,7 +159,7 @@ def test_nan_and_infinity_propagate(kernels: None) -> None:
     assert torch.isnan(h[0])
     assert h[1] == math.inf
     assert torch.isfinite(h[2])
-    cos, signed, _ = _tables(4, 4)
+    cos, signed = _tables(4, 4)
     q = torch.randn(1, 2, 1, 4)
     q[0, 1, 0, 0] = math.nan
     r = cpu_kernels.rope(_leaf(q), cos, signed, 0)
@@ -181,7 +182,7 @@ def test_non_contiguous_inputs_are_copied_not_misread(kernels: None) -> None:
 
 
 def test_shapes_that_do_not_fit_raise_before_any_c_call() -> None:
-    cos, signed, _ = _tables(4, 4)
+    cos, signed = _tables(4, 4)
     x = torch.randn(1, 3, 1, 4, requires_grad=True)
     with pytest.raises(ValueError, match=r"do not cover positions 2\.\.4"):
         cpu_kernels.rope(x, cos, signed, 2)

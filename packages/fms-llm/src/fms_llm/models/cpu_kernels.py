@@ -91,6 +91,7 @@ _ENV = "FMS_LLM_CPU_KERNELS"
 _FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
           "-fopenmp-simd"]  # fmt: skip
 _TIMEOUT_S = 120
+_SUFFIX = ".dll" if sys.platform == "win32" else ".so"
 
 
 class CPUKernelError(RuntimeError):
@@ -158,10 +159,9 @@ def _version(cc: list[str]) -> str:
 
 def _build(cc: list[str], out: Path) -> str | None:
     """Compile into `out` (atomically); return None, or why it failed."""
-    suffix = ".dll" if sys.platform == "win32" else ".so"
     errors = []
     for arch in (["-march=native"], []):  # a compiler without -march=native gets the baseline
-        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out.parent)
+        fd, tmp = tempfile.mkstemp(suffix=_SUFFIX, dir=out.parent)
         os.close(fd)
         cmd = [*cc, *_FLAGS, *arch, str(_SOURCE), "-o", tmp, "-lm"]
         try:
@@ -206,7 +206,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return None, f"cannot create the cache directory {directory}: {exc}"
-    path = directory / f"cpu_kernels-{key}{'.dll' if sys.platform == 'win32' else '.so'}"
+    path = directory / f"cpu_kernels-{key}{_SUFFIX}"
     if not path.is_file():
         _log.info("fms_llm: compiling the CPU kernels into %s", path)
         failure = _build(cc, path)
@@ -273,10 +273,12 @@ def _loaded() -> ctypes.CDLL:
     return _State.lib
 
 
-def _require() -> None:
-    """Build or load the library for a direct call, or say why it is not there."""
-    if _library() is None:
+def _require() -> ctypes.CDLL:
+    """The library for a direct call, built or loaded now, or an error saying why it is not."""
+    lib = _library()
+    if lib is None:
         raise CPUKernelError(f"the CPU kernels are not available: {status()}")
+    return lib
 
 
 def supports(*tensors: Tensor) -> bool:
@@ -437,8 +439,7 @@ def softmax_cross_entropy_(
     Raises:
         ValueError: a target outside `[0, vocab)`, or tensors of the wrong kind.
     """
-    _require()
-    lib = _loaded()
+    lib = _require()
     if (
         logits.ndim != 2
         or logits.dtype != torch.float32

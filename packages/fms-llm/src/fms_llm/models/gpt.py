@@ -265,7 +265,7 @@ class _RotaryTable(RotaryEmbedding):
         with the C kernels (float32 on the CPU), one pass of
         [fms_llm.models.cpu_kernels.rope][] instead.
         """
-        if cpu_kernels.supports(x, self.cos_table) and x.ndim == 4:  # one C pass each way
+        if x.ndim == 4 and cpu_kernels.supports(x, self.cos_table):  # one C pass each way
             return cpu_kernels.rope(x, self.cos_table, self.signed_sin_table, offset)
         seq = x.shape[1]
         cos = self.cos_table[offset : offset + seq]
