@@ -24,8 +24,9 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 # The chain, bottom to top. Each package depends on the one before it.
 PACKAGES = ["fms-ml", "fms-dl", "fms-transformer", "fms-llm", "fms-mm", "fms-agent"]
-# Extras a package's own tests exercise (fms-dl's torch toolkit, fms-llm's corpora and tiktoken).
-EXTRAS = {"fms-dl": "torch", "fms-llm": "corpora,tiktoken"}
+# Extras a package's own tests exercise (fms-dl's torch toolkit; fms-llm's corpora, tiktoken, the
+# server and the chatterbot dialogues).
+EXTRAS = {"fms-dl": "torch", "fms-llm": "corpora,tiktoken,serve,dialogues"}
 TEST_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 DEV = {req.split("[")[0].split("=")[0]: req for req in PYPROJECT["dependency-groups"]["dev"]}
 
