@@ -145,6 +145,26 @@ def wheels(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def fuzz(session: nox.Session) -> None:
+    """The nightly-sized fuzz run: every package's ``fuzz``-marked tests with many more examples.
+
+    The default ``tests-*`` sessions run the same tests with a few hundred mutations each; here
+    ``FMS_FUZZ_EXAMPLES`` raises every loader's budget (default 2,000; pass another count as
+    ``-- 5000``).
+    """
+    examples = session.posargs[0] if session.posargs else "2000"
+    _install(
+        session,
+        *[_local(p) for p in PACKAGES],
+        *[f"--group=packages/{p}/pyproject.toml:test" for p in PACKAGES],
+    )
+    tests = [f"packages/{p}/tests" for p in PACKAGES]
+    session.run(
+        "pytest", *tests, "-m", "fuzz", "-q", env={**TEST_ENV, "FMS_FUZZ_EXAMPLES": examples}
+    )
+
+
+@nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Run every package's benchmarks/ (ours and the reference side by side). Not in the default set.
 
