@@ -196,7 +196,7 @@ def test_ids_equal_tiktoken_exactly_on_1mb(
     tok: BPETokenizer = request.getfixturevalue(which)
     enc = tok.to_tiktoken()
     text = "".join(corpus)
-    ours = tok.encode(text)
+    ours = tok.encode(text, allowed_special="all")
     theirs = enc.encode(text, allowed_special="all")
     assert ours == theirs, _first_difference(ours, theirs, tok)
     assert tok.decode(ours) == text
@@ -215,7 +215,7 @@ def test_ids_equal_hf_tokenizers_exactly_on_1mb(
     hf = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
     theirs = [e.ids for e in hf.encode_batch(corpus, add_special_tokens=False)]
     for doc, ids in zip(corpus, theirs, strict=True):
-        ours = tok.encode(doc)
+        ours = tok.encode(doc, allowed_special="all")
         assert ours == ids, _first_difference(ours, ids, tok)
     assert hf.decode(theirs[0], skip_special_tokens=False) == corpus[0]
 
@@ -252,7 +252,7 @@ def test_loads_a_tokenizer_trained_by_hf_and_encodes_like_it(
     hf.save(str(tmp_path / "hf.json"))
     ours = BPETokenizer.load(tmp_path / "hf.json")
     for doc in corpus[40:60]:
-        assert ours.encode(doc) == hf.encode(doc).ids
+        assert ours.encode(doc, allowed_special="all") == hf.encode(doc).ids
 
 
 def test_from_gpt2_files_matches(gpt2_tok: BPETokenizer, corpus: list[str], tmp_path: Path) -> None:
@@ -267,7 +267,7 @@ def test_from_gpt2_files_matches(gpt2_tok: BPETokenizer, corpus: list[str], tmp_
     text = corpus[1]
     for s in SPECIALS:
         text = text.replace(s, "")
-    assert tok.encode(text) == gpt2_tok.encode(text)
+    assert tok.encode(text, allowed_special="all") == gpt2_tok.encode(text, allowed_special="all")
 
 
 def test_from_gpt2_files_makes_leftover_entries_special(tmp_path: Path) -> None:
@@ -279,7 +279,7 @@ def test_from_gpt2_files_makes_leftover_entries_special(tmp_path: Path) -> None:
     (tmp_path / "merges.txt").write_text(f"#version: 0.2\n{table[32]} t\n", encoding="utf-8")
     tok = BPETokenizer.from_gpt2_files(tmp_path / "vocab.json", tmp_path / "merges.txt")
     assert tok.special_tokens == {"<|endoftext|>": 257}
-    assert tok.encode(" t<|endoftext|>") == [256, 257]
+    assert tok.encode(" t<|endoftext|>", allowed_special="all") == [256, 257]
 
 
 # ---------------------------------------------------------------------- special tokens
@@ -309,10 +309,12 @@ def test_overlapping_special_tokens_longest_first(gpt2_tok: BPETokenizer, tmp_pa
     }
     tok = BPETokenizer(ordinary, gpt2_tok.merges, specials)
     text = "a<|end|><|end|><|end|> b<|endoftext|>c<|end|>oftext|><s><s></s><s>x</s><|end"
-    ids = tok.encode(text)
+    ids = tok.encode(text, allowed_special="all")
     expected: list[int] = []
     for k, part in enumerate(_reference_special_split(text, specials)):
-        expected += tok.encode(part) if k % 2 == 0 else [tok.special_tokens[part]]
+        expected += (
+            tok.encode(part, allowed_special="all") if k % 2 == 0 else [tok.special_tokens[part]]
+        )
     assert ids == expected
     assert ids.count(tok.special_tokens["<|end|><|end|>"]) == 1
     tok.save(tmp_path / "t.json")
@@ -327,8 +329,8 @@ def test_overlapping_special_tokens_longest_first(gpt2_tok: BPETokenizer, tmp_pa
 def test_decode_encode_round_trip_unicode(
     gpt2_tok: BPETokenizer, cl100k_tok: BPETokenizer, s: str
 ) -> None:
-    assert gpt2_tok.decode(gpt2_tok.encode(s)) == s
-    assert cl100k_tok.decode(cl100k_tok.encode(s)) == s
+    assert gpt2_tok.decode(gpt2_tok.encode(s, allowed_special="all")) == s
+    assert cl100k_tok.decode(cl100k_tok.encode(s, allowed_special="all")) == s
 
 
 _TRICKY = st.text(
@@ -361,7 +363,7 @@ def test_random_text_ids_equal_tiktoken_and_hf(
     """Whitespace, contractions, digits and mixed scripts in random orders: exact parity."""
     for tok in (gpt2_tok, cl100k_tok):
         enc, hf = _references(tok, tmp_path_factory.getbasetemp())
-        ours = tok.encode(s)
+        ours = tok.encode(s, allowed_special="all")
         assert ours == enc.encode(s, allowed_special="all")
         assert ours == hf.encode(s).ids
 
@@ -397,7 +399,7 @@ def test_token_level_invalid_utf8(gpt2_tok: BPETokenizer, tmp_path: Path) -> Non
     """A multi-byte character split across tokens: each token alone is not UTF-8."""
     from tokenizers import Tokenizer
 
-    ids = gpt2_tok.encode("𝄞")  # not in the corpus: four byte tokens
+    ids = gpt2_tok.encode("𝄞", allowed_special="all")  # not in the corpus: four byte tokens
     assert len(ids) == 4
     assert gpt2_tok.decode(ids) == "𝄞"
     assert "\ufffd" in gpt2_tok.decode(ids[:1])
@@ -549,10 +551,10 @@ def test_training_on_a_file_equals_training_on_its_text(corpus: list[str], tmp_p
 def test_encode_batch_parallel_equals_sequential(gpt2_tok: BPETokenizer, corpus: list[str]) -> None:
     docs = corpus + corpus[:20]
     assert sum(map(len, docs)) > 1 << 20  # large enough for the process pool
-    expected = [gpt2_tok.encode(d) for d in docs]
-    assert gpt2_tok.encode_batch(docs, num_workers=2) == expected
-    assert gpt2_tok.encode_batch(corpus[:3], num_workers=1) == [
-        gpt2_tok.encode(d) for d in corpus[:3]
+    expected = [gpt2_tok.encode(d, allowed_special="all") for d in docs]
+    assert gpt2_tok.encode_batch(docs, num_workers=2, allowed_special="all") == expected
+    assert gpt2_tok.encode_batch(corpus[:3], num_workers=1, allowed_special="all") == [
+        gpt2_tok.encode(d, allowed_special="all") for d in corpus[:3]
     ]
 
 
@@ -564,7 +566,9 @@ def test_encode_batch_with_spawned_workers(
 
     monkeypatch.setattr(bpe_module, "_start_methods", lambda: ["spawn"])
     docs = corpus + corpus[:20]
-    assert gpt2_tok.encode_batch(docs, num_workers=2) == [gpt2_tok.encode(d) for d in docs]
+    assert gpt2_tok.encode_batch(docs, num_workers=2, allowed_special="all") == [
+        gpt2_tok.encode(d, allowed_special="all") for d in docs
+    ]
 
 
 @pytest.mark.parametrize("which", ["gpt2_tok", "cl100k_tok"])
@@ -575,10 +579,14 @@ def test_encode_iterable_equals_encode(
     tok: BPETokenizer = request.getfixturevalue(which)
     text = "".join(corpus[:30])
     lines = text.splitlines(keepends=True)
-    assert list(tok.encode_iterable(lines, block_size=2000)) == tok.encode(text)
+    assert list(tok.encode_iterable(lines, block_size=2000, allowed_special="all")) == tok.encode(
+        text, allowed_special="all"
+    )
     assert list(
-        tok.encode_iterable(iter(text[i : i + 7] for i in range(0, len(text), 7)))
-    ) == tok.encode(text)
+        tok.encode_iterable(
+            iter(text[i : i + 7] for i in range(0, len(text), 7)), allowed_special="all"
+        )
+    ) == tok.encode(text, allowed_special="all")
 
 
 _MEMORY_SCRIPT = """
@@ -594,7 +602,7 @@ def status(field):  # kB, from this process's own memory map (fresh after exec)
 tok = BPETokenizer.load(sys.argv[1])
 with open(sys.argv[2], encoding="utf-8", newline="") as f:  # warm up on 1 MB: fill the cache
     head = f.read(1 << 20).splitlines(keepends=True)
-for _ in tok.encode_iterable(head):
+for _ in tok.encode_iterable(head, allowed_special="all"):
     pass
 del head
 gc.collect()
@@ -603,7 +611,7 @@ with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark to th
     f.write("5")
 n = 0
 with open(sys.argv[2], encoding="utf-8", newline="") as f:
-    for _ in tok.encode_iterable(f):
+    for _ in tok.encode_iterable(f, allowed_special="all"):
         n += 1
 print(n, base, status("VmHWM:"))
 """
@@ -623,7 +631,9 @@ def test_encode_iterable_memory_stays_under_limit_on_a_larger_file(
     """
     limit_kib = 4 << 10
     block = "".join(corpus[:40]).strip() + "."
-    assert gpt2_tok.encode(block + block) == 2 * gpt2_tok.encode(block)  # repeats tokenise alike
+    assert gpt2_tok.encode(block + block, allowed_special="all") == 2 * gpt2_tok.encode(
+        block, allowed_special="all"
+    )  # repeats tokenise alike
     repeats = -(-(4 * limit_kib * 1024) // len(block.encode("utf-8")))
     path = tmp_path / "big.txt"
     with open(path, "w", encoding="utf-8", newline="") as f:
@@ -638,7 +648,7 @@ def test_encode_iterable_memory_stays_under_limit_on_a_larger_file(
         check=True,
     )
     n, base, peak = map(int, out.stdout.split())
-    assert n == repeats * len(gpt2_tok.encode(block))
+    assert n == repeats * len(gpt2_tok.encode(block, allowed_special="all"))
     assert peak - base < limit_kib, (
         f"peak RSS grew {(peak - base) / 1024:.1f} MiB, over the {limit_kib // 1024} MiB limit"
     )
@@ -648,9 +658,11 @@ def test_vocab_and_merges_properties_feed_the_constructor(
     gpt2_tok: BPETokenizer, corpus: list[str]
 ) -> None:
     again = BPETokenizer(gpt2_tok.vocab, gpt2_tok.merges, SPECIALS, GPT2_PATTERN)
-    assert again.encode(corpus[3]) == gpt2_tok.encode(corpus[3])
+    assert again.encode(corpus[3], allowed_special="all") == gpt2_tok.encode(
+        corpus[3], allowed_special="all"
+    )
     assert again.token_to_id("<|endoftext|>") == gpt2_tok.special_tokens["<|endoftext|>"]
-    assert again.token_to_id(b" the") == again.encode(" the")[0]
+    assert again.token_to_id(b" the") == again.encode(" the", allowed_special="all")[0]
     assert again.id_to_token(again.token_to_id(b" the")) == b" the"
 
 
@@ -684,8 +696,6 @@ def test_other_bad_vocabularies_are_errors() -> None:
     vocab, merges = _small()
     with pytest.raises(ValueError, match="token bytes must be unique"):
         BPETokenizer({**vocab, 300: b"ab"}, merges)
-    with pytest.raises(ValueError, match="neither a single byte, the result of a merge"):
-        BPETokenizer({**vocab, 257: b"xyz"}, merges)
     with pytest.raises(ValueError, match="not a valid regular expression"):
         BPETokenizer(vocab, merges, pattern="(")
     with pytest.raises(TypeError, match="vocab keys must be non-negative ints"):
@@ -732,9 +742,9 @@ def test_decode_id_out_of_range_is_an_error(gpt2_tok: BPETokenizer) -> None:
 
 def test_bad_text_and_files_are_errors(gpt2_tok: BPETokenizer, tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="text must be str, got bytes"):
-        gpt2_tok.encode(b"abc")  # type: ignore[arg-type]
+        gpt2_tok.encode(b"abc", allowed_special="all")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="lone surrogate"):
-        gpt2_tok.encode("a\ud800b")
+        gpt2_tok.encode("a\ud800b", allowed_special="all")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         BPETokenizer.train([tmp_path / "nope.txt"], 300, progress=False)
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 10)
@@ -746,8 +756,8 @@ def test_to_tiktoken_needs_ids_in_merge_order() -> None:
     vocab = {i: bytes([i]) for i in range(256)}
     vocab[257], vocab[256] = b"ab", b"abc"
     tok = BPETokenizer(vocab, [(b"a", b"b"), (b"ab", b"c")])
-    assert tok.encode("abc") == [256]
-    assert tok.encode("ab") == [257]
+    assert tok.encode("abc", allowed_special="all") == [256]
+    assert tok.encode("ab", allowed_special="all") == [257]
     with pytest.raises(ValueError, match="tiktoken needs ids that increase with merge order"):
         tok.to_tiktoken()
 
@@ -798,7 +808,9 @@ def test_ascii_english_ids_equal_tiktoken(gpt2_tok: BPETokenizer) -> None:
     """KJV verses alone (pure ASCII, so the fast path): ids equal tiktoken's."""
     text = "\n".join(v for v, _ in zip(_kjv_verses(), range(3000), strict=False))
     assert text.isascii()
-    assert gpt2_tok.encode(text) == gpt2_tok.to_tiktoken().encode_ordinary(text)
+    assert gpt2_tok.encode(text, allowed_special="all") == gpt2_tok.to_tiktoken().encode_ordinary(
+        text
+    )
 
 
 def test_saved_tokenizer_loads_in_transformers(
@@ -811,5 +823,5 @@ def test_saved_tokenizer_loads_in_transformers(
     fast = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))  # type: ignore[no-untyped-call]
     for doc in corpus[:5]:
         ids = fast(doc, add_special_tokens=False)["input_ids"]
-        assert ids == gpt2_tok.encode(doc)
+        assert ids == gpt2_tok.encode(doc, allowed_special="all")
         assert fast.decode(ids) == doc

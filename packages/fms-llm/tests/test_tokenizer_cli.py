@@ -119,7 +119,9 @@ def test_parallel_encode_of_a_large_file_equals_streaming(tmp_path: Path) -> Non
     argv = [*base, "--out", str(tmp_path / "two.bin"), "--workers", "2", "--chunk-bytes", "20000"]
     assert main(argv) == 0
     assert (tmp_path / "one.bin").read_bytes() == (tmp_path / "two.bin").read_bytes()
-    assert _ids(tmp_path / "one.bin", "H") == BPETokenizer.load(tok_path).encode(text)
+    assert _ids(tmp_path / "one.bin", "H") == BPETokenizer.load(tok_path).encode(
+        text, allowed_special="all"
+    )
 
 
 def test_encode_rejects_a_file_that_is_not_utf8(
@@ -163,3 +165,24 @@ def test_encode_rejects_a_file_that_is_not_utf8(
         assert "latin1.txt' is not UTF-8" in capsys.readouterr().err
         assert not (tmp_path / "o.bin").exists()
         assert not list(tmp_path.glob(".o.bin*"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize("which", ["input", "tokenizer"])
+def test_encode_refuses_an_out_that_is_an_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], which: str
+) -> None:
+    """`--out` naming an input (here through another spelling of the path) is refused; the input stays."""
+    a = tmp_path / "a.txt"
+    a.write_text(TEXT, encoding="utf-8")
+    tok_path = tmp_path / "tok.json"
+    assert (
+        main(["train", "--input", str(a), "--vocab-size", "300", "--out", str(tok_path), "--quiet"])
+        == 0
+    )
+    target = a if which == "input" else tok_path
+    before = target.read_bytes()
+    other_spelling = tmp_path / "." / target.name
+    argv = ["encode", "--tokenizer", str(tok_path), "--input", str(a), "--out", str(other_spelling)]
+    assert main([*argv, "--quiet"]) != 0
+    assert "--out" in capsys.readouterr().err
+    assert target.read_bytes() == before

@@ -201,7 +201,7 @@ def _eval(args: argparse.Namespace) -> int:
     model, tokenizer, eos = _load(args.model_dir, args.device)
     docs = text_documents(args.file)
     ids: list[int] = []
-    for d in tokenizer.encode_batch(docs):  # type: ignore[attr-defined]
+    for d in tokenizer.encode_batch(docs, allowed_special="all"):  # type: ignore[attr-defined]
         ids.extend(d)
         if eos is not None:
             ids.append(eos)

@@ -33,17 +33,29 @@ import os
 import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from itertools import chain, pairwise
 from multiprocessing import get_context
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import regex
 
 if TYPE_CHECKING:
     import tiktoken
 
-__all__ = ["CL100K_PATTERN", "GPT2_PATTERN", "BPETokenizer", "pretokenizer"]
+__all__ = [
+    "CL100K_PATTERN",
+    "GPT2_PATTERN",
+    "PATTERN_TIMEOUT",
+    "BPETokenizer",
+    "PatternTimeoutError",
+    "pretokenizer",
+]
+
+SpecialSet: TypeAlias = AbstractSet[str] | Literal["all"]
+"""The type of `allowed_special` / `disallowed_special`: a set of strings, or `"all"`."""
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 """The pre-tokenisation pattern of GPT-2 (Radford et al., 2019): English contractions, runs of
@@ -67,28 +79,86 @@ _ASCII_VERSIONS = {
 }
 
 
-def pretokenizer(pattern: str) -> Callable[[str], list[str]]:
-    """The function that cuts text into pre-tokens with `pattern` (`findall`).
+class PatternTimeoutError(ValueError):
+    """The pre-tokenisation pattern took longer than its time budget on a text.
 
-    For the built-in patterns, ASCII text goes through an equivalent `re` pattern (faster);
-    other text, and other patterns, through the `regex` module.
+    A pattern read from a file may backtrack catastrophically (`(a|aa)+c` on a long run of `a`
+    takes time exponential in the run's length); encoding then fails with this error instead of
+    hanging. A subclass of `ValueError`.
+    """
+
+
+# The time budget of one pattern scan of `n` characters: PATTERN_TIMEOUT seconds plus
+# _TIMEOUT_PER_CHAR seconds a character. The built-in patterns run at 5-30 MB/s, so the per-character
+# allowance (1 MB/s) is tens of times what a sane pattern needs even on a loaded machine.
+PATTERN_TIMEOUT = 2.0
+"""Seconds a custom pattern may spend on one text, plus a microsecond a character."""
+_TIMEOUT_PER_CHAR = 1e-6
+
+
+def pretokenizer(
+    pattern: str, *, timeout: float | None = PATTERN_TIMEOUT
+) -> Callable[[str], list[str]]:
+    """The function that cuts text into pre-tokens with `pattern`; the pieces tile the text.
+
+    For the built-in patterns (which match every character, and run in linear time: their repeats
+    are possessive), ASCII text goes through an equivalent `re` pattern (faster) and other text
+    through the `regex` module, with `findall`.
+
+    Any other pattern runs under the `regex` module's `timeout`, of
+    $\text{timeout} + 10^{-6} n$ seconds for a text of $n$ characters, so a pattern that backtracks
+    catastrophically raises [PatternTimeoutError][fms_llm.tokenizer.bpe.PatternTimeoutError] instead
+    of hanging; and the characters no match covers become pieces of their own (as the `Isolated`
+    `Split` of Hugging Face tokenizers makes them), so no character is ever dropped. Capturing groups
+    do not matter: a piece is always the whole match.
+
+    Args:
+        pattern: the regular expression (the `regex` module's syntax).
+        timeout: the fixed part of a custom pattern's time budget in seconds (`None`: no limit).
 
     Raises:
         ValueError: if `pattern` does not compile.
     """
     try:
-        full = regex.compile(pattern).findall
+        compiled = regex.compile(pattern)
     except regex.error as exc:
         raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
     ascii_version = _ASCII_VERSIONS.get(pattern)
     if ascii_version is None:
-        return full  # type: ignore[no-any-return]
+        return partial(_covering_findall, compiled, timeout)
+    full = compiled.findall
     fast = re.compile(ascii_version).findall
 
     def findall(text: str) -> list[str]:
         return fast(text) if text.isascii() else full(text)
 
     return findall
+
+
+def _covering_findall(compiled: Any, timeout: float | None, text: str) -> list[str]:
+    """The matches of `compiled` in `text` and the gaps between them, in order, under a time limit."""
+    budget = None if timeout is None else timeout + _TIMEOUT_PER_CHAR * len(text)
+    pieces: list[str] = []
+    append = pieces.append
+    pos = 0
+    try:
+        for m in compiled.finditer(text, timeout=budget):
+            start, end = m.span()
+            if start > pos:
+                append(text[pos:start])
+                pos = start
+            if end > start:
+                append(text[start:end])
+                pos = end
+    except TimeoutError:
+        raise PatternTimeoutError(
+            f"the pre-tokenisation pattern {compiled.pattern!r} took more than {budget:.3g} s on a "
+            f"text of {len(text)} characters (catastrophic backtracking?); expected a pattern that "
+            "scans text in about linear time"
+        ) from None
+    if pos < len(text):
+        append(text[pos:])
+    return pieces
 
 
 # How far past a pre-token the two built-in patterns may look before deciding it (a contraction
@@ -156,11 +226,18 @@ class BPETokenizer:
         pattern: the pre-tokenisation regular expression (the `regex` module's syntax, `\\p{L}`
             classes allowed); [GPT2_PATTERN][fms_llm.tokenizer.GPT2_PATTERN] by default.
         cache_size: how many distinct pre-tokens the encoding cache holds before it is emptied.
+        pattern_timeout: the time budget of a custom pattern on one text, in seconds plus a
+            microsecond a character (`None`: unlimited); see
+            [pretokenizer][fms_llm.tokenizer.bpe.pretokenizer]. The built-in patterns need none.
+
+    A vocab entry that is neither a byte, a merge result nor a special token (GPT-2's own
+    `vocab.json` read without declaring `<|endoftext|>` special) is accepted, as tiktoken accepts
+    it: it decodes, a pre-token that equals it becomes that one id, and when the ids grow with the
+    merge order (tiktoken's own convention) it merges as tiktoken merges it, ranked by its id.
 
     Raises:
         ValueError: if `vocab` misses a byte or repeats a byte string, if a merge names a token
-            not in `vocab` or its result is not in `vocab`, if a vocab entry is neither a byte, a
-            merge result nor a special token, or if `pattern` does not compile.
+            not in `vocab` or its result is not in `vocab`, or if `pattern` does not compile.
         TypeError: if `vocab` or `merges` hold values of the wrong type.
 
     Example:
@@ -177,11 +254,12 @@ class BPETokenizer:
         pattern: str = GPT2_PATTERN,
         *,
         cache_size: int = 1 << 16,
+        pattern_timeout: float | None = PATTERN_TIMEOUT,
     ) -> None:
         self._vocab, self._merges, self._specials = _validate(vocab, merges, special_tokens)
-        self._findall = pretokenizer(pattern)
-        self._pattern = regex.compile(pattern)
+        self._findall = pretokenizer(pattern, timeout=pattern_timeout)
         self._pattern_str = pattern
+        self._pattern_timeout = pattern_timeout
         self._bytes_to_id: dict[bytes, int] = {b: i for i, b in self._vocab.items()}
         special_ids = set(self._specials.values())
         # Tokens that can come out of merging: single bytes and merge results (not the specials).
@@ -196,11 +274,19 @@ class BPETokenizer:
         self._ranks: dict[bytes, int] = {}
         for rank, (a, b) in enumerate(self._merges):
             self._ranks.setdefault(a + b, rank)
+        # Entries no merge makes (GPT-2's vocab.json read without declaring <|endoftext|>
+        # special): tiktoken merges any adjacent pair whose concatenation has a rank, with the
+        # id as the rank. When ids grow with merge order, ranking everything by id orders the
+        # merges as before and slots those entries in where tiktoken has them.
+        unreached = [b for b in self._mergeable if len(b) > 1 and b not in self._ranks]
+        merge_ids = [self._mergeable[x] for x in self._ranks]
+        if unreached and all(x < y for x, y in pairwise(merge_ids)):
+            self._ranks = {b: self._mergeable[b] for b in (*self._ranks, *unreached)}
         self._special_re: Any = None
         if self._specials:
             ordered = sorted(self._specials, key=lambda s: (-len(s), s))
             self._special_re = regex.compile("|".join(regex.escape(s) for s in ordered))
-        self._max_special_len = max((len(s) for s in self._specials), default=0)
+        self._splitters: dict[frozenset[str], Any] = {}
         self._cache = _PieceCache(self, cache_size)
 
     # ------------------------------------------------------------------ construction
@@ -245,19 +331,33 @@ class BPETokenizer:
         return cls(vocab, merges, special_tokens=special_tokens, pattern=pattern)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
+    def load(
+        cls, path: str | os.PathLike[str], *, pattern_timeout: float | None = PATTERN_TIMEOUT
+    ) -> BPETokenizer:
         """Read a Hugging Face `tokenizer.json` (byte-level BPE) written by us or by `tokenizers`.
 
-        Every entry of `added_tokens` becomes a special token.
+        Every entry of `added_tokens` becomes a special token. A file is untrusted input: its
+        pattern runs under `pattern_timeout` (see the constructor), so a catastrophically
+        backtracking regex makes `encode` raise, not hang.
 
         Raises:
-            ValueError: if the file cannot be read, is not JSON, or is not a byte-level BPE
-                tokenizer (the message names the file and what is wrong).
+            TokenizerFileError: (a `ValueError`) if the file cannot be read, is not UTF-8 JSON, is
+                not a byte-level BPE tokenizer, or its tables are inconsistent (the message names
+                the file and what is wrong). No other exception escapes for any file content.
         """
-        from fms_llm.tokenizer.formats import read_hf_tokenizer_json
+        from fms_llm.tokenizer.formats import TokenizerFileError, read_hf_tokenizer_json
 
         vocab, merges, specials, pattern = read_hf_tokenizer_json(path)
-        return cls(vocab, merges, special_tokens=specials, pattern=pattern)
+        try:
+            return cls(
+                vocab,
+                merges,
+                special_tokens=specials,
+                pattern=pattern,
+                pattern_timeout=pattern_timeout,
+            )
+        except (ValueError, TypeError) as exc:
+            raise TokenizerFileError(f"tokenizer file {os.fspath(path)!r}: {exc}") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the tokenizer as a Hugging Face `tokenizer.json`, atomically.
@@ -397,27 +497,123 @@ class BPETokenizer:
         """Encode text that holds no special tokens: pre-tokenise, then look each piece up."""
         return list(chain.from_iterable(map(self._cache.__getitem__, self._findall(text))))
 
-    def encode(self, text: str) -> list[int]:
-        """Encode a string to token ids; special tokens in the text become their ids.
+    def _special_policy(
+        self, allowed_special: SpecialSet, disallowed_special: SpecialSet
+    ) -> tuple[frozenset[str], tuple[str, ...]]:
+        """tiktoken's reading of `allowed_special` / `disallowed_special`.
 
-        Raises:
-            TypeError: if `text` is not a string.
-            ValueError: if `text` holds a lone surrogate (it has no UTF-8 encoding).
+        Returns the special tokens to cut out of the text and the strings whose presence is an
+        error: `"all"` allowed means every special token; `"all"` disallowed means every special
+        token that is not allowed.
         """
-        if not isinstance(text, str):
-            raise TypeError(f"text must be str, got {type(text).__name__}")
-        if self._special_re is None:
+        if allowed_special == "all":
+            allowed = frozenset(self._specials)
+        else:
+            allowed = _string_set(allowed_special, "allowed_special")
+            unknown = sorted(allowed - self._specials.keys())
+            if unknown:
+                raise ValueError(
+                    f"allowed_special holds {unknown[:4]!r}, which are not special tokens of this "
+                    f"tokenizer; expected a subset of {sorted(self._specials)[:8]!r} or 'all'"
+                )
+        if disallowed_special == "all":
+            disallowed = frozenset(self._specials) - allowed
+        else:
+            disallowed = _string_set(disallowed_special, "disallowed_special")
+            if "" in disallowed:
+                raise ValueError(
+                    "disallowed_special holds the empty string, which every text holds"
+                )
+        return allowed, tuple(sorted(disallowed))
+
+    def _splitter(self, allowed: frozenset[str]) -> Any:
+        """The compiled alternation of the `allowed` special tokens, longest first (None if none)."""
+        if not allowed:
+            return None
+        if len(allowed) == len(self._specials):
+            return self._special_re
+        found = self._splitters.get(allowed)
+        if found is None:
+            ordered = sorted(allowed, key=lambda s: (-len(s), s))
+            found = regex.compile("|".join(regex.escape(s) for s in ordered))
+            if len(self._splitters) >= 64:
+                self._splitters.clear()
+            self._splitters[allowed] = found
+        return found
+
+    def _encode_with(self, text: str, splitter: Any, disallowed: tuple[str, ...]) -> list[int]:
+        """Encode `text`, cutting out the specials `splitter` matches, refusing `disallowed`."""
+        if disallowed:
+            _refuse_disallowed(text, disallowed)
+        if splitter is None:
             return self._encode_ordinary(text)
         ids: list[int] = []
         start = 0
-        for match in self._special_re.finditer(text):
+        for match in splitter.finditer(text):
             ids += self._encode_ordinary(text[start : match.start()])
             ids.append(self._specials[match.group()])
             start = match.end()
         ids += self._encode_ordinary(text[start:])
         return ids
 
-    def encode_batch(self, texts: Sequence[str], num_workers: int | None = None) -> list[list[int]]:
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: SpecialSet = frozenset(),
+        disallowed_special: SpecialSet = "all",
+    ) -> list[int]:
+        """Encode a string to token ids, with tiktoken's rules for special tokens.
+
+        Special-token text is a security boundary (a user who types `<|endoftext|>` must not end
+        a document), so, as in `tiktoken.Encoding.encode`:
+
+        - a special token in `allowed_special` (a set of them, or `"all"`) becomes its one id;
+        - any other special token's text is an error by default (`disallowed_special="all"` means
+          every special token not allowed); `disallowed_special=()` encodes it as ordinary text,
+          and a set of strings refuses exactly those strings.
+
+        Args:
+            text: the string.
+            allowed_special: special tokens to encode as their ids, or `"all"`.
+            disallowed_special: strings whose presence is an error, or `"all"`.
+
+        Raises:
+            TypeError: if `text` is not a string, or a special-token argument is a bare string
+                (other than `"all"`) or holds non-strings.
+            ValueError: if `text` holds disallowed special-token text, or a lone surrogate (no
+                UTF-8 encoding), or `allowed_special` names a string that is not a special token.
+            PatternTimeoutError: (a `ValueError`) if a custom pattern exceeds its time budget.
+
+        Example:
+            >>> tok = BPETokenizer.train(["a b"] * 4, 258, ["<|endoftext|>"], progress=False)
+            >>> tok.encode("a<|endoftext|>", allowed_special="all")[-1] == tok.token_to_id("<|endoftext|>")
+            True
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        allowed, disallowed = self._special_policy(allowed_special, disallowed_special)
+        return self._encode_with(text, self._splitter(allowed), disallowed)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode a string with every special token's text read as ordinary text (tiktoken's name).
+
+        Raises:
+            TypeError: if `text` is not a string.
+            ValueError: if `text` holds a lone surrogate.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        return self._encode_ordinary(text)
+
+    def encode_batch(
+        self,
+        texts: Sequence[str],
+        num_workers: int | None = None,
+        *,
+        allowed_special: SpecialSet = frozenset(),
+        disallowed_special: SpecialSet = "all",
+    ) -> list[list[int]]:
         """Encode many strings; in parallel over processes when the batch is large enough to pay.
 
         Worker processes cost a fork and the transfer of the ids, so batches under about a
@@ -426,12 +622,22 @@ class BPETokenizer:
         Args:
             texts: the strings.
             num_workers: processes to use (default: all CPUs).
+            allowed_special: as in [encode][fms_llm.tokenizer.BPETokenizer.encode].
+            disallowed_special: as in [encode][fms_llm.tokenizer.BPETokenizer.encode].
+
+        Raises:
+            TypeError, ValueError: as [encode][fms_llm.tokenizer.BPETokenizer.encode] does.
         """
         texts = list(texts)
+        for k, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{k}] must be str, got {type(t).__name__}")
+        allowed, disallowed = self._special_policy(allowed_special, disallowed_special)
         workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
         total = sum(len(t) for t in texts)
         if workers <= 1 or len(texts) < 2 or total < (1 << 20):
-            return [self.encode(t) for t in texts]
+            splitter = self._splitter(allowed)
+            return [self._encode_with(t, splitter, disallowed) for t in texts]
         workers = min(workers, len(texts))
         # contiguous ranges of about equal character counts, a few per worker for balance
         n_groups = workers * 4
@@ -443,20 +649,26 @@ class BPETokenizer:
                 bounds.append(k + 1)
         bounds.append(len(texts))
         global _WORKER, _TEXTS
-        jobs: list[tuple[int, int, list[str] | None]]
+        jobs: list[_Job]
         if "fork" in _start_methods():
             # forked workers inherit this tokenizer (warm cache included) and the texts: only
             # index ranges travel to them, and packed arrays of ids come back
             _WORKER, _TEXTS = self, texts
-            jobs = [(a, b, None) for a, b in pairwise(bounds) if b > a]
+            jobs = [(a, b, None, allowed, disallowed) for a, b in pairwise(bounds) if b > a]
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
         else:
-            jobs = [(a, b, texts[a:b]) for a, b in pairwise(bounds) if b > a]
+            jobs = [(a, b, texts[a:b], allowed, disallowed) for a, b in pairwise(bounds) if b > a]
             pool = ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self._vocab, self._merges, self._specials, self._pattern_str),
+                initargs=(
+                    self._vocab,
+                    self._merges,
+                    self._specials,
+                    self._pattern_str,
+                    self._pattern_timeout,
+                ),
             )
         try:
             with pool:
@@ -472,38 +684,79 @@ class BPETokenizer:
                 start += n
         return out
 
-    def encode_iterable(self, lines: Iterable[str], block_size: int = 1 << 16) -> Iterator[int]:
+    def encode_iterable(
+        self,
+        lines: Iterable[str],
+        block_size: int = 1 << 16,
+        *,
+        allowed_special: SpecialSet = frozenset(),
+        disallowed_special: SpecialSet = "all",
+    ) -> Iterator[int]:
         """Encode a stream of strings (e.g. an open file) lazily, in bounded memory.
 
-        The ids equal `encode("".join(lines))` for the built-in patterns: text is buffered until
-        `block_size` characters, then every pre-token that ends at least a safety margin before the
-        end of the buffer is final (no later text can change it) and is encoded; the rest waits.
-        Memory is $O(\\text{block\\_size} + \\text{cache})$, independent of the stream length, as
-        long as the text has pre-token boundaries (a gigabyte with no whitespace is one piece).
+        The ids equal `encode("".join(lines), ...)` for the built-in patterns: text is buffered
+        until `block_size` characters, then every pre-token that ends at least a safety margin
+        before the end of the buffer is final (no later text can change it) and is encoded; the
+        rest waits. Memory is $O(\text{block\\_size} + \text{cache})$, independent of the stream
+        length, as long as the text has pre-token boundaries (a gigabyte with no whitespace is one
+        piece, which must be held whole).
+
+        Time is linear in the stream's length even then: when a scan leaves $r$ characters
+        undecided, the next scan waits for $\\max(\\text{block\\_size}, r)$ new characters, so each
+        scan is at most about twice the text it adds, and a character is scanned $O(1)$ times in
+        total (not once per block, which made a long run without whitespace quadratic).
+
+        Args:
+            lines: the strings, concatenated in order.
+            block_size: characters buffered before a scan.
+            allowed_special: as in [encode][fms_llm.tokenizer.BPETokenizer.encode].
+            disallowed_special: as in [encode][fms_llm.tokenizer.BPETokenizer.encode].
+
+        Raises:
+            TypeError, ValueError: as [encode][fms_llm.tokenizer.BPETokenizer.encode] does.
         """
-        for block in self._encode_blocks(lines, block_size):
+        for block in self._encode_blocks(
+            lines,
+            block_size,
+            allowed_special=allowed_special,
+            disallowed_special=disallowed_special,
+        ):
             yield from block
 
     def _encode_blocks(
-        self, lines: Iterable[str], block_size: int = 1 << 16
+        self,
+        lines: Iterable[str],
+        block_size: int = 1 << 16,
+        *,
+        allowed_special: SpecialSet = frozenset(),
+        disallowed_special: SpecialSet = "all",
     ) -> Iterator[list[int]]:
         """[encode_iterable][fms_llm.tokenizer.BPETokenizer.encode_iterable], a block of ids at a time."""
+        allowed, disallowed = self._special_policy(allowed_special, disallowed_special)
+        splitter = self._splitter(allowed)
         pending: list[str] = []
         size = 0
-        margin = self._max_special_len + _PATTERN_LOOKAHEAD
+        threshold = block_size
+        longest = max((len(x) for x in chain(allowed, disallowed)), default=0)
+        margin = longest + _PATTERN_LOOKAHEAD
         for line in lines:
+            if not isinstance(line, str):
+                raise TypeError(f"lines must yield str, got {type(line).__name__}")
             pending.append(line)
             size += len(line)
-            if size < block_size:
+            if size < threshold:
                 continue
             buffer = "".join(pending)
-            ids, consumed = self._encode_prefix(buffer, len(buffer) - margin)
+            if disallowed:  # the undecided rest (>= margin) carries a string cut at the end
+                _refuse_disallowed(buffer, disallowed)
+            ids, consumed = self._encode_prefix(buffer, len(buffer) - margin, splitter)
             yield ids
             rest = buffer[consumed:]
             pending, size = [rest], len(rest)
-        yield self.encode("".join(pending))
+            threshold = len(rest) + max(block_size, len(rest))
+        yield self._encode_with("".join(pending), splitter, disallowed)
 
-    def _encode_prefix(self, buffer: str, limit: int) -> tuple[list[int], int]:
+    def _encode_prefix(self, buffer: str, limit: int, splitter: Any) -> tuple[list[int], int]:
         """Encode the part of `buffer` that is final whatever text follows it.
 
         Returns the ids and how many characters they cover. Special tokens starting before
@@ -512,30 +765,21 @@ class BPETokenizer:
         """
         ids: list[int] = []
         start = 0
-        if self._special_re is not None:
-            for match in self._special_re.finditer(buffer, 0, len(buffer)):
+        if splitter is not None:
+            for match in splitter.finditer(buffer, 0, len(buffer)):
                 if match.start() >= limit:
                     break
                 ids += self._encode_ordinary(buffer[start : match.start()])
                 ids.append(self._specials[match.group()])
                 start = match.end()
-        cache = self._cache
         tail = buffer[start:]
-        pieces = self._findall(tail)
-        if sum(map(len, pieces)) == len(tail):  # the pieces tile the text (true of the built-ins)
-            k, end = len(pieces), len(tail)
-            while k > 0 and start + end > limit:
-                k -= 1
-                end -= len(pieces[k])
-            ids += chain.from_iterable(map(cache.__getitem__, pieces[:k]))
-            return ids, start + end
-        cut = start  # a pattern that skips characters: find the piece ends one by one
-        for m in self._pattern.finditer(buffer, start):
-            if m.end() > limit:
-                break
-            ids += cache[m.group()]
-            cut = m.end()
-        return ids, cut
+        pieces = self._findall(tail)  # the pieces tile the text (pretokenizer guarantees it)
+        k, end = len(pieces), len(tail)
+        while k > 0 and start + end > limit:
+            k -= 1
+            end -= len(pieces[k])
+        ids += chain.from_iterable(map(self._cache.__getitem__, pieces[:k]))
+        return ids, start + end
 
     # ------------------------------------------------------------------ decoding
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
@@ -573,6 +817,32 @@ class BPETokenizer:
 
 
 # ---------------------------------------------------------------------- helpers
+def _string_set(value: Any, name: str) -> frozenset[str]:
+    """`value` (a collection of strings) as a frozenset, or a TypeError that names `name`."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"{name} must be 'all' or a collection of strings (e.g. {{'<|endoftext|>'}}), "
+            f"got {value!r}"
+        )
+    out = frozenset(value)
+    bad = [x for x in out if not isinstance(x, str)]
+    if bad:
+        raise TypeError(f"{name} must hold strings, got {bad[0]!r}")
+    return out
+
+
+def _refuse_disallowed(text: str, disallowed: Sequence[str]) -> None:
+    """Raise tiktoken's error if `text` holds one of the `disallowed` strings (the leftmost)."""
+    hits = [(text.find(s), s) for s in disallowed if s in text]
+    if hits:
+        at, token = min(hits)
+        raise ValueError(
+            f"text holds the special token {token!r} (at character {at}), which is disallowed. "
+            f"To encode it as its special id pass allowed_special={{{token!r}}} (or 'all'); to "
+            "encode it as ordinary text pass disallowed_special=() (or a set without it)"
+        )
+
+
 def _merge_long(piece: bytes, ranks: Mapping[bytes, int]) -> list[bytes]:
     """Rank-ordered merging in $O(n \\log n)$ for long pieces (a doubly linked list and a heap).
 
@@ -679,14 +949,6 @@ def _validate(
             seen[data] = next_id
             next_id += 1
         specials[s] = seen[data]
-    produced = {a + b for a, b in out_merges}
-    special_bytes = {s.encode("utf-8") for s in specials}
-    for i, b in out_vocab.items():
-        if len(b) > 1 and b not in produced and b not in special_bytes:
-            raise ValueError(
-                f"vocab[{i}] = {b!r} is neither a single byte, the result of a merge, nor a special "
-                "token, so no text could ever produce it; pass it in special_tokens or add its merge"
-            )
     return out_vocab, out_merges, specials
 
 
@@ -697,6 +959,8 @@ def _start_methods() -> list[str]:
 
 
 _WORKER: BPETokenizer | None = None
+# an encode_batch job: a range of texts (or the texts), the allowed specials, the refused strings
+_Job = tuple[int, int, list[str] | None, frozenset[str], tuple[str, ...]]
 _TEXTS: list[str] | None = None
 
 
@@ -705,15 +969,22 @@ def _init_worker(
     merges: list[tuple[bytes, bytes]],
     specials: dict[str, int],
     pattern: str,
+    pattern_timeout: float | None,
 ) -> None:
     global _WORKER
-    _WORKER = BPETokenizer(vocab, merges, special_tokens=list(specials), pattern=pattern)
+    _WORKER = BPETokenizer(
+        vocab,
+        merges,
+        special_tokens=list(specials),
+        pattern=pattern,
+        pattern_timeout=pattern_timeout,
+    )
     # specials were validated against this vocab already, so the ids are the same ones
 
 
-def _encode_group(job: tuple[int, int, list[str] | None]) -> tuple[array[int], array[int]]:
+def _encode_group(job: _Job) -> tuple[array[int], array[int]]:
     """Encode `texts[start:end]` in a worker: all ids in one packed array, and the lengths."""
-    start, end, texts = job
+    start, end, texts, allowed, disallowed = job
     assert _WORKER is not None
     if texts is None:
         assert _TEXTS is not None
@@ -721,8 +992,9 @@ def _encode_group(job: tuple[int, int, list[str] | None]) -> tuple[array[int], a
     code = "I" if max(_WORKER._vocab) < 1 << 32 else "Q"
     flat: array[int] = array(code)
     lengths: array[int] = array("Q")
+    splitter = _WORKER._splitter(allowed)
     for t in texts:
-        ids = _WORKER.encode(t)
+        ids = _WORKER._encode_with(t, splitter, disallowed)
         flat.extend(ids)
         lengths.append(len(ids))
     return flat, lengths

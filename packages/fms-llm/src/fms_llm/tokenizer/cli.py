@@ -204,6 +204,15 @@ def _encode(args: argparse.Namespace) -> int:
     for path in args.input:
         if not path.is_file():
             raise FileNotFoundError(f"input file {str(path)!r} does not exist")
+        if args.out.exists() and os.path.samefile(path, args.out):
+            raise ValueError(
+                f"--out {str(args.out)!r} is the input file {str(path)!r}; writing the ids there "
+                "would destroy the text. Expected an output path that is none of the inputs"
+            )
+    if args.out.exists() and os.path.samefile(args.tokenizer, args.out):
+        raise ValueError(
+            f"--out {str(args.out)!r} is the tokenizer file; expected a path of its own"
+        )
     total = sum(os.path.getsize(p) for p in args.input)
     workers = args.workers or os.cpu_count() or 1
     tmp = args.out.with_name(f".{args.out.name}.tmp")
@@ -241,7 +250,7 @@ def _encode_file_streaming(
     count = 0
     buffer = array(code)
     try:
-        for block in tokenizer._encode_blocks(_read_lines(path, bar)):
+        for block in tokenizer._encode_blocks(_read_lines(path, bar), allowed_special="all"):
             buffer.extend(block)
             if len(buffer) >= 1 << 20:
                 count += _flush(buffer, out)
@@ -290,7 +299,7 @@ def _encode_chunk(job: tuple[str, int, int, str]) -> array[int]:
     path, start, end, code = job
     assert _WORKER is not None
     text = read_text_range(path, start, end, name=f"input file {path!r}")
-    return array(code, _WORKER.encode(text))
+    return array(code, _WORKER.encode(text, allowed_special="all"))
 
 
 def _flush(buffer: array[int], out: BinaryIO) -> int:

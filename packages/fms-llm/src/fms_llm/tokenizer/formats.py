@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MAX_PATTERN_LENGTH",
+    "TokenizerFileError",
     "bytes_to_unicode",
     "read_gpt2_files",
     "read_hf_tokenizer_json",
@@ -192,54 +194,131 @@ def _atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         raise
 
 
+class TokenizerFileError(ValueError):
+    """A tokenizer file is unreadable, malformed or inconsistent; the message names the file.
+
+    The one error class [read_hf_tokenizer_json][fms_llm.tokenizer.formats.read_hf_tokenizer_json]
+    and [BPETokenizer.load][fms_llm.tokenizer.BPETokenizer.load] raise for any file content (a
+    `ValueError`, so callers that caught `ValueError` still do).
+    """
+
+
+# A pre-tokenisation pattern longer than this is refused: the built-in ones are about 100
+# characters, and compiling a huge pattern is itself a cost an untrusted file should not impose.
+MAX_PATTERN_LENGTH = 4096
+
+
 def read_hf_tokenizer_json(
     path: str | os.PathLike[str],
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], list[str], str]:
     """Read a byte-level BPE `tokenizer.json`; return `(vocab, merges, special_tokens, pattern)`.
 
     The pattern is the `Split` regex of the pre-tokenizer, or GPT-2's when the pre-tokenizer is a
-    plain `ByteLevel` with `use_regex` (as in GPT-2's own `tokenizer.json`).
+    plain `ByteLevel` with `use_regex` (as in GPT-2's own `tokenizer.json`). Every field is
+    checked for its JSON type before use (the file is untrusted input).
 
     Raises:
-        ValueError: if the file cannot be read or parsed, or is not a byte-level BPE tokenizer.
+        TokenizerFileError: if the file cannot be read or parsed, is not a byte-level BPE
+            tokenizer, or a field has the wrong type or range.
     """
     from fms_llm.tokenizer.bpe import GPT2_PATTERN
 
     where = os.fspath(path)
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = json.loads(Path(path).read_bytes().decode("utf-8"))
     except OSError as exc:
-        raise ValueError(f"cannot read tokenizer file {where!r}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"tokenizer file {where!r} is not valid UTF-8 JSON: {exc}") from None
+        raise TokenizerFileError(
+            f"cannot read tokenizer file {where!r}: {exc.strerror or exc}"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise TokenizerFileError(
+            f"tokenizer file {where!r} is not valid UTF-8 JSON: {exc}"
+        ) from None
+    try:
+        return _parse_tokenizer_doc(doc, where, GPT2_PATTERN)
+    except RecursionError:
+        raise TokenizerFileError(f"tokenizer file {where!r} is nested too deeply") from None
+    except ValueError as exc:
+        if isinstance(exc, TokenizerFileError):
+            raise
+        raise TokenizerFileError(str(exc)) from None
+
+
+def _parse_tokenizer_doc(
+    doc: Any, where: str, gpt2: str
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], list[str], str]:
+    def bad(what: str, got: Any) -> TokenizerFileError:
+        shown = repr(got)
+        shown = shown if len(shown) < 80 else shown[:77] + "..."
+        return TokenizerFileError(f"tokenizer file {where!r}: {what}, got {shown}")
+
     model = doc.get("model") if isinstance(doc, dict) else None
     if not isinstance(model, dict) or model.get("type", "BPE") != "BPE" or "vocab" not in model:
-        raise ValueError(
+        raise TokenizerFileError(
             f"tokenizer file {where!r} has no BPE model (expected a 'model' of type 'BPE' with a "
             "'vocab' and 'merges')"
         )
+    raw_vocab = model["vocab"]
+    if not isinstance(raw_vocab, dict):
+        raise bad("model.vocab must be an object token -> id", type(raw_vocab).__name__)
     added = doc.get("added_tokens") or []
-    special_ids = {int(t["id"]): str(t["content"]) for t in added}
+    if not isinstance(added, list):
+        raise bad("added_tokens must be a list", type(added).__name__)
+    special_ids: dict[int, str] = {}
+    for k, t in enumerate(added):
+        if (
+            not isinstance(t, dict)
+            or not _is_id(t.get("id"))
+            or not isinstance(t.get("content"), str)
+        ):
+            raise bad(
+                f"added_tokens[{k}] must be an object with an int 'id' and a str 'content'", t
+            )
+        special_ids[t["id"]] = t["content"]
     vocab: dict[int, bytes] = {}
-    for s, i in model["vocab"].items():
-        if int(i) in special_ids:
+    for s, i in raw_vocab.items():
+        if not _is_id(i):
+            raise bad(f"model.vocab[{s!r}] must be an id (an int in [0, 2**31))", i)
+        if i in special_ids:
             continue
-        vocab[int(i)] = _string_to_token(s, where)
+        vocab[i] = _string_to_token(s, where)
     for i, s in special_ids.items():
-        vocab[i] = s.encode("utf-8")
+        vocab[i] = s.encode("utf-8")  # a lone surrogate: UnicodeEncodeError, a ValueError
+    raw_merges = model.get("merges", [])
+    if not isinstance(raw_merges, list):
+        raise bad("model.merges must be a list", type(raw_merges).__name__)
+    if len(raw_merges) > len(vocab):
+        raise bad(
+            f"model.merges has {len(raw_merges)} merges for a vocabulary of {len(vocab)} (each "
+            "merge makes a vocabulary entry, so there cannot be more)",
+            len(raw_merges),
+        )
     merges: list[tuple[bytes, bytes]] = []
-    for m in model.get("merges", []):
+    for m in raw_merges:
         parts = m.split(" ") if isinstance(m, str) else m
-        if len(parts) != 2:
-            raise ValueError(f"{where}: merge {m!r} is not a pair of tokens")
+        if (
+            not isinstance(parts, list)
+            or len(parts) != 2
+            or not all(isinstance(x, str) for x in parts)
+        ):
+            raise bad("a merge must be 'a b' or a pair of strings", m)
         merges.append((_string_to_token(parts[0], where), _string_to_token(parts[1], where)))
-    pattern = _find_pattern(doc.get("pre_tokenizer"), GPT2_PATTERN)
+    pattern = _find_pattern(doc.get("pre_tokenizer"), gpt2)
     if pattern is None:
-        raise ValueError(
+        raise TokenizerFileError(
             f"tokenizer file {where!r}: cannot find the pre-tokenisation pattern (expected a "
             "'Split' pre-tokenizer with a 'Regex', or 'ByteLevel' with use_regex)"
         )
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise bad(
+            f"the pre-tokenisation pattern must be at most {MAX_PATTERN_LENGTH} characters",
+            len(pattern),
+        )
     return vocab, merges, [special_ids[i] for i in sorted(special_ids)], pattern
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 31
 
 
 def _find_pattern(node: Any, gpt2: str) -> str | None:
@@ -247,15 +326,16 @@ def _find_pattern(node: Any, gpt2: str) -> str | None:
         return None
     kind = node.get("type")
     if kind == "Sequence":
-        for child in node.get("pretokenizers", []):
+        children = node.get("pretokenizers", [])
+        for child in children if isinstance(children, list) else ():
             found = _find_pattern(child, gpt2)
             if found is not None:
                 return found
         return None
     if kind == "Split":
         pat = node.get("pattern", {})
-        if isinstance(pat, dict) and "Regex" in pat:
-            return _from_oniguruma(str(pat["Regex"]))
+        if isinstance(pat, dict) and isinstance(pat.get("Regex"), str):
+            return _from_oniguruma(pat["Regex"])
         return None
     if kind == "ByteLevel" and node.get("use_regex", True):
         return gpt2

@@ -36,6 +36,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,7 @@ def prepare_data(config: RunConfig, *, progress: bool = True) -> PreparedData:
         assert docs is not None
         shards = write_token_shards(
             docs,
-            tokenizer.encode_batch,
+            partial(tokenizer.encode_batch, allowed_special="all"),
             shard_dir,
             vocab_size=tokenizer.vocab_size,
             eos_id=eos_id,
@@ -408,12 +409,12 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
     floor: dict[str, float] = {}
     if data.val_stories:
         stories = data.val_stories[:400]
-        encoded = data.tokenizer.encode_batch([s.text for s in stories])
+        encoded = data.tokenizer.encode_batch([s.text for s in stories], allowed_special="all")
         keep = [i for i, ids in enumerate(encoded) if len(ids) + 1 <= m.max_seq_len]
         stories = [stories[i] for i in keep]
         val_docs = [encoded[i] for i in keep]
         if stories:
-            floor = entropy_floor(stories, data.tokenizer.encode)
+            floor = entropy_floor(stories, partial(data.tokenizer.encode, allowed_special="all"))
         n_story_bytes = sum(len(s.text.encode()) for s in stories)
 
     def eval_fn(model: nn.Module) -> dict[str, float]:
