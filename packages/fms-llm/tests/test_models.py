@@ -161,7 +161,7 @@ def test_corrupt_config_and_weights(saved: Path) -> None:
 def test_truncated_safetensors(saved: Path) -> None:
     data = (saved / "model.safetensors").read_bytes()
     (saved / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelFileError, match="corrupt"):
+    with pytest.raises(ModelFileError, match="truncated or corrupt"):
         load_pretrained(saved)
 
 
@@ -169,11 +169,11 @@ def test_config_weights_mismatch(saved: Path) -> None:
     cfg = json.loads((saved / "config.json").read_text())
     cfg["n_embd"] = 32
     (saved / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelFileError, match="c_attn has weight"):
+    with pytest.raises(ModelFileError, match=r"has shape \[\d+(, \d+)?\], the config .* implies"):
         load_pretrained(saved)
     cfg["n_embd"], cfg["n_layer"] = 16, 2
     (saved / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelFileError, match=r"missing weight 'transformer\.h\.1"):
+    with pytest.raises(ModelFileError, match=r"missing weights \['transformer\.h\.1"):
         load_pretrained(saved)
 
 

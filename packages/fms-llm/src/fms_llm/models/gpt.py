@@ -556,16 +556,20 @@ class GPT(nn.Module):
 
     # -- Hugging Face round trip ------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(
+        self, directory: str | Path, tokenizer: Any = None, *, eos_token: str | None = None
+    ) -> Path:
         """Write `config.json` and `model.safetensors` in the Hugging Face layout (atomically).
 
         A GPT-2-family model is saved as `GPT2LMHeadModel`, a Llama-family one as
         `LlamaForCausalLM`; `transformers.AutoModelForCausalLM.from_pretrained(directory)` loads
-        either.
+        either. With a `tokenizer` (a [BPETokenizer][fms_llm.tokenizer.BPETokenizer]) the directory
+        is complete: `tokenizer.json`, `tokenizer_config.json`, `generation_config.json` and the
+        bos/eos/pad ids (see [save_pretrained][fms_llm.models.hf.save_pretrained]).
         """
         from fms_llm.models.hf import save_pretrained
 
-        return save_pretrained(self, directory)
+        return save_pretrained(self, directory, tokenizer, eos_token=eos_token)
 
     @classmethod
     def from_pretrained(

@@ -38,6 +38,7 @@ __all__ = [
     "to_oniguruma",
     "to_tiktoken",
     "token_to_string",
+    "update_tokenizer_config",
     "write_hf_tokenizer_json",
 ]
 
@@ -175,6 +176,33 @@ def write_hf_tokenizer_json(
         },
     }
     _atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=2))
+
+
+def update_tokenizer_config(directory: str | os.PathLike[str], updates: Mapping[str, Any]) -> Path:
+    """Merge `updates` into `directory/tokenizer_config.json` (created if absent), atomically.
+
+    The one writer of `tokenizer_config.json`: keys already in the file that `updates` does not
+    name are kept (the model saver writes the special tokens, the fine-tuning code a
+    `chat_template`, and neither erases the other's). A file that is not a JSON object is
+    replaced, and returned path is the file's.
+
+    Raises:
+        OSError: if the directory is not writable.
+    """
+    path = Path(directory) / "tokenizer_config.json"
+    current: dict[str, Any] = {}
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(loaded, dict):
+            current = loaded
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        pass  # unreadable or corrupt: rewritten whole below
+    _atomic_write_text(
+        path, json.dumps({**current, **updates}, ensure_ascii=False, indent=2) + "\n"
+    )
+    return path
 
 
 def _atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

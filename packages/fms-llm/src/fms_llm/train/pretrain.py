@@ -476,8 +476,7 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
     )
     metrics = trainer.fit(resume=resume)
     model.eval()
-    model.save_pretrained(model_dir)
-    data.tokenizer.save(model_dir / "tokenizer.json")
+    model.save_pretrained(model_dir, data.tokenizer, eos_token=EOS_TOKEN)
     s = config.sample
     sample = generate_text(
         model,
