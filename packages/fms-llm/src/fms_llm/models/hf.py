@@ -211,6 +211,8 @@ def config_from_hf(hf: dict[str, Any], *, source: str = "config.json") -> ModelC
             model type, activation, RoPE variant or flag.
     """
     model_type = hf.get("model_type")
+    if not isinstance(model_type, str):
+        raise ModelFileError(f"{source}: model_type must be a string, got {model_type!r}")
     if model_type in _SIZE_FIELDS:
         _check_hf_types(hf, model_type, source)
     try:
@@ -583,7 +585,8 @@ def read_safetensors_header(path: str | Path) -> dict[str, tuple[str, tuple[int,
             continue
         ok = (
             isinstance(entry, dict)
-            and entry.get("dtype") in _DTYPE_BYTES
+            and isinstance(entry.get("dtype"), str)
+            and entry["dtype"] in _DTYPE_BYTES
             and isinstance(entry.get("shape"), list)
             and all(
                 isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in entry["shape"]
