@@ -56,6 +56,7 @@ __all__ = [
 
 SpecialSet: TypeAlias = AbstractSet[str] | Literal["all"]
 """The type of `allowed_special` / `disallowed_special`: a set of strings, or `"all"`."""
+_NONE: frozenset[str] = frozenset()  # the default allowed_special, recognised by identity
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 """The pre-tokenisation pattern of GPT-2 (Radford et al., 2019): English contractions, runs of
@@ -287,6 +288,7 @@ class BPETokenizer:
             ordered = sorted(self._specials, key=lambda s: (-len(s), s))
             self._special_re = regex.compile("|".join(regex.escape(s) for s in ordered))
         self._splitters: dict[frozenset[str], Any] = {}
+        self._all_specials = tuple(sorted(self._specials))
         self._cache = _PieceCache(self, cache_size)
 
     # ------------------------------------------------------------------ construction
@@ -506,6 +508,8 @@ class BPETokenizer:
         error: `"all"` allowed means every special token; `"all"` disallowed means every special
         token that is not allowed.
         """
+        if allowed_special is _NONE and disallowed_special == "all":  # the default: no set work
+            return _NONE, self._all_specials
         if allowed_special == "all":
             allowed = frozenset(self._specials)
         else:
@@ -560,7 +564,7 @@ class BPETokenizer:
         self,
         text: str,
         *,
-        allowed_special: SpecialSet = frozenset(),
+        allowed_special: SpecialSet = _NONE,
         disallowed_special: SpecialSet = "all",
     ) -> list[int]:
         """Encode a string to token ids, with tiktoken's rules for special tokens.
@@ -611,7 +615,7 @@ class BPETokenizer:
         texts: Sequence[str],
         num_workers: int | None = None,
         *,
-        allowed_special: SpecialSet = frozenset(),
+        allowed_special: SpecialSet = _NONE,
         disallowed_special: SpecialSet = "all",
     ) -> list[list[int]]:
         """Encode many strings; in parallel over processes when the batch is large enough to pay.
@@ -689,7 +693,7 @@ class BPETokenizer:
         lines: Iterable[str],
         block_size: int = 1 << 16,
         *,
-        allowed_special: SpecialSet = frozenset(),
+        allowed_special: SpecialSet = _NONE,
         disallowed_special: SpecialSet = "all",
     ) -> Iterator[int]:
         """Encode a stream of strings (e.g. an open file) lazily, in bounded memory.
@@ -728,7 +732,7 @@ class BPETokenizer:
         lines: Iterable[str],
         block_size: int = 1 << 16,
         *,
-        allowed_special: SpecialSet = frozenset(),
+        allowed_special: SpecialSet = _NONE,
         disallowed_special: SpecialSet = "all",
     ) -> Iterator[list[int]]:
         """[encode_iterable][fms_llm.tokenizer.BPETokenizer.encode_iterable], a block of ids at a time."""
