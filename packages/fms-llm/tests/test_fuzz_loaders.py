@@ -200,7 +200,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, 
                 n_kv_heads=1,
                 d_ff=24,
                 max_seq_len=16,
-            )  # fmt: skip
+            )
         ),
     }
     out = {}

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _timing import fmt_ci, interleave, paired_ratio, rounds_arg  # noqa: E402
-from bench_tokenizer import kjv_documents  # noqa: E402
+from _timing import fmt_ci, interleave, paired_ratio, rounds_arg
+from bench_tokenizer import kjv_documents
 
-from fms_llm.tokenizer import GPT2_PATTERN, BPETokenizer  # noqa: E402
+from fms_llm.tokenizer import GPT2_PATTERN, BPETokenizer
 
 
 def main() -> None:
