@@ -150,7 +150,7 @@ _MAX_SIZE = 1 << 24
 _POSITIVE_FLOATS = ("layer_norm_epsilon", "rms_norm_eps", "rope_theta", "initializer_range")
 _BOOL_FIELDS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "scale_attn_weights")
 # transformers flags that change the computation, and the one value of each that we implement
-_FIXED_FLAGS = {
+_FIXED_FLAGS: dict[str, dict[str, object]] = {
     "gpt2": {
         "scale_attn_weights": True,
         "scale_attn_by_inverse_layer_idx": False,
@@ -489,7 +489,7 @@ def save_pretrained(
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp / "tokenizer.json")
-            generation = {"_from_model_config": True}
+            generation: dict[str, Any] = {"_from_model_config": True}
             if eos_id is not None:
                 generation |= {
                     "bos_token_id": eos_id,
@@ -629,7 +629,9 @@ def _expected_hf_shapes(config: ModelConfig) -> tuple[dict[str, tuple[int, ...]]
     each other), so a config that asks for a terabyte costs nothing to check.
     """
     c = config
+    assert c.d_ff is not None and c.n_kv_heads is not None  # filled in by the config's checks
     v, d, f, t = c.vocab_size, c.d_model, c.d_ff, c.max_seq_len
+    kv = c.n_kv_heads
     shapes: dict[str, tuple[int, ...]] = {}
     if c.family == "llama":
         hd = c.head_dim
@@ -640,8 +642,8 @@ def _expected_hf_shapes(config: ModelConfig) -> tuple[dict[str, tuple[int, ...]]
             shapes[q + "post_attention_layernorm.weight"] = (d,)
             for name, out_f, in_f in (
                 ("self_attn.q_proj", c.n_heads * hd, d),
-                ("self_attn.k_proj", c.n_kv_heads * hd, d),
-                ("self_attn.v_proj", c.n_kv_heads * hd, d),
+                ("self_attn.k_proj", kv * hd, d),
+                ("self_attn.v_proj", kv * hd, d),
                 ("self_attn.o_proj", d, c.n_heads * hd),
                 ("mlp.gate_proj", f, d),
                 ("mlp.up_proj", f, d),
