@@ -186,7 +186,8 @@ def test_the_run_directory_holds_a_complete_model(tiny_run: Path) -> None:
     train = [r for r in lines if r["event"] == "train"]
     assert {"tokens_per_s", "mfu", "lr", "grad_norm"} <= set(train[-1])
     assert sorted(p.name for p in (tiny_run / "model").iterdir()) == [
-        "config.json", "model.safetensors", "tokenizer.json",
+        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+        "tokenizer_config.json",
     ]  # fmt: skip
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary["sample"]

@@ -561,12 +561,14 @@ def read_safetensors_header(path: str | Path) -> dict[str, tuple[str, tuple[int,
         with open(path, "rb") as f:
             head = f.read(8)
             if len(head) < 8:
-                raise ModelFileError(f"{path}: {size} bytes is too short for a safetensors file")
+                raise ModelFileError(
+                    f"{path}: {size} bytes is too short for a safetensors file (corrupt)"
+                )
             (n,) = struct.unpack("<Q", head)
             if n < 2 or n > min(_MAX_HEADER, size - 8):
                 raise ModelFileError(
                     f"{path}: header length {n} does not fit the file ({size} bytes); the file is "
-                    "truncated or not safetensors"
+                    "truncated, corrupt or not safetensors"
                 )
             raw = f.read(n)
     except OSError as exc:
@@ -574,7 +576,9 @@ def read_safetensors_header(path: str | Path) -> dict[str, tuple[str, tuple[int,
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ModelFileError(f"{path}: the safetensors header is not UTF-8 JSON ({exc})") from None
+        raise ModelFileError(
+            f"{path}: the safetensors header is not UTF-8 JSON, the file is corrupt ({exc})"
+        ) from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: the safetensors header must be a JSON object")
     data_size = size - 8 - n
