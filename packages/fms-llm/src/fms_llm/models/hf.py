@@ -633,7 +633,8 @@ def _expected_hf_shapes(config: ModelConfig) -> tuple[dict[str, tuple[int, ...]]
     each other), so a config that asks for a terabyte costs nothing to check.
     """
     c = config
-    assert c.d_ff is not None and c.n_kv_heads is not None  # filled in by the config's checks
+    assert c.d_ff is not None  # filled in by the config's checks
+    assert c.n_kv_heads is not None
     v, d, f, t = c.vocab_size, c.d_model, c.d_ff, c.max_seq_len
     kv = c.n_kv_heads
     shapes: dict[str, tuple[int, ...]] = {}
