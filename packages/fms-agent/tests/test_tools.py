@@ -27,7 +27,8 @@ def weather(city: str, unit: Literal["celsius", "fahrenheit"] = "celsius", days:
 def search(
     query: str,
     tags: list[str],
-    limit: Optional[int] = None,  # noqa: UP045 - Optional is what is tested scores: dict[str, float] | None = None
+    limit: Optional[int] = None,  # noqa: UP045 - Optional is what is tested
+    scores: dict[str, float] | None = None,
 ) -> list[str]:
     """Search the notes.
 
