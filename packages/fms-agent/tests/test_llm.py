@@ -213,3 +213,31 @@ def test_parse_tool_calls_keeps_malformed_blocks() -> None:
     assert msg.tool_calls[0] == ToolCall("call_0", "add", '{"a": 1}')
     assert msg.tool_calls[1] == ToolCall("call_1", "", "{oops")
     assert parse_tool_calls("plain").tool_calls == ()
+
+
+def test_local_backend_runs_a_saved_fms_llm_model(tmp_path: Any) -> None:
+    """A tiny random GPT saved with save_pretrained: LocalBackend loads it, renders the ChatML
+    prompt, generates greedily (the same reply twice) and parses the result."""
+    import torch
+
+    from fms_agent.llm import LocalBackend
+    from fms_llm.models import GPT, GPTConfig
+    from fms_llm.tokenizer import BPETokenizer
+    from fms_llm.train.pretrain import EOS_TOKEN
+
+    tok = BPETokenizer.train(
+        ["hello <tool_call> world </tool_call> 42"] * 4,
+        300,
+        special_tokens=[EOS_TOKEN],
+        progress=False,
+    )
+    torch.manual_seed(0)
+    GPT(
+        GPTConfig(vocab_size=tok.vocab_size, n_layers=1, d_model=16, n_heads=2, max_seq_len=512)
+    ).save_pretrained(tmp_path)
+    tok.save(tmp_path / "tokenizer.json")
+    backend = LocalBackend(tmp_path, max_new_tokens=8)
+    first = backend.complete(MESSAGES)
+    assert first == backend.complete(MESSAGES)
+    assert isinstance(first, AssistantMessage)
+    assert backend.stream(MESSAGES).__next__().message in (None, first)
