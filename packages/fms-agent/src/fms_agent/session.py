@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from fms_agent.agent import Agent, RunResult
 from fms_agent.llm import Message
+
+# fms-llm's atomic text write (temp file in the same directory, fsync, rename), used as is
+from fms_llm.tokenizer.formats import _atomic_write_text
 
 __all__ = ["FORMAT", "VERSION", "Session", "SessionFileError"]
 
@@ -31,19 +33,6 @@ _ROLES = {"system", "user", "assistant", "tool"}
 
 class SessionFileError(ValueError):
     """A session file cannot be read: not JSON, another format or version, malformed messages."""
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read(path: Path) -> list[Message]:
@@ -100,4 +89,4 @@ class Session:
         if self.path is None:
             return
         body = {"format": FORMAT, "version": VERSION, "messages": self.messages}
-        _write_atomic(self.path, json.dumps(body, ensure_ascii=False, indent=1))
+        _atomic_write_text(self.path, json.dumps(body, ensure_ascii=False, indent=1))
