@@ -221,7 +221,8 @@ class OpenAIBackend:
         timeout: seconds to wait on the connection and on each read.
         max_retries: extra attempts after a connection failure, HTTP 429 or 5xx.
         backoff: seconds before the first retry; doubled for each later one.
-        temperature, max_tokens: sent with each request when not None.
+        temperature: sent with each request when not None.
+        max_tokens: sent with each request when not None.
     """
 
     def __init__(

@@ -48,7 +48,8 @@ class SandboxResult:
 
     Attributes:
         returncode: the exit status (negative: killed by that signal).
-        stdout, stderr: the output, each cut at the byte limit.
+        stdout: the standard output, cut at the byte limit.
+        stderr: the standard error, cut at the byte limit.
         timed_out: the wall-clock timeout killed it.
         truncated: some output was dropped at the limit.
         seconds: wall time of the run.
