@@ -291,7 +291,7 @@ class BPETokenizer:
         """Return a `tiktoken.Encoding` with our ranks, pattern and special tokens.
 
         tiktoken uses one number as both the id and the merge priority, so this needs ids that
-        grow with the merge order (true of every tokenizer [train][fms_llm.tokenizer.BPETokenizer.train]
+        grow with the merge order (true of every tokenizer [train][fms_llm.tokenizer.bpe.BPETokenizer.train]
         returns, and of GPT-2). Needs the optional extra `fms-llm[tiktoken]`.
 
         Raises:
@@ -487,7 +487,7 @@ class BPETokenizer:
     def _encode_blocks(
         self, lines: Iterable[str], block_size: int = 1 << 16
     ) -> Iterator[list[int]]:
-        """[encode_iterable][fms_llm.tokenizer.BPETokenizer.encode_iterable], a block of ids at a time."""
+        """[encode_iterable][fms_llm.tokenizer.bpe.BPETokenizer.encode_iterable], a block of ids at a time."""
         pending: list[str] = []
         size = 0
         margin = self._max_special_len + _PATTERN_LOOKAHEAD
