@@ -107,7 +107,12 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the docs site strictly, then check every API page exists and no link is broken."""
+    """Build the docs site strictly, check its links and API pages, then read every page in Chromium.
+
+    The browser test (``.ci/tests/test_docs_browser.py``) serves the site on 127.0.0.1 and loads
+    each page in headless Chromium (Debian's ``chromium``, installed by ``.ci/run``); screenshots
+    of the home page and a chapter are kept in this session's ``tmp/screenshots``.
+    """
     _install(
         session,
         DEV["mkdocs"],
@@ -115,12 +120,25 @@ def docs(session: nox.Session) -> None:
         DEV["mkdocstrings-python"],
         DEV["latex2mathml"],
         DEV["pytest"],
+        DEV["playwright"],
     )
-    site = Path(session.create_tmp()) / "site"
+    tmp = Path(session.create_tmp())
+    site = tmp / "site"
     session.run(
         "mkdocs", "build", "--strict", "--site-dir", str(site), env={"NO_MKDOCS_2_WARNING": "1"}
     )
-    session.run("pytest", ".ci/tests/test_docs_site.py", "-q", env={"FMS_SITE_DIR": str(site)})
+    session.run(
+        "pytest",
+        ".ci/tests/test_docs_site.py",
+        ".ci/tests/test_docs_hooks.py",
+        ".ci/tests/test_docs_browser.py",
+        "-q",
+        env={
+            "FMS_SITE_DIR": str(site),
+            "FMS_DOCS_ARTIFACTS": str(tmp / "screenshots"),
+            "NO_MKDOCS_2_WARNING": "1",
+        },
+    )
 
 
 @nox.session

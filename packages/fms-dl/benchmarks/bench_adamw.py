@@ -5,8 +5,8 @@ layer: attention in/out projections, MLP up/down projections, two LayerNorms; a 
 LayerNorm), so the mix of a few large and many small tensors is realistic. Gradients are fixed
 random tensors; each timed call is one `optimizer.step()`. Ours and torch's alternate in the
 same process. Reported: the median process CPU time per step on CPU (wall time on CUDA), which
-the other tenants of a shared machine disturb least, and the best wall time; ratios are to
-`torch.optim.AdamW(foreach=True)`.
+the other tenants of a shared machine disturb least, and the best wall time; speed-ups are
+`torch.optim.AdamW(foreach=True)`'s time / the candidate's (above 1 is faster).
 
     python packages/fms-dl/benchmarks/bench_adamw.py [--quick] [--device cpu|cuda] [--threads N]
 
@@ -107,7 +107,7 @@ def main() -> None:
             wall, cpu = timer(opt.step, device)
             walls[name].append(wall)
             cpus[name].append(cpu)
-    # on CPU the ratio uses process CPU time; on CUDA, wall time
+    # on CPU the speed-up uses process CPU time; on CUDA, wall time
     times = cpus if device.type == "cpu" else walls
     ref_name = "torch.optim.AdamW(foreach=True)"
     ref = statistics.median(times[ref_name])
@@ -120,13 +120,13 @@ def main() -> None:
     )
     kind = "CPU" if device.type == "cpu" else "wall"
     print(
-        f"| implementation | median {kind} ms / step | ratio | best wall ms / step | ratio (best wall) |"
+        f"| implementation | speed-up | median {kind} ms / step | speed-up (best wall) | best wall ms / step |"
     )
     print("|---|---:|---:|---:|---:|")
     for name, ts in times.items():
         med, best = statistics.median(ts), min(walls[name])
         print(
-            f"| {name} | {1e3 * med:.1f} | {med / ref:.2f}x | {1e3 * best:.1f} | {best / ref_wall:.2f}x |"
+            f"| {name} | {ref / med:.2f}x | {1e3 * med:.1f} | {ref_wall / best:.2f}x | {1e3 * best:.1f} |"
         )
 
 

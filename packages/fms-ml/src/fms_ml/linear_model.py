@@ -413,11 +413,15 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     r"""Logistic regression, binary or multinomial, with an $\ell_2$, $\ell_1$ or elastic-net penalty, or none.
 
     Binary ($y \in \{0, 1\}$, $z = x^\top w + b$, $p = \sigma(z)$):
+
     $$\min_{w,b}\ \sum_i \big[\log(1 + e^{z_i}) - y_i z_i\big] + \frac{1}{2C}\lVert w\rVert_2^2,$$
+
     gradient $X^\top(p - y) + w/C$, Hessian $X^\top \operatorname{diag}(p(1-p)) X + I/C$.
 
     Multinomial ($K > 2$ classes, one weight vector per class, softmax link):
+
     $$\min_{W,b}\ \sum_i \Big[\log \sum_k e^{z_{ik}} - z_{i y_i}\Big] + \frac{1}{2C}\lVert W\rVert_F^2,$$
+
     gradient $(P - Y)^\top X + W/C$. This is scikit-learn's objective (its `C` means the same),
     so coefficients agree once both solvers converge. `fit(X, y, sample_weight=s)` multiplies the
     $i$-th loss term by $s_i$ (gradient $X^\top \operatorname{diag}(s)(p - y) + w/C$).
@@ -431,8 +435,10 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     (`solver="fista"`, by `fms_ml._optim.fista`): a gradient step on the smooth part
     $f$ (the mean log loss plus the $\ell_2$ term), then the proximal map of the $\ell_1$ term,
     soft-thresholding every coefficient,
+
     $$w_j \leftarrow \operatorname{sign}(v_j)\max\big(|v_j| - t\lambda_1, 0\big),\qquad
     v = w - t\nabla f(w),$$
+
     with $\lambda_1 = \rho / (C \sum_i s_i)$ and the step $t$ from backtracking (starting at
     $1/L$, $L = \frac{c}{\sum_i s_i}\sum_i s_i(\lVert x_i\rVert^2 + 1) + \lambda_2$, an upper
     bound on the curvature of $f$ with $c = 1/4$ for two classes and $1/2$ for the softmax).

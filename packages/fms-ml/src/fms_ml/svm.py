@@ -1,15 +1,19 @@
 r"""Support vector machines: a linear SVM solved in the primal, and kernel SVC solved by SMO.
 
 **LinearSVC** solves liblinear's primal problem with the squared hinge loss,
+
 $$\min_{\tilde w}\ \tfrac12 \lVert\tilde w\rVert_2^2 + C\sum_i \max(0,\ 1 - y_i \tilde w^\top \tilde x_i)^2,
 \qquad \tilde x = (x, s),\ \tilde w = (w, b/s),$$
+
 where $s$ = `intercept_scaling` (so the intercept *is* penalised, as in liblinear). The objective
 is convex and once differentiable, so a generalised Newton method (Mangasarian, 2002) with the
 Hessian $I + 2C\,\tilde X_A^\top \tilde X_A$ on the active set $A$ converges in a few steps.
 
 **SVC** solves the kernel dual
+
 $$\min_\alpha\ \tfrac12 \alpha^\top Q \alpha - \mathbf 1^\top\alpha \quad\text{s.t.}\quad 0 \le \alpha_i \le C,\ y^\top\alpha = 0,
 \qquad Q_{ij} = y_i y_j k(x_i, x_j),$$
+
 by sequential minimal optimisation (Platt, 1998) with libsvm's second-order working-set selection
 (Fan, Chen & Lin, 2005): each step picks the maximal-violating pair, solves the two-variable
 problem in closed form, clips it to the box, and updates the gradient with two kernel columns.

@@ -2,7 +2,9 @@ r"""CART decision trees (Breiman et al., 1984), grown level by level with numpy.
 
 A tree is greedy empirical-risk minimisation: each node takes the split $x_j \le t$ that most
 reduces the weighted impurity of its children,
+
 $$\Delta = N_t\, i(t) - N_L\, i(L) - N_R\, i(R),$$
+
 with $i$ = Gini $1 - \sum_k p_k^2$, entropy $-\sum_k p_k \log p_k$, or squared error
 $\frac1N \sum (y - \bar y)^2$. Thresholds are midpoints between consecutive distinct values.
 

@@ -17,7 +17,9 @@ class Adagrad(Optimizer):
     """Adagrad, as `torch.optim.Adagrad`.
 
     $$s_t = s_{t-1} + g_t^2,\\qquad \\theta_t = \\theta_{t-1} - \\frac{\\eta}{1 + (t-1)\\,\\delta}
-    \\frac{g_t}{\\sqrt{s_t} + \\epsilon}$$ with learning-rate decay $\\delta$.
+    \\frac{g_t}{\\sqrt{s_t} + \\epsilon}$$
+
+    with learning-rate decay $\\delta$.
     """
 
     def __init__(

@@ -18,8 +18,10 @@ class Adam(Optimizer):
     """Adam, as `torch.optim.Adam` (weight decay is an L2 term added to the gradient).
 
     $$m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t,\\quad v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2,$$
+
     $$\\theta_t = \\theta_{t-1} - \\frac{\\eta}{1-\\beta_1^t}\\,
     \\frac{m_t}{\\sqrt{v_t}/\\sqrt{1-\\beta_2^t} + \\epsilon}.$$
+
     The bias corrections undo the zero initialisation of $m$ and $v$. With `amsgrad`, $v_t$ in
     the denominator is replaced by its running maximum (Reddi et al., 2018).
     """

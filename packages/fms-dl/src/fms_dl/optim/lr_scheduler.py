@@ -77,6 +77,7 @@ class LinearWarmupCosineLR(LRScheduler):
     $$\\eta_t = \\begin{cases} \\eta_0\\,(f + (1-f)\\,t/W) & t < W \\\\
     \\eta_\\min + \\tfrac12(\\eta_0 - \\eta_\\min)(1 + \\cos(\\pi \\tfrac{t - W}{T - W})) & W \\le t \\le T
     \\\\ \\eta_\\min & t > T\\end{cases}$$
+
     with start factor $f$ (`warmup_start_factor`). It equals PyTorch's
     `SequentialLR([LinearLR(f, 1, W), CosineAnnealingLR(T - W, eta_min)], [W])` for $t \\le T$.
     """

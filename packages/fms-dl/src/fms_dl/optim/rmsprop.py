@@ -18,6 +18,7 @@ class RMSprop(Optimizer):
 
     $$v_t = \\alpha v_{t-1} + (1-\\alpha) g_t^2,\\qquad \\theta_t = \\theta_{t-1} - \\eta\\,
     \\frac{g_t}{\\sqrt{v_t - \\bar g_t^2 \\,[\\text{centered}]} + \\epsilon}$$
+
     with optional momentum on the normalised step.
     """
 

@@ -575,7 +575,7 @@ class GPT(nn.Module):
     def from_pretrained(
         cls, directory: str | Path, *, map_location: str | torch.device | None = "cpu"
     ) -> GPT:
-        """Load a model saved by [save_pretrained][fms_llm.models.GPT.save_pretrained] or by
+        """Load a model saved by [save_pretrained][fms_llm.models.gpt.GPT.save_pretrained] or by
         transformers (`GPT2LMHeadModel`, `LlamaForCausalLM`); the family comes from `config.json`.
         `map_location=None` picks CUDA if present, else the CPU.
 

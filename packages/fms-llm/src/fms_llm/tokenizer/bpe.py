@@ -393,7 +393,7 @@ class BPETokenizer:
         """Return a `tiktoken.Encoding` with our ranks, pattern and special tokens.
 
         tiktoken uses one number as both the id and the merge priority, so this needs ids that
-        grow with the merge order (true of every tokenizer [train][fms_llm.tokenizer.BPETokenizer.train]
+        grow with the merge order (true of every tokenizer [train][fms_llm.tokenizer.bpe.BPETokenizer.train]
         returns, and of GPT-2). Needs the optional extra `fms-llm[tiktoken]`.
 
         Raises:
@@ -735,7 +735,7 @@ class BPETokenizer:
         allowed_special: SpecialSet = _NONE,
         disallowed_special: SpecialSet = "all",
     ) -> Iterator[list[int]]:
-        """[encode_iterable][fms_llm.tokenizer.BPETokenizer.encode_iterable], a block of ids at a time."""
+        """[encode_iterable][fms_llm.tokenizer.bpe.BPETokenizer.encode_iterable], a block of ids at a time."""
         allowed, disallowed = self._special_policy(allowed_special, disallowed_special)
         splitter = self._splitter(allowed)
         pending: list[str] = []

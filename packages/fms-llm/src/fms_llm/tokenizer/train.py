@@ -72,7 +72,7 @@ def train_bpe(
     Args:
         texts_or_paths: strings of text, and/or `os.PathLike` paths of UTF-8 files (a plain `str`
             is always text, never a path).
-        vocab_size: the final vocabulary size, $\\ge 256 + $ the number of special tokens.
+        vocab_size: the final vocabulary size: at least 256 plus the number of special tokens.
         special_tokens: strings removed from the text before counting (they split it).
         pattern: the pre-tokenisation regular expression.
         progress: show tqdm progress bars.

@@ -24,7 +24,7 @@ One run, top-down ([pretrain][fms_llm.train.pretrain.pretrain]):
    a short sample.
 
 Model FLOPs utilisation (MFU) is achieved FLOP/s ($\text{tokens/s} \times$
-[flops_per_token][fms_llm.models.GPT.flops_per_token]) over the device's peak: on CUDA the
+[flops_per_token][fms_llm.models.gpt.GPT.flops_per_token]) over the device's peak: on CUDA the
 datasheet bf16 peak of known GPUs, on CPU (no datasheet) the *measured* float32 matrix-multiply
 throughput of this machine, so CPU MFU reads "share of the best this CPU does on a large matmul".
 """
