@@ -1,0 +1,1 @@
+"""Fine-tuning: from a pretrained language model to an assistant."""
