@@ -247,9 +247,7 @@ def merge_lora(model: nn.Module) -> list[str]:
 def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """Only the adapters' tensors (`...lora_A`, `...lora_B`), detached: what an adapter file holds."""
     return {
-        k: v.detach()
-        for k, v in model.state_dict().items()
-        if k.endswith((".lora_A", ".lora_B"))
+        k: v.detach() for k, v in model.state_dict().items() if k.endswith((".lora_A", ".lora_B"))
     }
 
 
