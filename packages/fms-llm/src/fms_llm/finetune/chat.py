@@ -137,8 +137,10 @@ def validate_messages(messages: Sequence[Message], *, require_assistant: bool = 
         ChatError: naming the message index and what is wrong; with `require_assistant`, a
             conversation without an assistant turn (nothing to learn from).
     """
-    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence) or not messages:
-        raise ChatError(f"messages must be a non-empty list of dicts, got {messages!r:.80}")
+    if isinstance(messages, str | bytes):  # type: ignore[unreachable]
+        raise ChatError("messages must be a non-empty list of dicts, got a string")
+    if not messages:
+        raise ChatError("messages must be a non-empty list of dicts, got an empty list")
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, Mapping):
