@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from fms_dl.torch import AdamW, Trainer, TrainerConfig, cosine_with_warmup
 
-__all__ = ["FinetuneError", "TrainArgs", "completion_logprobs", "run_trainer"]
+__all__ = ["FinetuneError", "TrainArgs", "completion_logprobs", "run_trainer", "token_logprobs"]
 
 
 class FinetuneError(ValueError):
@@ -71,6 +71,12 @@ class TrainArgs:
         return asdict(self)
 
 
+def token_logprobs(model: nn.Module, ids: Tensor) -> Tensor:
+    r"""$\log \pi(x_t \mid x_{<t})$ for $t = 2 \dots T$: `(batch, seq - 1)` from ids `(batch, seq)`."""
+    logits = model(ids[:, :-1]).float()
+    return torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:, None]).squeeze(-1)
+
+
 def completion_logprobs(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
     r"""$\sum_t m_t \log \pi(x_t \mid x_{<t})$ per sequence `(batch,)`.
 
@@ -80,8 +86,7 @@ def completion_logprobs(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
         mask: `(batch, seq)`, 1 on the tokens whose probability counts (the completion); the
             first position cannot count (nothing predicts it).
     """
-    logits = model(ids[:, :-1]).float()
-    logp = torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:, None]).squeeze(-1)
+    logp = token_logprobs(model, ids)
     return (logp * mask[:, 1:].to(logp.dtype)).sum(dim=1)
 
 
@@ -128,7 +133,7 @@ def run_trainer(
         lr_schedule=lambda step: cosine_with_warmup(
             step,
             max_lr=args.lr,
-            warmup_steps=args.warmup_steps,
+            warmup_steps=min(args.warmup_steps, args.steps - 1),
             total_steps=args.steps,
             min_lr=args.lr / 10,
         ),
