@@ -288,6 +288,17 @@ class QuantizedLinear(nn.Module):
         """$\\hat W$ `(out_features, in_features)` in `dtype`."""
         return dequantize(self.weight_q, dtype)
 
+    def to_linear(self) -> nn.Linear:
+        """A float `nn.Linear` holding $\\hat W$ (and the bias): the layer dequantised."""
+        out = nn.Linear(
+            self.in_features, self.out_features, bias=self.bias is not None, device=self.data.device
+        )
+        with torch.no_grad():
+            out.weight.copy_(self.dequantized_weight())
+            if self.bias is not None:
+                out.bias.copy_(self.bias)
+        return out
+
     @property
     def weight(self) -> Tensor:
         """$\\hat W$ in float32 (a fresh tensor, no gradient: for code that reads `.weight`)."""
