@@ -59,9 +59,10 @@ def dpo_loss(
     r"""The sigmoid DPO loss (mean over pairs) and the implicit rewards.
 
     Args:
-        policy_chosen, policy_rejected: $\log \pi_\theta(y \mid x)$ of the chosen and rejected
-            completions `(batch,)`.
-        ref_chosen, ref_rejected: the same under the frozen reference `(batch,)`.
+        policy_chosen: $\log \pi_\theta(y_w \mid x)$ of the chosen completions `(batch,)`.
+        policy_rejected: $\log \pi_\theta(y_l \mid x)$ of the rejected completions `(batch,)`.
+        ref_chosen: the chosen completions' log-probabilities under the frozen reference.
+        ref_rejected: the rejected completions' log-probabilities under the frozen reference.
         beta: $\beta$, the strength of the KL anchor (smaller: farther from the reference).
 
     Returns:
