@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+from fms_llm.tokenizer.formats import _atomic_write_text
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -311,15 +312,5 @@ class ChatTemplate:
                 raise ChatError(f"{path}: expected a JSON object, got {type(config).__name__}")
         config["chat_template"] = self.jinja
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tokenizer_config.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(config, f, indent=2, ensure_ascii=False)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _atomic_write_text(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         return path

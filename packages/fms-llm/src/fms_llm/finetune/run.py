@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from fms_llm.finetune.data import (
 from fms_llm.finetune.lora import LoRAConfig, apply_lora, lora_state_dict, merge_lora
 from fms_llm.models import GPT, load_pretrained
 from fms_llm.tokenizer import BPETokenizer
+from fms_llm.tokenizer.formats import _atomic_write_text
 from fms_llm.train.config import ConfigError, _parse_value, _update
 
 __all__ = [
@@ -261,13 +260,7 @@ def _conversations(cfg: FinetuneConfig, train: list[Example]) -> list[list[dict[
 
 
 def _atomic_json(path: Path, value: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _atomic_write_text(path, json.dumps(value, indent=1) + "\n")
 
 
 def run_finetune(method: str, cfg: FinetuneConfig) -> dict[str, Any]:
