@@ -1,4 +1,4 @@
-"""The `fms-llm` command line: `train`, `generate`, `eval` and `tokenizer`.
+"""The `fms-llm` command line: `train`, `generate`, `eval`, `finetune` and `tokenizer`.
 
     fms-llm train                          # the tiny preset: a GPT on the King James Bible
     fms-llm train --config small --set train.max_steps=500 --out-dir runs/s
@@ -6,6 +6,7 @@
     fms-llm generate runs/tiny/model --prompt "And God said" --max-new-tokens 60
     fms-llm eval runs/tiny/model --file some.txt
     fms-llm tokenizer train --input corpus.txt --vocab-size 4096 --out tokenizer.json
+    fms-llm finetune sft --model runs/tiny/model --out-dir runs/sft --set lora.enabled=true
 
 Bad input (an unknown config key, a missing corpus or model directory, a corrupt checkpoint, a
 tokenizer that does not match the model) prints one line naming the problem and exits with
@@ -227,6 +228,60 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_finetune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a saved model: sft, dpo or grpo",
+        description="Fine-tune a saved model (SFT, DPO or GRPO; optionally LoRA/QLoRA) from a "
+        "TOML config (a preset named like the method, or a file) plus overrides.",
+    )
+    methods = p.add_subparsers(dest="method", required=True, metavar="METHOD")
+    helps = {
+        "sft": "supervised fine-tuning on the assistant turns of chats",
+        "dpo": "direct preference optimisation on (chosen, rejected) answer pairs",
+        "grpo": "group relative policy optimisation with an exact-match reward",
+    }
+    for name, text in helps.items():
+        m = methods.add_parser(name, help=text, description=text)
+        m.add_argument("--config", help=f"preset (sft, dpo, grpo; default {name}) or TOML file")
+        m.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="SECTION.KEY=VALUE",
+            help="override a config value, e.g. --set lora.enabled=true (repeatable); sections: "
+            "model, lora, data, train, method",
+        )
+        m.add_argument("--model", help="the saved model directory to start from (model.path)")
+        m.add_argument("--out-dir", help="run directory (train.out_dir)")
+        m.add_argument("--device", help="train.device, e.g. cpu or cuda")
+        m.add_argument("--quiet", action="store_true", help="no progress bars")
+        m.add_argument("--print-config", action="store_true", help="print the config and exit")
+        m.set_defaults(func=_finetune)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from fms_llm.finetune.run import load_finetune_config, run_finetune
+
+    flags = {"model.path": args.model, "train.out_dir": args.out_dir, "train.device": args.device}
+    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    overrides.append(f"train.progress={'false' if args.quiet else 'true'}")
+    config = load_finetune_config(args.method, args.config, [*overrides, *args.overrides])
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=1))
+        return 0
+    m = run_finetune(args.method, config)
+    print(f"{args.method}: model saved to {Path(config.train.out_dir or '.') / 'model'}")
+    print(f"train loss: {m['train'].get('loss', float('nan')):.4f}")
+    if "held_out_accuracy_after" in m:
+        print(
+            f"held-out exact-match accuracy: {m['held_out_accuracy_before']:.3f} -> "
+            f"{m['held_out_accuracy_after']:.3f}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `fms-llm` with its four sub-commands."""
     from fms_llm import __version__
@@ -241,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_generate(sub)
     _add_eval(sub)
+    _add_finetune(sub)
     register(sub)
     return parser
 

@@ -1,0 +1,316 @@
+r"""The chat template: a conversation as one token sequence, and which of its tokens the model must learn.
+
+A chat model sees a conversation, a list of OpenAI-style messages
+(`{"role": "system" | "user" | "assistant" | "tool", "content": ...}`), flattened into one string
+with markers around each turn. We use the ChatML layout (OpenAI, also Qwen's):
+
+```text
+<|im_start|>system
+You answer questions about stories.<|im_end|>
+<|im_start|>user
+Where did Ada go?<|im_end|>
+<|im_start|>assistant
+The garden.<|im_end|>
+```
+
+`<|im_start|>` and `<|im_end|>` are special tokens (one id each, never merged with text). Supervised
+fine-tuning learns $p(\text{assistant turn} \mid \text{everything before it})$, so the loss counts
+only the tokens the model would have to produce: each assistant turn's content and its closing
+`<|im_end|>` (the stop signal), not the `<|im_start|>assistant\n` header the runtime writes, nor
+the user's or the system's words. That set is the *assistant mask*.
+
+Tool use in the same format (for agents): an assistant message may carry OpenAI `tool_calls`,
+each rendered as `<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>` inside the
+assistant turn (so the model learns to emit them), and the tool's answer comes back as a
+`tool` turn (not learned).
+
+The same layout is also written as a Hugging Face `chat_template` (Jinja, with
+`{% generation %}` around what the mask covers), saved into `tokenizer_config.json`, so
+`transformers`' `apply_chat_template` renders the same ids and its `assistant_masks` (what TRL's
+`assistant_only_loss` trains on) equal ours; both are tested.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from fms_llm.tokenizer.formats import _atomic_write_text
+
+__all__ = [
+    "CHATML_TEMPLATE",
+    "IM_END",
+    "IM_START",
+    "ChatError",
+    "ChatTemplate",
+    "Message",
+    "validate_messages",
+]
+
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+ROLES = ("system", "user", "assistant", "tool")
+
+Message = Mapping[str, Any]
+
+# One line, no Jinja whitespace control needed; `\n` inside the Jinja string literals is a newline.
+CHATML_TEMPLATE = "".join(
+    [
+        "{% for message in messages %}",
+        "{% if message['role'] == 'assistant' %}",
+        r"{{ '<|im_start|>assistant\n' }}",
+        "{% generation %}",
+        "{% if message['content'] %}{{ message['content'] }}{% endif %}",
+        "{% if message['tool_calls'] is defined and message['tool_calls'] %}",
+        "{% for tc in message['tool_calls'] %}",
+        r"{% if message['content'] or not loop.first %}{{ '\n' }}{% endif %}",
+        r"{{ '<tool_call>\n{\"name\": ' }}{{ tc['function']['name'] | tojson }}",
+        r"{{ ', \"arguments\": ' }}",
+        "{% if tc['function']['arguments'] is string %}{{ tc['function']['arguments'] }}",
+        "{% else %}{{ tc['function']['arguments'] | tojson }}{% endif %}",
+        r"{{ '}\n</tool_call>' }}",
+        "{% endfor %}",
+        "{% endif %}",
+        "{{ '<|im_end|>' }}",
+        "{% endgeneration %}",
+        r"{{ '\n' }}",
+        "{% else %}",
+        r"{{ '<|im_start|>' + message['role'] + '\n' }}",
+        "{% if message['content'] %}{{ message['content'] }}{% endif %}",
+        r"{{ '<|im_end|>\n' }}",
+        "{% endif %}",
+        "{% endfor %}",
+        r"{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+    ]
+)
+"""The Hugging Face `chat_template` (Jinja) equal to [ChatTemplate.render][fms_llm.finetune.chat.ChatTemplate.render]."""
+
+
+class ChatError(ValueError):
+    """A conversation that cannot be rendered or trained on."""
+
+
+class _Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+    def token_to_id(self, token: str | bytes) -> int: ...
+
+
+def _content(message: Message, where: str) -> str:
+    content = message.get("content")
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise ChatError(f"{where}: content must be a string or None, got {type(content).__name__}")
+    return content
+
+
+def _tool_call_text(call: Any, where: str) -> str:
+    if not isinstance(call, Mapping) or not isinstance(call.get("function"), Mapping):
+        raise ChatError(
+            f"{where}: a tool call must be {{'type': 'function', 'function': {{'name': ..., "
+            f"'arguments': ...}}}} (OpenAI's format), got {call!r}"
+        )
+    fn = call["function"]
+    name = fn.get("name")
+    if not isinstance(name, str) or not name:
+        raise ChatError(
+            f"{where}: tool call function name must be a non-empty string, got {name!r}"
+        )
+    args = fn.get("arguments", {})
+    args_text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+    return (
+        '<tool_call>\n{"name": '
+        + json.dumps(name, ensure_ascii=False)
+        + ', "arguments": '
+        + args_text
+        + "}\n</tool_call>"
+    )
+
+
+def validate_messages(messages: Sequence[Message], *, require_assistant: bool = True) -> None:
+    """Check a conversation before any work: roles, contents, tool calls, an assistant turn.
+
+    Raises:
+        ChatError: naming the message index and what is wrong; with `require_assistant`, a
+            conversation without an assistant turn (nothing to learn from).
+    """
+    if isinstance(messages, str | bytes):  # type: ignore[unreachable]
+        raise ChatError("messages must be a non-empty list of dicts, got a string")
+    if not messages:
+        raise ChatError("messages must be a non-empty list of dicts, got an empty list")
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, Mapping):
+            raise ChatError(f"{where} must be a dict with 'role' and 'content', got {m!r:.80}")
+        role = m.get("role")
+        if role not in ROLES:
+            raise ChatError(f"{where}: role must be one of {ROLES}, got {role!r}")
+        _content(m, where)
+        calls = m.get("tool_calls")
+        if calls:
+            if role != "assistant":
+                raise ChatError(f"{where}: only assistant messages carry tool_calls, not {role!r}")
+            for j, call in enumerate(calls):
+                _tool_call_text(call, f"{where}.tool_calls[{j}]")
+    if require_assistant and not any(m["role"] == "assistant" for m in messages):
+        raise ChatError(
+            f"the conversation has no assistant turn (roles: {[m['role'] for m in messages]}); "
+            "there is nothing to learn from it"
+        )
+
+
+class ChatTemplate:
+    r"""Render conversations in ChatML and mark the assistant tokens.
+
+    The Python rendering here is the definition; [CHATML_TEMPLATE][fms_llm.finetune.chat.CHATML_TEMPLATE]
+    is the same as Jinja for Hugging Face tools, tested equal.
+
+    Example:
+        >>> t = ChatTemplate()
+        >>> print(t.render([{"role": "user", "content": "Hi"}], add_generation_prompt=True))
+        <|im_start|>user
+        Hi<|im_end|>
+        <|im_start|>assistant
+        <BLANKLINE>
+    """
+
+    special_tokens: tuple[str, str] = (IM_START, IM_END)
+    jinja: str = CHATML_TEMPLATE
+
+    def segments(
+        self, messages: Sequence[Message], *, add_generation_prompt: bool = False
+    ) -> list[tuple[str, bool]]:
+        """The rendered text as `(piece, is_assistant)` pieces, in order (concatenated: `render`)."""
+        validate_messages(messages, require_assistant=False)
+        out: list[tuple[str, bool]] = []
+        for i, m in enumerate(messages):
+            role, content = m["role"], _content(m, f"messages[{i}]")
+            if role == "assistant":
+                out.append((f"{IM_START}assistant\n", False))
+                body = content
+                for j, call in enumerate(m.get("tool_calls") or ()):
+                    if content or j > 0:
+                        body += "\n"
+                    body += _tool_call_text(call, f"messages[{i}].tool_calls[{j}]")
+                out.append((body + IM_END, True))
+                out.append(("\n", False))
+            else:
+                out.append((f"{IM_START}{role}\n{content}{IM_END}\n", False))
+        if add_generation_prompt:
+            out.append((f"{IM_START}assistant\n", False))
+        return out
+
+    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> str:
+        """The conversation as one string (with a trailing assistant header if asked)."""
+        return "".join(
+            p for p, _ in self.segments(messages, add_generation_prompt=add_generation_prompt)
+        )
+
+    def encode(
+        self,
+        tokenizer: _Tokenizer,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = False,
+        require_assistant: bool = True,
+    ) -> tuple[list[int], list[int]]:
+        """Token ids and the assistant mask (1 on tokens the model must learn, else 0).
+
+        The text is cut at the special tokens, which become their single ids; the text between
+        them is encoded by `tokenizer.encode` (special tokens always split pre-tokenisation, so
+        this equals encoding the whole string). Where an assistant turn starts inside a piece,
+        the token holding its first character is the first masked one (as Hugging Face finds
+        it from character offsets).
+
+        Args:
+            tokenizer: a [BPETokenizer][fms_llm.tokenizer.BPETokenizer] (or anything with
+                `encode` and `token_to_id`) that has `<|im_start|>` and `<|im_end|>` as specials.
+            messages: the conversation.
+            add_generation_prompt: end with the assistant header (for generation).
+            require_assistant: raise if no assistant turn (training data must have one).
+
+        Raises:
+            ChatError: a malformed conversation, no assistant turn (with `require_assistant`),
+                or a tokenizer without the two special tokens.
+        """
+        validate_messages(messages, require_assistant=require_assistant)
+        try:
+            special = {s: tokenizer.token_to_id(s) for s in self.special_tokens}
+        except (KeyError, ValueError) as err:
+            raise ChatError(
+                f"the tokenizer lacks the chat special tokens {self.special_tokens}; train or "
+                f"extend it with special_tokens={list(self.special_tokens)} ({err})"
+            ) from None
+        ids: list[int] = []
+        mask: list[int] = []
+        pending = ""  # text since the last special token
+        pending_mask_from: int | None = None  # where, in `pending`, the assistant text starts
+
+        def flush() -> None:
+            nonlocal pending, pending_mask_from
+            if not pending:
+                pending_mask_from = None
+                return
+            piece_ids = tokenizer.encode(pending)
+            if pending_mask_from is None:
+                ids.extend(piece_ids)
+                mask.extend([0] * len(piece_ids))
+            elif pending_mask_from == 0:
+                ids.extend(piece_ids)
+                mask.extend([1] * len(piece_ids))
+            else:
+                head = tokenizer.encode(pending[:pending_mask_from])
+                k = 0
+                while k < min(len(head), len(piece_ids)) and head[k] == piece_ids[k]:
+                    k += 1
+                ids.extend(piece_ids)
+                mask.extend([0] * k + [1] * (len(piece_ids) - k))
+            pending = ""
+            pending_mask_from = None
+
+        for text, is_assistant in self.segments(
+            messages, add_generation_prompt=add_generation_prompt
+        ):
+            pos = 0
+            while pos < len(text):
+                hits = [(text.find(s, pos), s) for s in self.special_tokens]
+                hits = [(at, s) for at, s in hits if at >= 0]
+                at, tok = min(hits) if hits else (len(text), "")
+                chunk = text[pos:at]
+                if chunk:
+                    if is_assistant and pending_mask_from is None:
+                        pending_mask_from = len(pending)
+                    pending += chunk
+                if tok:
+                    flush()
+                    ids.append(special[tok])
+                    mask.append(1 if is_assistant else 0)
+                    pos = at + len(tok)
+                else:
+                    pos = at
+        flush()
+        return ids, mask
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write `chat_template` into `directory/tokenizer_config.json`, keeping what is there.
+
+        The file is read (if present), the `chat_template` key set, and the result written
+        atomically (temporary file, fsync, rename). Returns the file's path.
+        """
+        path = Path(directory) / "tokenizer_config.json"
+        config: dict[str, Any] = {}
+        if path.exists():
+            try:
+                config = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                raise ChatError(f"{path}: not valid JSON ({err}); not overwriting it") from None
+            if not isinstance(config, dict):
+                raise ChatError(f"{path}: expected a JSON object, got {type(config).__name__}")
+        config["chat_template"] = self.jinja
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        return path
