@@ -9,15 +9,15 @@ import torch
 
 from fms_mm.vision import ImageInputError, ViT, ViTConfig, ViTConfigError
 
-CFG = dict(
-    image_size=16,
-    patch_size=4,
-    num_channels=3,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=48,
-)
+CFG = {
+    "image_size": 16,
+    "patch_size": 4,
+    "num_channels": 3,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 48,
+}
 
 
 def _hf_vit(labels: int = 0):  # type: ignore[no-untyped-def]
@@ -72,7 +72,8 @@ def test_vit_classifier_equals_hf_vit_for_image_classification_1e5(tmp_path: Pat
 def test_attention_maps_are_distributions_over_tokens() -> None:
     vit = ViT(ViTConfig(**CFG)).eval()
     maps = vit.attention_maps(torch.randn(2, 3, 16, 16))
-    assert len(maps) == 2 and maps[0].shape == (2, 4, 17, 17)
+    assert len(maps) == 2
+    assert maps[0].shape == (2, 4, 17, 17)
     torch.testing.assert_close(maps[1].sum(-1), torch.ones(2, 4, 17), atol=1e-5, rtol=0)
 
 

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fms_transformer.blocks import EncoderBlock
-from fms_transformer.norm import LayerNorm
 from torch import Tensor, nn
 
 from fms_mm._files import ModelFileError, load_exact, read_model_dir, write_model_dir
+from fms_transformer.blocks import EncoderBlock
+from fms_transformer.norm import LayerNorm
 
 __all__ = [
     "ImageInputError",
