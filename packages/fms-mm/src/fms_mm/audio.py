@@ -150,7 +150,8 @@ def stft(
     if x.shape[-1] < n_fft:
         raise AudioInputError(f"stft: {x.shape[-1]} samples are fewer than n_fft={n_fft}")
     frames = x.unfold(-1, n_fft, hop) * win  # (..., frames, n_fft)
-    return torch.fft.rfft(frames, dim=-1).transpose(-1, -2)
+    spectrum: Tensor = torch.fft.rfft(frames, dim=-1)
+    return spectrum.transpose(-1, -2)
 
 
 def hz_to_mel(f: Tensor, *, htk: bool = False) -> Tensor:
