@@ -7,15 +7,14 @@ so a killed save leaves either the old model or the new one, never half of eithe
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from fms_llm.models.hf import _atomic_dir
 
 __all__ = ["ModelFileError", "load_exact", "read_model_dir", "write_model_dir"]
 
@@ -28,26 +27,14 @@ def write_model_dir(
     directory: str | Path, config: dict[str, Any], state: dict[str, Tensor]
 ) -> Path:
     """Write `config.json` and `model.safetensors` (float32, contiguous) atomically."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in state.items()}
-    try:
+
+    def write(tmp: Path) -> None:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if directory.exists():
-            for f in tmp.iterdir():
-                os.replace(f, directory / f.name)
-            tmp.rmdir()
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+
+    # fms-llm's atomic directory writer: temp sibling, fsync each file, rename into place
+    return _atomic_dir(Path(directory), write)
 
 
 def read_model_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
