@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fms_transformer.ffn import MLP, FFNError, SwiGLU, gelu, gelu_tanh, silu
+from fms_transformer.blocks import make_ffn
+from fms_transformer.ffn import MLP, FFNError, SwiGLU, gelu, gelu_tanh, quick_gelu, silu
 from fms_transformer.norm import LayerNorm, NormError, RMSNorm
 
 
@@ -57,6 +58,19 @@ def test_activations_equal_torch_1e6() -> None:
     torch.testing.assert_close(gelu(x), F.gelu(x), atol=1e-12, rtol=0)
     torch.testing.assert_close(gelu_tanh(x), F.gelu(x, approximate="tanh"), atol=1e-12, rtol=0)
     torch.testing.assert_close(silu(x), F.silu(x), atol=1e-12, rtol=0)
+
+
+def test_quick_gelu_equals_transformers_quick_gelu_1e12() -> None:
+    """QuickGELU (CLIP's activation) against transformers' `QuickGELUActivation`, 1e-12 in float64;
+    `make_ffn("quick_gelu_mlp")` is the MLP that uses it."""
+    from transformers.activations import QuickGELUActivation
+
+    x = torch.linspace(-8, 8, 1001, dtype=torch.float64)
+    torch.testing.assert_close(quick_gelu(x), QuickGELUActivation()(x), atol=1e-12, rtol=0)
+    mlp = make_ffn("quick_gelu_mlp", 8, 16)
+    assert isinstance(mlp, MLP)
+    assert mlp.activation == "quick_gelu"
+    assert not torch.allclose(quick_gelu(x), gelu(x), atol=1e-3)  # not GELU under another name
 
 
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu"])

@@ -1,6 +1,7 @@
 """Layer 5 of Foundation Model Systems: multimodal models (vision, audio, image-to-LLM).
 
-The package sits on ``fms_llm`` in the chain; its components are planned and not yet written.
+The package sits on ``fms_llm`` in the chain. ``fms_mm.vision`` holds the vision transformer and
+``fms_mm.audio`` the audio front end (STFT, mel filters, log-mel) and encoder.
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -34,7 +34,7 @@ from fms_transformer.positional import RopeScaling, RopeStyle
 __all__ = ["BlockError", "DecoderBlock", "EncoderBlock", "make_ffn", "make_norm"]
 
 NormKind = Literal["layernorm", "rmsnorm"]
-FFNKind = Literal["gelu_mlp", "gelu_tanh_mlp", "relu_mlp", "swiglu"]
+FFNKind = Literal["gelu_mlp", "gelu_tanh_mlp", "quick_gelu_mlp", "relu_mlp", "swiglu"]
 
 
 class BlockError(ValueError):
@@ -54,13 +54,19 @@ def make_ffn(
     kind: FFNKind, d_model: int, d_ff: int, bias: bool = True, dropout: float = 0.0
 ) -> nn.Module:
     """The feed-forward network named by `kind`: an [`MLP`][fms_transformer.ffn.MLP] or a SwiGLU."""
-    activations = {"gelu_mlp": "gelu", "gelu_tanh_mlp": "gelu_tanh", "relu_mlp": "relu"}
+    activations = {
+        "gelu_mlp": "gelu",
+        "gelu_tanh_mlp": "gelu_tanh",
+        "quick_gelu_mlp": "quick_gelu",
+        "relu_mlp": "relu",
+    }
     if kind in activations:
         return MLP(d_model, d_ff, activations[kind], bias=bias, dropout=dropout)  # type: ignore[arg-type]
     if kind == "swiglu":
         return SwiGLU(d_model, d_ff, bias=bias, dropout=dropout)
     raise BlockError(
-        f"ffn must be one of 'gelu_mlp', 'gelu_tanh_mlp', 'relu_mlp', 'swiglu', got {kind!r}"
+        "ffn must be one of 'gelu_mlp', 'gelu_tanh_mlp', 'quick_gelu_mlp', 'relu_mlp', 'swiglu', "
+        f"got {kind!r}"
     )
 
 
@@ -77,7 +83,7 @@ class EncoderBlock(nn.Module):
         norm: `"layernorm"` or `"rmsnorm"`.
         norm_eps: The norms' $\\epsilon$.
         norm_bias: LayerNorm with a bias.
-        ffn: `"gelu_mlp"`, `"gelu_tanh_mlp"`, `"relu_mlp"` or `"swiglu"`.
+        ffn: `"gelu_mlp"`, `"gelu_tanh_mlp"`, `"quick_gelu_mlp"`, `"relu_mlp"` or `"swiglu"`.
         norm_first: Pre-norm (True) or post-norm (False).
         bias: Default for `attn_bias`, `attn_out_bias` and `ffn_bias`.
         attn_bias: Biases on the q/k/v projections.

@@ -12,7 +12,11 @@ Activations, written from their definitions:
 
 $$\\mathrm{GELU}(x) = x\\,\\Phi(x) = \\tfrac{x}{2}\\left(1 + \\mathrm{erf}(x/\\sqrt2)\\right), \\quad
   \\mathrm{GELU}_{\\tanh}(x) = \\tfrac{x}{2}\\left(1 + \\tanh\\!\\left(\\sqrt{2/\\pi}\\,(x + 0.044715 x^3)\\right)\\right),$$
-$$\\mathrm{SiLU}(x) = x\\,\\sigma(x), \\qquad \\mathrm{ReLU}(x) = \\max(x, 0).$$
+$$\\mathrm{SiLU}(x) = x\\,\\sigma(x), \\qquad \\mathrm{ReLU}(x) = \\max(x, 0), \\qquad
+  \\mathrm{QuickGELU}(x) = x\\,\\sigma(1.702\\,x).$$
+
+QuickGELU is the sigmoid approximation of GELU (Hendrycks & Gimpel 2016, section 2) that OpenAI's
+CLIP was trained with; a CLIP checkpoint needs it exactly, not GELU.
 
 Parameter names follow Hugging Face Llama (`gate_proj`, `up_proj`, `down_proj`).
 """
@@ -26,9 +30,19 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "MLP", "FFNError", "SwiGLU", "gelu", "gelu_tanh", "relu", "silu"]
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "FFNError",
+    "SwiGLU",
+    "gelu",
+    "gelu_tanh",
+    "quick_gelu",
+    "relu",
+    "silu",
+]
 
-Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
+Activation = Literal["gelu", "gelu_tanh", "quick_gelu", "relu", "silu"]
 
 
 class FFNError(ValueError):
@@ -45,6 +59,11 @@ def gelu_tanh(x: Tensor) -> Tensor:
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
 
+def quick_gelu(x: Tensor) -> Tensor:
+    """QuickGELU, $x\\,\\sigma(1.702\\,x)$ (OpenAI CLIP's activation, `quick_gelu` in Hugging Face)."""
+    return x * torch.sigmoid(1.702 * x)
+
+
 def relu(x: Tensor) -> Tensor:
     """$\\max(x, 0)$."""
     return x.clamp_min(0.0)
@@ -58,6 +77,7 @@ def silu(x: Tensor) -> Tensor:
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": gelu,
     "gelu_tanh": gelu_tanh,
+    "quick_gelu": quick_gelu,
     "relu": relu,
     "silu": silu,
 }
@@ -74,7 +94,7 @@ class MLP(nn.Module):
     Args:
         d_model: Input and output size.
         d_hidden: Hidden size $d_{ff}$.
-        activation: `"gelu"`, `"gelu_tanh"`, `"relu"` or `"silu"`.
+        activation: `"gelu"`, `"gelu_tanh"`, `"quick_gelu"`, `"relu"` or `"silu"`.
         bias: Biases on both linear layers.
         dropout: Dropout on the hidden activations (as `torch.nn.TransformerEncoderLayer`).
     """
