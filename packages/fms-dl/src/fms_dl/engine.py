@@ -1067,10 +1067,7 @@ class Tensor:
     def expand(self, *shape: int) -> Tensor:
         """Broadcast to `shape` without copying; the gradient is summed back."""
         src = self.shape
-        sizes = cast(
-            tuple[int, ...],
-            tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape,
-        )
+        sizes = tuple(shape)
         lead = len(sizes) - len(src)
         if lead < 0:
             raise ShapeError(
