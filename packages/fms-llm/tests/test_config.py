@@ -43,6 +43,13 @@ def test_overrides_are_typed() -> None:
         (["train.seq_len=4096"], "exceeds model.max_seq_len"),
         (["model.family=bert"], "model.family must be"),
         (["train.warmup_steps=5000"], "warmup_steps=5000"),
+        # sample.* is used only after training: checked before it (issue 15)
+        (["sample.temperature=-1"], r"sample\.temperature must be finite and >= 0, got -1"),
+        (["sample.temperature=nan"], r"sample\.temperature must be finite"),
+        (["sample.top_k=0"], r"sample\.top_k must be >= 1 or none, got 0"),
+        (["sample.top_p=1.5"], r"sample\.top_p must be in \(0, 1\] or none, got 1\.5"),
+        (["sample.top_p=0"], r"sample\.top_p must be in \(0, 1\]"),
+        (["sample.max_new_tokens=-3"], r"sample\.max_new_tokens must be >= 0, got -3"),
     ],
 )
 def test_bad_configs_are_clear_errors(overrides: list[str], match: str) -> None:

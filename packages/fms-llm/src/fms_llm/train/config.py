@@ -12,6 +12,7 @@ any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -174,6 +175,16 @@ class RunConfig:
             )
         if d.synthetic_docs < 2:
             raise ConfigError(f"data.synthetic_docs must be >= 2, got {d.synthetic_docs}")
+        # the sample is drawn after training: a bad setting must fail here, not after the run
+        sm = self.sample
+        if sm.max_new_tokens < 0:
+            raise ConfigError(f"sample.max_new_tokens must be >= 0, got {sm.max_new_tokens}")
+        if not (sm.temperature >= 0.0 and math.isfinite(sm.temperature)):
+            raise ConfigError(f"sample.temperature must be finite and >= 0, got {sm.temperature}")
+        if sm.top_k is not None and sm.top_k < 1:
+            raise ConfigError(f"sample.top_k must be >= 1 or none, got {sm.top_k}")
+        if sm.top_p is not None and not 0.0 < sm.top_p <= 1.0:
+            raise ConfigError(f"sample.top_p must be in (0, 1] or none, got {sm.top_p}")
 
 
 _SECTIONS: dict[str, type[Any]] = {
