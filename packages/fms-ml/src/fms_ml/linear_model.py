@@ -31,7 +31,7 @@ from fms_ml._validation import (
     check_X_y,
     compute_class_weight,
 )
-from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin, available_if
 
 __all__ = [
     "ElasticNet",
@@ -893,10 +893,16 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
         idx = (Z > 0).astype(np.intp) if Z.ndim == 1 else Z.argmax(axis=1)
         return np.asarray(self.classes_[idx])
 
+    @available_if(
+        lambda self: self.loss == "log_loss",
+        "predict_proba needs loss='log_loss'; got loss={self.loss!r}.",
+    )
     def predict_proba(self, X: ArrayLike) -> FloatArray:
-        """Probabilities for `loss="log_loss"` (sigmoid; one-vs-rest normalised for $K > 2$)."""
-        if self.loss != "log_loss":
-            raise AttributeError(f"predict_proba needs loss='log_loss'; got loss={self.loss!r}.")
+        """Probabilities for `loss="log_loss"` (sigmoid; one-vs-rest normalised for $K > 2$).
+
+        Only `loss="log_loss"` models probabilities; for other losses the method does not exist
+        (`hasattr(est, "predict_proba")` is false), as in scikit-learn.
+        """
         Z = self.decision_function(X)
         if Z.ndim == 1:
             p = _sigmoid(Z)

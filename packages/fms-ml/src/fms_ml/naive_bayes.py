@@ -120,6 +120,8 @@ class MultinomialNB(_BaseNB):
         feature_log_prob_: `(K, p)` $\log \hat\theta_{cj}$.
     """
 
+    _positive_only = True  # counts: scikit-learn's `positive_only` input tag
+
     def __init__(
         self, *, alpha: float = 1.0, fit_prior: bool = True, class_prior: ArrayLike | None = None
     ) -> None:
