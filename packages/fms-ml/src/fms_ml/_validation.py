@@ -32,6 +32,7 @@ __all__ = [
     "column_or_1d",
     "compute_class_weight",
     "not_fitted_error",
+    "warn_not_converged",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -56,29 +57,48 @@ class DataConversionWarning(UserWarning):
     """The input was converted to the shape or type expected (e.g. a column-vector `y`)."""
 
 
-_SKLEARN_NOT_FITTED: dict[type, type[NotFittedError]] = {}
+_SKLEARN_TWINS: dict[tuple[type, type], type] = {}
+
+
+def _sklearn_twin(ours: type, module: str, name: str) -> type:
+    """`ours`, or a subclass of both `ours` and scikit-learn's `module.name` if that is loaded.
+
+    fms_ml imports nothing from scikit-learn, yet `except sklearn.exceptions.NotFittedError`,
+    `warnings.filterwarnings("ignore", category=sklearn.exceptions.ConvergenceWarning)` and
+    scikit-learn's own estimator checks (which test `issubclass`) should treat our errors and
+    warnings as theirs. A class cannot gain a base after it is made, so when scikit-learn is
+    already loaded (`module` is in `sys.modules`, which is the case whenever scikit-learn code
+    can be catching or filtering), we raise or warn with a subclass of both, made once and
+    cached; otherwise with ours alone. Either way catching or filtering fms_ml's class works.
+    """
+    sk = sys.modules.get(module)
+    theirs = getattr(sk, name, None) if sk is not None else None
+    if not isinstance(theirs, type) or issubclass(ours, theirs):
+        return ours
+    twin = _SKLEARN_TWINS.get((ours, theirs))
+    if twin is None:
+        twin = type(ours.__name__, (ours, theirs), {"__module__": __name__})
+        _SKLEARN_TWINS[(ours, theirs)] = twin
+    return twin
 
 
 def not_fitted_error(message: str) -> NotFittedError:
-    """Build the `NotFittedError` to raise, with `message`.
+    """The `NotFittedError` to raise, with `message` (scikit-learn's too, when it is loaded)."""
+    error: NotFittedError = _sklearn_twin(NotFittedError, "sklearn.exceptions", "NotFittedError")(
+        message
+    )
+    return error
 
-    fms_ml imports nothing from scikit-learn, yet `except sklearn.exceptions.NotFittedError` (and
-    scikit-learn's own estimator checks, which test `issubclass(type(err), NotFittedError)`)
-    should catch our error. A class cannot gain a base after it is made, so when scikit-learn is
-    already loaded (`sklearn.exceptions` is in `sys.modules`, which is the case whenever
-    scikit-learn code can be catching), the error is an instance of a subclass of both ours and
-    scikit-learn's, made once and cached; otherwise it is ours alone. Either way
-    `except fms_ml.NotFittedError` catches it.
-    """
-    sk = sys.modules.get("sklearn.exceptions")
-    sk_cls = getattr(sk, "NotFittedError", None) if sk is not None else None
-    if isinstance(sk_cls, type) and issubclass(sk_cls, BaseException):
-        cls = _SKLEARN_NOT_FITTED.get(sk_cls)
-        if cls is None:
-            cls = type("NotFittedError", (NotFittedError, sk_cls), {"__module__": __name__})
-            _SKLEARN_NOT_FITTED[sk_cls] = cls
-        return cls(message)
-    return NotFittedError(message)
+
+def warn_not_converged(estimator: Any, max_iter: int, detail: str = "") -> None:
+    """Warn `ConvergenceWarning` that `estimator`'s solver stopped at `max_iter` iterations."""
+    warnings.warn(
+        f"{type(estimator).__name__} did not converge: its solver stopped at max_iter="
+        f"{max_iter} iterations before meeting tol{detail}. Increase max_iter, scale the "
+        f"features, or loosen tol.",
+        _sklearn_twin(ConvergenceWarning, "sklearn.exceptions", "ConvergenceWarning"),
+        stacklevel=3,
+    )
 
 
 def _is_sparse(X: Any) -> bool:
@@ -136,15 +156,18 @@ def check_array(
         if raw.dtype.kind == "c":
             # Casting to float would drop the imaginary part with only a warning.
             raise ValueError(
-                f"{name} is complex ({_describe(raw)}); complex data is not supported, "
-                f"expected real numbers."
+                f"Complex data not supported: {name} is complex ({_describe(raw)}); expected "
+                f"real numbers."
             )
-        if raw.dtype.kind in "US":
+        if raw.dtype.kind in "US" or (
+            raw.dtype == object and any(isinstance(v, str | bytes) for v in raw.flat)
+        ):
             # numpy parses "1.5" as 1.5; scikit-learn refuses strings where numbers are expected.
             raise ValueError(
                 f"{name} holds strings ({_describe(raw)}); expected numbers. Convert numeric "
                 f"strings explicitly (e.g. {name}.astype(float)) or encode categories first."
             )
+        X = raw  # converted once; the cast to `dtype` below starts from this array
     try:
         arr = np.asarray(X) if dtype is None else np.asarray(X, dtype=dtype)
     except (TypeError, ValueError) as exc:
@@ -196,11 +219,14 @@ def column_or_1d(y: ArrayLike, name: str = "y", *, warn: bool = False) -> NDArra
     With `warn`, a column vector `(n, 1)` raises a `DataConversionWarning` (as scikit-learn does
     for targets: a 2-d `y` often means a multi-output fit was intended).
     """
-    if warn and np.ndim(y) == 2 and np.shape(y)[1] == 1:
+    if _is_sparse(y):
+        raise TypeError(f"{name} is a sparse matrix; sparse input is not supported.")
+    y = np.asarray(y)  # once: numpy functions are not dispatched on the raw array-like
+    if warn and y.ndim == 2 and y.shape[1] == 1:
         warnings.warn(
             f"A column-vector {name} was passed when a 1d array was expected. Please change the "
             f"shape of {name} to (n_samples, ), for example using ravel().",
-            DataConversionWarning,
+            _sklearn_twin(DataConversionWarning, "sklearn.exceptions", "DataConversionWarning"),
             stacklevel=3,
         )
     return check_array(y, name, ensure_2d=False, dtype=None, ensure_finite=False)

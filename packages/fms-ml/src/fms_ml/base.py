@@ -290,11 +290,13 @@ class BaseEstimator:
             tags.target_tags.required = True
         if isinstance(self, TransformerMixin):
             tags.transformer_tags = sku.TransformerTags()
-        tags.input_tags.positive_only = self._positive_only
+        for key, value in self._input_tags.items():
+            setattr(tags.input_tags, key, value)
         return tags
 
-    _positive_only: ClassVar[bool] = False
-    """True for estimators that accept only non-negative `X` (counts), as scikit-learn's tag."""
+    _input_tags: ClassVar[dict[str, bool]] = {}
+    """Input tags that differ from scikit-learn's defaults: `positive_only` (counts), `string`
+    and `categorical` (an encoder taking raw categories)."""
 
     # -- helpers for subclasses ------------------------------------------------------------------
     def _validate_predict_input(self, X: ArrayLike) -> NDArray[np.float64]:

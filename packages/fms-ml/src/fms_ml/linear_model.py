@@ -30,6 +30,7 @@ from fms_ml._validation import (
     check_sample_weight,
     check_X_y,
     compute_class_weight,
+    warn_not_converged,
 )
 from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin, available_if
 
@@ -315,6 +316,8 @@ class ElasticNet(_LinearRegressorBase):
         self.coef_, self.dual_gap_, self.n_iter_ = _enet_cd(
             G, Xty, yty, l1, l2, w0, self.max_iter, self.tol
         )
+        if self.dual_gap_ > self.tol * yty:  # the sweeps ran out before the gap closed
+            warn_not_converged(self, self.max_iter, f" (duality gap {self.dual_gap_ / n:.3g})")
         self.dual_gap_ /= n
         self._set_intercept(x_off, y_off)
         return self
@@ -572,13 +575,17 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
             theta0 = np.zeros(p + int(fi))
             if self.solver == "fista":
-                theta, self.n_iter_, _ = run_fista(fun, theta0, 0.25)
+                theta, self.n_iter_, converged = run_fista(fun, theta0, 0.25)
             elif self.solver == "newton":
-                theta, self.n_iter_, _ = newton(
+                theta, self.n_iter_, converged = newton(
                     fun, hess, theta0, tol=self.tol, max_iter=self.max_iter
                 )
             else:
-                theta, self.n_iter_, _ = lbfgs(fun, theta0, tol=self.tol, max_iter=self.max_iter)
+                theta, self.n_iter_, converged = lbfgs(
+                    fun, theta0, tol=self.tol, max_iter=self.max_iter
+                )
+            if not converged:
+                warn_not_converged(self, self.max_iter)
             self.coef_ = theta[:p].reshape(1, p)
             self.intercept_ = np.array([theta[p] if fi else 0.0])
             return self
@@ -603,9 +610,13 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
         theta0 = np.zeros(K * p + (K if fi else 0))
         if self.solver == "fista":
-            theta, self.n_iter_, _ = run_fista(fun_multi, theta0, 0.5)
+            theta, self.n_iter_, converged = run_fista(fun_multi, theta0, 0.5)
         else:
-            theta, self.n_iter_, _ = lbfgs(fun_multi, theta0, tol=self.tol, max_iter=self.max_iter)
+            theta, self.n_iter_, converged = lbfgs(
+                fun_multi, theta0, tol=self.tol, max_iter=self.max_iter
+            )
+        if not converged:
+            warn_not_converged(self, self.max_iter)
         self.coef_ = theta[: K * p].reshape(K, p)
         self.intercept_ = theta[K * p :] if fi else np.zeros(K)
         return self
@@ -781,6 +792,11 @@ def _sgd_epochs(
 
 
 class _SGDBase(BaseEstimator):
+    def _warn_if_not_converged(self) -> None:
+        """With a stopping rule (`tol`), running every one of `max_iter` epochs means it never fired."""
+        if self.tol is not None and self.n_iter_ == self.max_iter:  # type: ignore[attr-defined]
+            warn_not_converged(self, self.max_iter)  # type: ignore[attr-defined]
+
     def _check_params(self, losses: tuple[str, ...]) -> None:
         if self.loss not in losses:  # type: ignore[attr-defined]
             raise ValueError(f"loss must be one of {losses}; got {self.loss!r}.")  # type: ignore[attr-defined]
@@ -877,6 +893,7 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
             if not (S > 0).any():
                 raise ValueError("class_weight times sample_weight is zero for every sample.")
         W, b, self.n_iter_ = _sgd_epochs(self, Xa, Y, rng, S)
+        self._warn_if_not_converged()
         self.coef_ = W.T.copy()
         self.intercept_ = b
         return self
@@ -964,6 +981,7 @@ class SGDRegressor(RegressorMixin, _SGDBase):
         W, b, self.n_iter_ = _sgd_epochs(
             self, Xa, ya.reshape(-1, 1), check_random_state(self.random_state), S
         )
+        self._warn_if_not_converged()
         self.coef_, self.intercept_ = W[:, 0].copy(), b
         return self
 

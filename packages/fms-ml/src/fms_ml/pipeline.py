@@ -46,7 +46,10 @@ class Pipeline(BaseEstimator):
     def set_params(self, **params: Any) -> Self:
         """Set `steps`, replace a step by name, or set `name__param` on a step."""
         if "steps" in params:
-            self.steps = params.pop("steps")
+            self.steps = params.pop("steps")  # checked by fit, as every parameter is
+        if not params:
+            return self
+        self._validate_steps()
         names = [n for n, _ in self.steps]
         for key in [k for k in params if k in names]:
             i = names.index(key)
@@ -69,6 +72,13 @@ class Pipeline(BaseEstimator):
     @property
     def _final(self) -> Any:
         return self.steps[-1][1]
+
+    @property
+    def n_features_in_(self) -> int:
+        """Number of input features: the first step's (after `fit`)."""
+        first = self.steps[0][1]
+        n: int = first.n_features_in_  # AttributeError (NotFittedError) until fitted
+        return n
 
     @property
     def classes_(self) -> NDArray[Any]:
@@ -123,7 +133,7 @@ class Pipeline(BaseEstimator):
             tags.input_tags = copy.deepcopy(first.__sklearn_tags__().input_tags)
         return tags
 
-    def _final_has(name: str) -> Any:  # type: ignore[misc]  # a decorator factory in the body
+    def _final_has(name: str) -> available_if:  # type: ignore[misc]  # a decorator factory in the body
         def check(self: Pipeline) -> bool:
             final = self._final
             return bool(
