@@ -2,7 +2,7 @@
 
 Each estimator is checked as scikit-learn would test it (`check_estimator(est, on_fail=None)`,
 the same battery `parametrize_with_checks` yields), with the expected failures scikit-learn marks
-for its own estimator of the same kind (`fms_ml_battery.EXPECTED_FAILED_CHECKS` in the tests).
+for its own estimator of the same kind (`EXPECTED_FAILED_CHECKS` in `tests/test_estimator_checks.py`).
 The per-estimator pass/fail counts print as a table; `--failures` also prints each failing check
 and the first line of its error.
 

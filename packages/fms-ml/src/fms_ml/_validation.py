@@ -151,25 +151,28 @@ def check_array(
             f"{name} is a sparse matrix ({type(X).__name__}); sparse input is not supported, "
             f"call {name}.toarray() to pass a dense array."
         )
-    if dtype is not None:
-        raw = np.asarray(X)
-        if raw.dtype.kind == "c":
-            # Casting to float would drop the imaginary part with only a warning.
-            raise ValueError(
-                f"Complex data not supported: {name} is complex ({_describe(raw)}); expected "
-                f"real numbers."
-            )
-        if raw.dtype.kind in "US" or (
-            raw.dtype == object and any(isinstance(v, str | bytes) for v in raw.flat)
-        ):
-            # numpy parses "1.5" as 1.5; scikit-learn refuses strings where numbers are expected.
-            raise ValueError(
-                f"{name} holds strings ({_describe(raw)}); expected numbers. Convert numeric "
-                f"strings explicitly (e.g. {name}.astype(float)) or encode categories first."
-            )
-        X = raw  # converted once; the cast to `dtype` below starts from this array
     try:
-        arr = np.asarray(X) if dtype is None else np.asarray(X, dtype=dtype)
+        raw = np.asarray(X)  # converted once; the cast to `dtype` below starts from this array
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} could not be converted to an array: {exc}.") from exc
+    if raw.dtype.kind == "c":
+        # Casting to float would drop the imaginary part with only a warning.
+        raise ValueError(
+            f"Complex data not supported: {name} is complex ({_describe(raw)}); expected "
+            f"real numbers."
+        )
+    holds_strings = dtype is not None and (
+        raw.dtype.kind in "US"
+        or (raw.dtype == object and any(isinstance(v, str | bytes) for v in raw.flat))
+    )
+    if holds_strings:
+        # numpy parses "1.5" as 1.5; scikit-learn refuses strings where numbers are expected.
+        raise ValueError(
+            f"{name} holds strings ({_describe(raw)}); expected numbers. Convert numeric "
+            f"strings explicitly (e.g. {name}.astype(float)) or encode categories first."
+        )
+    try:
+        arr = raw if dtype is None else np.asarray(raw, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"{name} could not be converted to {np.dtype(dtype).name if dtype else 'an array'}: "

@@ -290,13 +290,16 @@ class BaseEstimator:
             tags.target_tags.required = True
         if isinstance(self, TransformerMixin):
             tags.transformer_tags = sku.TransformerTags()
-        for key, value in self._input_tags.items():
-            setattr(tags.input_tags, key, value)
+        for key, value in self._tag_overrides.items():
+            group, _, field = key.partition(".")
+            setattr(getattr(tags, group), field, value)
         return tags
 
-    _input_tags: ClassVar[dict[str, bool]] = {}
-    """Input tags that differ from scikit-learn's defaults: `positive_only` (counts), `string`
-    and `categorical` (an encoder taking raw categories)."""
+    _tag_overrides: ClassVar[dict[str, bool]] = {}
+    """Tags that differ from what the mixins imply, as `"group.field": value`, e.g.
+    `"input_tags.positive_only"` (counts only), `"target_tags.multi_output"` (a 2-d `y`),
+    `"classifier_tags.poor_score"` (scikit-learn's own estimator of the kind is not expected to
+    fit its checks' data well)."""
 
     # -- helpers for subclasses ------------------------------------------------------------------
     def _validate_predict_input(self, X: ArrayLike) -> NDArray[np.float64]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -108,6 +108,8 @@ class LinearRegression(_LinearRegressorBase):
         rank_: rank of the centred design; singular_: its singular values.
     """
 
+    _tag_overrides: ClassVar[dict[str, bool]] = {"target_tags.multi_output": True}  # 2-d y
+
     def __init__(self, *, fit_intercept: bool = True) -> None:
         self.fit_intercept = fit_intercept
 
@@ -136,6 +138,8 @@ class Ridge(_LinearRegressorBase):
     `"svd"`, robust to near-singular designs). As a prior: the MAP estimate under
     $w \sim \mathcal N(0, \tfrac{\sigma^2}{\alpha} I)$.
     """
+
+    _tag_overrides: ClassVar[dict[str, bool]] = {"target_tags.multi_output": True}  # 2-d y
 
     def __init__(
         self,

@@ -120,7 +120,10 @@ class MultinomialNB(_BaseNB):
         feature_log_prob_: `(K, p)` $\log \hat\theta_{cj}$.
     """
 
-    _input_tags: ClassVar[dict[str, bool]] = {"positive_only": True}  # counts
+    _tag_overrides: ClassVar[dict[str, bool]] = {
+        "input_tags.positive_only": True,  # counts
+        "classifier_tags.poor_score": True,  # as scikit-learn's MultinomialNB
+    }
 
     def __init__(
         self, *, alpha: float = 1.0, fit_prior: bool = True, class_prior: ArrayLike | None = None

@@ -133,7 +133,10 @@ class OneHotEncoder(TransformerMixin, BaseEstimator):
         categories_: list of the categories of each column.
     """
 
-    _input_tags: ClassVar[dict[str, bool]] = {"string": True, "categorical": True}
+    _tag_overrides: ClassVar[dict[str, bool]] = {
+        "input_tags.string": True,
+        "input_tags.categorical": True,
+    }
 
     def __init__(
         self,
