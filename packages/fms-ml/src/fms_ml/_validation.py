@@ -9,6 +9,8 @@ silently repairs the data.
 from __future__ import annotations
 
 import numbers
+import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +18,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "ConvergenceWarning",
+    "DataConversionWarning",
     "NotFittedError",
     "check_X_y",
     "check_array",
@@ -27,6 +31,8 @@ __all__ = [
     "check_sample_weight",
     "column_or_1d",
     "compute_class_weight",
+    "not_fitted_error",
+    "warn_not_converged",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -35,10 +41,69 @@ FloatArray = NDArray[np.float64]
 class NotFittedError(ValueError, AttributeError):
     """Raised when an estimator is used before `fit`.
 
-    It subclasses `ValueError` (the issue's contract) and
-    `AttributeError` (so `hasattr(est, "predict_proba")`-style probes and
-    scikit-learn's own checks behave as they do with scikit-learn's `NotFittedError`).
+    It subclasses `ValueError` and `AttributeError`, as scikit-learn's `NotFittedError` does, so
+    `hasattr(est, "classes_")`-style probes and `except ValueError` both behave as they do with
+    scikit-learn. The instances fms_ml raises are made by
+    [`not_fitted_error`][fms_ml._validation.not_fitted_error], which also makes them instances of
+    scikit-learn's class when scikit-learn is loaded.
     """
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped at `max_iter` before meeting its tolerance `tol`."""
+
+
+class DataConversionWarning(UserWarning):
+    """The input was converted to the shape or type expected (e.g. a column-vector `y`)."""
+
+
+_SKLEARN_TWINS: dict[tuple[type, type], type] = {}
+
+
+def _sklearn_twin(ours: type, module: str, name: str) -> type:
+    """`ours`, or a subclass of both `ours` and scikit-learn's `module.name` if that is loaded.
+
+    fms_ml imports nothing from scikit-learn, yet `except sklearn.exceptions.NotFittedError`,
+    `warnings.filterwarnings("ignore", category=sklearn.exceptions.ConvergenceWarning)` and
+    scikit-learn's own estimator checks (which test `issubclass`) should treat our errors and
+    warnings as theirs. A class cannot gain a base after it is made, so when scikit-learn is
+    already loaded (`module` is in `sys.modules`, which is the case whenever scikit-learn code
+    can be catching or filtering), we raise or warn with a subclass of both, made once and
+    cached; otherwise with ours alone. Either way catching or filtering fms_ml's class works.
+    """
+    sk = sys.modules.get(module)
+    theirs = getattr(sk, name, None) if sk is not None else None
+    if not isinstance(theirs, type) or issubclass(ours, theirs):
+        return ours
+    twin = _SKLEARN_TWINS.get((ours, theirs))
+    if twin is None:
+        twin = type(ours.__name__, (ours, theirs), {"__module__": __name__})
+        _SKLEARN_TWINS[(ours, theirs)] = twin
+    return twin
+
+
+def not_fitted_error(message: str) -> NotFittedError:
+    """The `NotFittedError` to raise, with `message` (scikit-learn's too, when it is loaded)."""
+    error: NotFittedError = _sklearn_twin(NotFittedError, "sklearn.exceptions", "NotFittedError")(
+        message
+    )
+    return error
+
+
+def warn_not_converged(estimator: Any, max_iter: int, detail: str = "") -> None:
+    """Warn `ConvergenceWarning` that `estimator`'s solver stopped at `max_iter` iterations."""
+    warnings.warn(
+        f"{type(estimator).__name__} did not converge: its solver stopped at max_iter="
+        f"{max_iter} iterations before meeting tol{detail}. Increase max_iter, scale the "
+        f"features, or loosen tol.",
+        _sklearn_twin(ConvergenceWarning, "sklearn.exceptions", "ConvergenceWarning"),
+        stacklevel=3,
+    )
+
+
+def _is_sparse(X: Any) -> bool:
+    """A scipy.sparse matrix or array, found by duck typing (fms_ml imports no scipy)."""
+    return hasattr(X, "tocsr") or (hasattr(X, "format") and hasattr(X, "nnz"))
 
 
 def _describe(x: Any) -> str:
@@ -80,21 +145,45 @@ def check_array(
     """
     if X is None:
         raise ValueError(f"{name} is None; expected an array-like of numbers.")
+    if _is_sparse(X):
+        # `np.asarray` would wrap it as a 0-d object array and fail later, obscurely.
+        raise TypeError(
+            f"{name} is a sparse matrix ({type(X).__name__}); sparse input is not supported, "
+            f"call {name}.toarray() to pass a dense array."
+        )
     try:
-        arr = np.asarray(X) if dtype is None else np.asarray(X, dtype=dtype)
+        raw = np.asarray(X)  # converted once; the cast to `dtype` below starts from this array
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} could not be converted to an array: {exc}.") from exc
+    if raw.dtype.kind == "c":
+        # Casting to float would drop the imaginary part with only a warning.
+        raise ValueError(
+            f"Complex data not supported: {name} is complex ({_describe(raw)}); expected "
+            f"real numbers."
+        )
+    holds_strings = dtype is not None and (
+        raw.dtype.kind in "US"
+        or (raw.dtype == object and any(isinstance(v, str | bytes) for v in raw.flat))
+    )
+    if holds_strings:
+        # numpy parses "1.5" as 1.5; scikit-learn refuses strings where numbers are expected.
+        raise ValueError(
+            f"{name} holds strings ({_describe(raw)}); expected numbers. Convert numeric "
+            f"strings explicitly (e.g. {name}.astype(float)) or encode categories first."
+        )
+    try:
+        arr = raw if dtype is None else np.asarray(raw, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"{name} could not be converted to {np.dtype(dtype).name if dtype else 'an array'}: "
             f"{exc}; got {_describe(X)}."
         ) from exc
-    if arr.dtype == object and dtype is None:
-        pass
     if ensure_2d:
         if arr.ndim < 2:
             raise ValueError(
                 f"{name} must be 2-d of shape (n_samples, n_features); got {arr.ndim}-d array "
-                f"of shape {arr.shape}. Reshape with X.reshape(-1, 1) for one feature or "
-                f"X.reshape(1, -1) for one sample."
+                f"of shape {arr.shape}. Reshape your data with {name}.reshape(-1, 1) for one "
+                f"feature or {name}.reshape(1, -1) for one sample."
             )
         if arr.ndim > 2 and not allow_nd:
             raise ValueError(
@@ -109,13 +198,13 @@ def check_array(
     n_samples = arr.shape[0]
     if n_samples < ensure_min_samples:
         raise ValueError(
-            f"{name} is empty or too small: got {n_samples} sample(s) (shape {arr.shape}); "
-            f"expected at least {ensure_min_samples}."
+            f"{name} is empty or too small: found {n_samples} sample(s) (shape={arr.shape}) "
+            f"while a minimum of {ensure_min_samples} is required."
         )
     if ensure_2d and arr.shape[1] < ensure_min_features:
         raise ValueError(
-            f"{name} has {arr.shape[1]} feature(s) (shape {arr.shape}); expected at least "
-            f"{ensure_min_features}."
+            f"{name} is empty or too narrow: found {arr.shape[1]} feature(s) "
+            f"(shape={arr.shape}) while a minimum of {ensure_min_features} is required."
         )
     if ensure_finite and arr.dtype.kind in "fc" and not np.isfinite(arr).all():
         n_nan = int(np.isnan(arr).sum())
@@ -127,8 +216,22 @@ def check_array(
     return arr
 
 
-def column_or_1d(y: ArrayLike, name: str = "y") -> NDArray[Any]:
-    """Return `y` as a 1-d array; accepts shape `(n,)` or `(n, 1)`."""
+def column_or_1d(y: ArrayLike, name: str = "y", *, warn: bool = False) -> NDArray[Any]:
+    """Return `y` as a 1-d array; accepts shape `(n,)` or `(n, 1)`.
+
+    With `warn`, a column vector `(n, 1)` raises a `DataConversionWarning` (as scikit-learn does
+    for targets: a 2-d `y` often means a multi-output fit was intended).
+    """
+    if _is_sparse(y):
+        raise TypeError(f"{name} is a sparse matrix; sparse input is not supported.")
+    y = np.asarray(y)  # once: numpy functions are not dispatched on the raw array-like
+    if warn and y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(
+            f"A column-vector {name} was passed when a 1d array was expected. Please change the "
+            f"shape of {name} to (n_samples, ), for example using ravel().",
+            _sklearn_twin(DataConversionWarning, "sklearn.exceptions", "DataConversionWarning"),
+            stacklevel=3,
+        )
     return check_array(y, name, ensure_2d=False, dtype=None, ensure_finite=False)
 
 
@@ -162,7 +265,10 @@ def check_X_y(
     """
     Xa = check_array(X, "X", ensure_min_samples=ensure_min_samples)
     if y is None:
-        raise ValueError("y is None; this estimator needs targets y of shape (n_samples,).")
+        raise ValueError(
+            "This estimator requires y to be passed, but the target y is None; expected "
+            "targets y of shape (n_samples,)."
+        )
     if multi_output:
         ya = np.asarray(y, dtype=np.float64 if y_numeric else None)
         if ya.ndim not in (1, 2):
@@ -170,7 +276,7 @@ def check_X_y(
         if ya.ndim == 2 and ya.shape[1] == 1:
             ya = ya.ravel()
     else:
-        ya = column_or_1d(y)
+        ya = column_or_1d(y, warn=True)
     if y_numeric:
         try:
             ya = ya.astype(np.float64)
@@ -197,16 +303,21 @@ def check_classification_targets(y: NDArray[Any]) -> None:
     n_classes = len(np.unique(y))
     if n_classes < 2:
         raise ValueError(
-            f"y has a single class ({np.unique(y).tolist()}); a classifier needs at least 2 classes."
+            f"y has a single class ({np.unique(y).tolist()}): 1 class where a classifier needs "
+            f"at least 2 classes."
         )
 
 
 def check_is_fitted(estimator: Any, attributes: Sequence[str] | None = None) -> None:
     """Raise `NotFittedError` unless `estimator` was fitted.
 
-    Without `attributes`, any public attribute ending in `_` counts as fitted state.
+    Without `attributes`, an estimator's own `__sklearn_is_fitted__()` answers if it has one
+    (meta-estimators such as a pipeline, whose fitted state lives in their steps); otherwise any
+    public attribute ending in `_` counts as fitted state.
     """
-    if attributes is None:
+    if attributes is None and hasattr(estimator, "__sklearn_is_fitted__"):
+        fitted = bool(estimator.__sklearn_is_fitted__())
+    elif attributes is None:
         fitted = any(
             k.endswith("_") and not k.startswith("__") and not k.startswith("_")
             for k in vars(estimator)
@@ -214,7 +325,7 @@ def check_is_fitted(estimator: Any, attributes: Sequence[str] | None = None) -> 
     else:
         fitted = all(hasattr(estimator, a) for a in attributes)
     if not fitted:
-        raise NotFittedError(
+        raise not_fitted_error(
             f"This {type(estimator).__name__} instance is not fitted yet; call fit(X, y) before "
             f"using it."
         )
@@ -225,8 +336,8 @@ def check_n_features(estimator: Any, X: NDArray[Any]) -> None:
     expected = getattr(estimator, "n_features_in_", None)
     if expected is not None and X.shape[1] != expected:
         raise ValueError(
-            f"X has {X.shape[1]} features, but {type(estimator).__name__} was fitted with "
-            f"{expected} features; expected X of shape (n_samples, {expected})."
+            f"X has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
+            f"{expected} features as input (it was fitted on X of shape (n_samples, {expected}))."
         )
 
 
@@ -255,6 +366,11 @@ def check_sample_weight(sample_weight: ArrayLike | None, n_samples: int) -> Floa
     """
     if sample_weight is None:
         return np.ones(n_samples)
+    if isinstance(sample_weight, numbers.Real):
+        return np.full(n_samples, float(sample_weight))  # one weight for every sample
+    # Convert an array-like (a list, a pandas Series, any object with __array__) once, first:
+    # numpy functions such as np.ndim must not be dispatched on the raw object.
+    sample_weight = np.asarray(sample_weight)
     if np.ndim(sample_weight) != 1:
         raise ValueError(
             f"sample_weight must be 1-d of shape ({n_samples},); got shape "

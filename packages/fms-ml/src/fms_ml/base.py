@@ -8,14 +8,20 @@ The scikit-learn contract, written out:
   (nested as `step__param` for meta-estimators);
 * [`clone`][fms_ml.base.clone] builds an unfitted copy with the same parameters (scikit-learn's own
   `sklearn.base.clone` works on our estimators too, because it only uses `get_params`);
-* `fit` validates, learns attributes whose names end in `_`, and returns `self`.
+* `fit` validates, learns attributes whose names end in `_`, and returns `self`;
+* the column names of a DataFrame passed to `fit` are kept as `feature_names_in_`, and a
+  DataFrame whose columns differ (in names or order) at predict time is an error, not a silent
+  misreading of the columns (see [`BaseEstimator`][fms_ml.base.BaseEstimator]).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import sys
+import warnings
+from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -35,8 +41,132 @@ __all__ = [
     "LabelEncoder",
     "RegressorMixin",
     "TransformerMixin",
+    "available_if",
     "clone",
 ]
+
+
+_FIT_METHODS = ("fit", "partial_fit")
+_PREDICT_METHODS = (
+    "predict",
+    "predict_proba",
+    "predict_log_proba",
+    "decision_function",
+    "transform",
+    "score_samples",
+)
+
+
+def _feature_names(X: Any) -> NDArray[Any] | None:
+    """The column names of a DataFrame-like `X` (duck-typed: `columns` and `to_numpy`).
+
+    Only all-string names count (scikit-learn's rule): integer column labels, as a DataFrame built
+    from a bare array has, carry no meaning to check.
+    """
+    columns = getattr(X, "columns", None)
+    if columns is None or not hasattr(X, "to_numpy"):
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    if names.size == 0 or not all(isinstance(n, str) for n in names):
+        return None
+    return names
+
+
+def _wrap_fit(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def fit(self: Any, X: Any = None, *args: Any, **kwargs: Any) -> Any:
+        names = _feature_names(X)
+        out = method(self, X, *args, **kwargs)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif "feature_names_in_" in vars(self):
+            del self.feature_names_in_  # refitted on data without names
+        return out
+
+    return fit
+
+
+def _wrap_predict(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def predict(self: Any, X: Any = None, *args: Any, **kwargs: Any) -> Any:
+        check_is_fitted(self)
+        _check_feature_names(self, X)
+        if len(getattr(X, "shape", ())) == 2:  # arrays and DataFrames; lists are checked later
+            check_n_features(self, X)
+        return method(self, X, *args, **kwargs)
+
+    return predict
+
+
+def _check_feature_names(estimator: Any, X: Any) -> None:
+    """Raise if the columns of `X` are not those `estimator` was fitted on, in the same order."""
+    fitted = getattr(estimator, "feature_names_in_", None)
+    names = _feature_names(X)
+    name = type(estimator).__name__
+    if fitted is None and names is not None:
+        warnings.warn(
+            f"X has feature names, but {name} was fitted without feature names.",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif fitted is not None and names is None:
+        warnings.warn(
+            f"X does not have valid feature names, but {name} was fitted with feature names.",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif fitted is not None and names is not None and not np.array_equal(fitted, names):
+        missing = [n for n in fitted.tolist() if n not in set(names.tolist())]
+        unseen = [n for n in names.tolist() if n not in set(fitted.tolist())]
+        detail = (
+            f"missing {missing}, unseen {unseen}"
+            if missing or unseen
+            else f"same columns in another order: got {names.tolist()}"
+        )
+        raise ValueError(
+            f"The feature names should match those that were passed during fit, in the same "
+            f"order: {name} was fitted on {fitted.tolist()}; {detail}. Reorder the columns as "
+            f"at fit (X[est.feature_names_in_])."
+        )
+
+
+class available_if:
+    """Advertise a method only where `check(self)` is true (scikit-learn's `available_if`).
+
+    A method that cannot work for some parameters (`predict_proba` of a hinge-loss classifier)
+    should not exist for them: `hasattr(est, "predict_proba")` is how scikit-learn and users ask
+    whether probabilities are available. Reading the attribute when `check` fails raises
+    `AttributeError` naming the reason.
+
+    Args:
+        check: `check(self) -> bool`; it may itself raise `AttributeError` with a reason.
+        reason: the message when `check` returns false.
+    """
+
+    def __init__(self, check: Callable[[Any], bool], reason: str) -> None:
+        self.check = check
+        self.reason = reason
+
+    def __call__(self, method: Callable[..., Any]) -> Any:
+        return _AvailableIf(method, self.check, self.reason)
+
+
+class _AvailableIf:
+    def __init__(self, method: Callable[..., Any], check: Callable[[Any], bool], reason: str):
+        self.method = method
+        self.check = check
+        self.reason = reason
+        functools.update_wrapper(self, method)  # type: ignore[arg-type]
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        if not self.check(obj):
+            raise AttributeError(self.reason.format(self=obj))
+        return functools.partial(self.method, obj)
 
 
 class BaseEstimator:
@@ -44,9 +174,31 @@ class BaseEstimator:
 
     Subclasses declare every hyper-parameter as an explicit keyword in `__init__` and store it as
     an attribute of the same name; nothing else happens in `__init__`.
+
+    Every subclass's `fit` and `partial_fit` record the column names of a DataFrame `X` as
+    `feature_names_in_`, and its prediction methods (`predict`, `predict_proba`,
+    `predict_log_proba`, `decision_function`, `transform`, `score_samples`) first check, in one
+    place for all estimators: that the estimator is fitted (`NotFittedError`), that a DataFrame
+    has the fitted columns in the fitted order (a `ValueError` naming the difference; a warning
+    when one side has names and the other not), and that `X` has `n_features_in_` columns. The
+    wrapping is done once per class, by `__init_subclass__`.
     """
 
     _estimator_type: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _FIT_METHODS + _PREDICT_METHODS:
+            attr = cls.__dict__.get(name)
+            method = attr.method if isinstance(attr, _AvailableIf) else attr
+            if not inspect.isfunction(method) or getattr(method, "__fms_checked__", False):
+                continue
+            wrapped = (_wrap_fit if name in _FIT_METHODS else _wrap_predict)(method)
+            wrapped.__fms_checked__ = True  # type: ignore[attr-defined]
+            if isinstance(attr, _AvailableIf):
+                attr.method = wrapped
+            else:
+                setattr(cls, name, wrapped)
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
@@ -138,7 +290,16 @@ class BaseEstimator:
             tags.target_tags.required = True
         if isinstance(self, TransformerMixin):
             tags.transformer_tags = sku.TransformerTags()
+        for key, value in self._tag_overrides.items():
+            group, _, field = key.partition(".")
+            setattr(getattr(tags, group), field, value)
         return tags
+
+    _tag_overrides: ClassVar[dict[str, bool]] = {}
+    """Tags that differ from what the mixins imply, as `"group.field": value`, e.g.
+    `"input_tags.positive_only"` (counts only), `"target_tags.multi_output"` (a 2-d `y`),
+    `"classifier_tags.poor_score"` (scikit-learn's own estimator of the kind is not expected to
+    fit its checks' data well)."""
 
     # -- helpers for subclasses ------------------------------------------------------------------
     def _validate_predict_input(self, X: ArrayLike) -> NDArray[np.float64]:

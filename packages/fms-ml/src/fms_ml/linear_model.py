@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -30,8 +30,9 @@ from fms_ml._validation import (
     check_sample_weight,
     check_X_y,
     compute_class_weight,
+    warn_not_converged,
 )
-from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin, available_if
 
 __all__ = [
     "ElasticNet",
@@ -107,6 +108,8 @@ class LinearRegression(_LinearRegressorBase):
         rank_: rank of the centred design; singular_: its singular values.
     """
 
+    _tag_overrides: ClassVar[dict[str, bool]] = {"target_tags.multi_output": True}  # 2-d y
+
     def __init__(self, *, fit_intercept: bool = True) -> None:
         self.fit_intercept = fit_intercept
 
@@ -135,6 +138,8 @@ class Ridge(_LinearRegressorBase):
     `"svd"`, robust to near-singular designs). As a prior: the MAP estimate under
     $w \sim \mathcal N(0, \tfrac{\sigma^2}{\alpha} I)$.
     """
+
+    _tag_overrides: ClassVar[dict[str, bool]] = {"target_tags.multi_output": True}  # 2-d y
 
     def __init__(
         self,
@@ -315,6 +320,8 @@ class ElasticNet(_LinearRegressorBase):
         self.coef_, self.dual_gap_, self.n_iter_ = _enet_cd(
             G, Xty, yty, l1, l2, w0, self.max_iter, self.tol
         )
+        if self.dual_gap_ > self.tol * yty:  # the sweeps ran out before the gap closed
+            warn_not_converged(self, self.max_iter, f" (duality gap {self.dual_gap_ / n:.3g})")
         self.dual_gap_ /= n
         self._set_intercept(x_off, y_off)
         return self
@@ -572,13 +579,17 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
             theta0 = np.zeros(p + int(fi))
             if self.solver == "fista":
-                theta, self.n_iter_, _ = run_fista(fun, theta0, 0.25)
+                theta, self.n_iter_, converged = run_fista(fun, theta0, 0.25)
             elif self.solver == "newton":
-                theta, self.n_iter_, _ = newton(
+                theta, self.n_iter_, converged = newton(
                     fun, hess, theta0, tol=self.tol, max_iter=self.max_iter
                 )
             else:
-                theta, self.n_iter_, _ = lbfgs(fun, theta0, tol=self.tol, max_iter=self.max_iter)
+                theta, self.n_iter_, converged = lbfgs(
+                    fun, theta0, tol=self.tol, max_iter=self.max_iter
+                )
+            if not converged:
+                warn_not_converged(self, self.max_iter)
             self.coef_ = theta[:p].reshape(1, p)
             self.intercept_ = np.array([theta[p] if fi else 0.0])
             return self
@@ -603,9 +614,13 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
         theta0 = np.zeros(K * p + (K if fi else 0))
         if self.solver == "fista":
-            theta, self.n_iter_, _ = run_fista(fun_multi, theta0, 0.5)
+            theta, self.n_iter_, converged = run_fista(fun_multi, theta0, 0.5)
         else:
-            theta, self.n_iter_, _ = lbfgs(fun_multi, theta0, tol=self.tol, max_iter=self.max_iter)
+            theta, self.n_iter_, converged = lbfgs(
+                fun_multi, theta0, tol=self.tol, max_iter=self.max_iter
+            )
+        if not converged:
+            warn_not_converged(self, self.max_iter)
         self.coef_ = theta[: K * p].reshape(K, p)
         self.intercept_ = theta[K * p :] if fi else np.zeros(K)
         return self
@@ -781,6 +796,11 @@ def _sgd_epochs(
 
 
 class _SGDBase(BaseEstimator):
+    def _warn_if_not_converged(self) -> None:
+        """With a stopping rule (`tol`), running every one of `max_iter` epochs means it never fired."""
+        if self.tol is not None and self.n_iter_ == self.max_iter:  # type: ignore[attr-defined]
+            warn_not_converged(self, self.max_iter)  # type: ignore[attr-defined]
+
     def _check_params(self, losses: tuple[str, ...]) -> None:
         if self.loss not in losses:  # type: ignore[attr-defined]
             raise ValueError(f"loss must be one of {losses}; got {self.loss!r}.")  # type: ignore[attr-defined]
@@ -877,6 +897,7 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
             if not (S > 0).any():
                 raise ValueError("class_weight times sample_weight is zero for every sample.")
         W, b, self.n_iter_ = _sgd_epochs(self, Xa, Y, rng, S)
+        self._warn_if_not_converged()
         self.coef_ = W.T.copy()
         self.intercept_ = b
         return self
@@ -893,10 +914,16 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
         idx = (Z > 0).astype(np.intp) if Z.ndim == 1 else Z.argmax(axis=1)
         return np.asarray(self.classes_[idx])
 
+    @available_if(
+        lambda self: self.loss == "log_loss",
+        "predict_proba needs loss='log_loss'; got loss={self.loss!r}.",
+    )
     def predict_proba(self, X: ArrayLike) -> FloatArray:
-        """Probabilities for `loss="log_loss"` (sigmoid; one-vs-rest normalised for $K > 2$)."""
-        if self.loss != "log_loss":
-            raise AttributeError(f"predict_proba needs loss='log_loss'; got loss={self.loss!r}.")
+        """Probabilities for `loss="log_loss"` (sigmoid; one-vs-rest normalised for $K > 2$).
+
+        Only `loss="log_loss"` models probabilities; for other losses the method does not exist
+        (`hasattr(est, "predict_proba")` is false), as in scikit-learn.
+        """
         Z = self.decision_function(X)
         if Z.ndim == 1:
             p = _sigmoid(Z)
@@ -958,6 +985,7 @@ class SGDRegressor(RegressorMixin, _SGDBase):
         W, b, self.n_iter_ = _sgd_epochs(
             self, Xa, ya.reshape(-1, 1), check_random_state(self.random_state), S
         )
+        self._warn_if_not_converged()
         self.coef_, self.intercept_ = W[:, 0].copy(), b
         return self
 

@@ -18,7 +18,12 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fms_ml._validation import NotFittedError, check_array, check_random_state
+from fms_ml._validation import (
+    check_array,
+    check_random_state,
+    not_fitted_error,
+    warn_not_converged,
+)
 from fms_ml.base import BaseEstimator
 from fms_ml.cluster import KMeans
 
@@ -213,6 +218,8 @@ class GaussianMixture(BaseEstimator):
             self.n_iter_,
             self.converged_,
         ) = best
+        if not self.converged_:
+            warn_not_converged(self, self.max_iter, " (on the best of its initialisations)")
         self.lower_bound_ = best_lb
         if self.covariance_type == "full":
             self.precisions_ = np.einsum(
@@ -225,7 +232,7 @@ class GaussianMixture(BaseEstimator):
 
     def _check(self, X: ArrayLike) -> FloatArray:
         if not hasattr(self, "means_"):
-            raise NotFittedError(
+            raise not_fitted_error(
                 "This GaussianMixture instance is not fitted yet; call fit(X) first."
             )
         return self._validate_predict_input(X)

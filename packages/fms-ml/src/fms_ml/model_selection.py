@@ -451,9 +451,9 @@ class GridSearchCV:
 
     def _best(self) -> Any:
         if not hasattr(self, "best_estimator_"):
-            from fms_ml._validation import NotFittedError
+            from fms_ml._validation import not_fitted_error
 
-            raise NotFittedError("GridSearchCV is not fitted (or refit=False); call fit first.")
+            raise not_fitted_error("GridSearchCV is not fitted (or refit=False); call fit first.")
         return self.best_estimator_
 
     def predict(self, X: ArrayLike) -> Any:

@@ -14,7 +14,7 @@ counts $\sum_{y_i = c} s_i x_{ij}$), so a row of integer weight $k$ acts as $k$ 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -120,6 +120,11 @@ class MultinomialNB(_BaseNB):
         feature_log_prob_: `(K, p)` $\log \hat\theta_{cj}$.
     """
 
+    _tag_overrides: ClassVar[dict[str, bool]] = {
+        "input_tags.positive_only": True,  # counts
+        "classifier_tags.poor_score": True,  # as scikit-learn's MultinomialNB
+    }
+
     def __init__(
         self, *, alpha: float = 1.0, fit_prior: bool = True, class_prior: ArrayLike | None = None
     ) -> None:
@@ -135,7 +140,10 @@ class MultinomialNB(_BaseNB):
             raise ValueError(f"alpha must be >= 0; got {self.alpha}.")
         Xa, ya = check_X_y(X, y)
         if (Xa < 0).any():
-            raise ValueError("X has negative values; MultinomialNB needs non-negative counts.")
+            raise ValueError(
+                "Negative values in data passed to MultinomialNB (input X); it models "
+                "non-negative counts."
+            )
         codes = self._encode_labels(ya)
         self.n_features_in_ = Xa.shape[1]
         K = self.classes_.size

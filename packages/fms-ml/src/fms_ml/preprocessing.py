@@ -8,7 +8,7 @@ test information into cross-validation.
 from __future__ import annotations
 
 from itertools import chain, combinations, combinations_with_replacement
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -132,6 +132,11 @@ class OneHotEncoder(TransformerMixin, BaseEstimator):
     Attributes:
         categories_: list of the categories of each column.
     """
+
+    _tag_overrides: ClassVar[dict[str, bool]] = {
+        "input_tags.string": True,
+        "input_tags.categorical": True,
+    }
 
     def __init__(
         self,

@@ -37,7 +37,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fms_ml._optim import newton
-from fms_ml._validation import check_sample_weight, check_X_y, compute_class_weight
+from fms_ml._validation import (
+    check_sample_weight,
+    check_X_y,
+    compute_class_weight,
+    warn_not_converged,
+)
 from fms_ml.base import BaseEstimator, ClassifierMixin
 
 __all__ = ["SVC", "LinearSVC", "kernel_matrix"]
@@ -63,6 +68,7 @@ class LinearSVC(ClassifierMixin, BaseEstimator):
         classes_: the sorted class labels.
         coef_: `(1, p)` for two classes, `(K, p)` otherwise.
         intercept_: `(1,)` or `(K,)`.
+        n_iter_: Newton iterations of the longest one-vs-rest problem.
     """
 
     def __init__(
@@ -100,7 +106,7 @@ class LinearSVC(ClassifierMixin, BaseEstimator):
         cw = compute_class_weight(self.class_weight, self.classes_, codes, sw)
         self.class_weight_ = cw
         base = float(self.C) * (np.ones(len(codes)) if sw is None else sw)
-        W = []
+        W, iters, all_converged = [], [], True
         for k in [1] if K == 2 else range(K):
             yk = np.where(codes == k, 1.0, -1.0)
             # liblinear: binary Cp, Cn = C c_1, C c_0; one-vs-rest Cp, Cn = C c_k, C
@@ -122,8 +128,13 @@ class LinearSVC(ClassifierMixin, BaseEstimator):
 
             w0 = np.zeros(Xt.shape[1])
             g0 = np.max(np.abs(fun(w0)[1]))
-            w, _, _ = newton(fun, hess, w0, tol=self.tol * g0, max_iter=self.max_iter)
+            w, n_iter, converged = newton(fun, hess, w0, tol=self.tol * g0, max_iter=self.max_iter)
             W.append(w)
+            iters.append(n_iter)
+            all_converged = all_converged and converged
+        self.n_iter_ = max(iters)  # the longest of the one-vs-rest problems, as liblinear's
+        if not all_converged:
+            warn_not_converged(self, self.max_iter)
         Wa = np.asarray(W)
         if self.fit_intercept:
             self.coef_ = Wa[:, :-1]
@@ -466,6 +477,8 @@ class SVC(ClassifierMixin, BaseEstimator):
                 sv_mask[idx[sv]] = True
                 iters.append(it)
         self.n_iter_ = np.asarray(iters)
+        if self.max_iter > 0 and self.n_iter_.max() >= self.max_iter:
+            warn_not_converged(self, self.max_iter, " (SMO terminated early)")
         self.support_ = np.nonzero(sv_mask)[0]
         order = np.argsort(codes[self.support_], kind="stable")
         self.support_ = self.support_[order]
