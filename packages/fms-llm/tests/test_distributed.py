@@ -11,24 +11,16 @@ deadline, and every process a test starts is gone when it ends.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import safetensors.torch
 import torch
 
 from fms_dl.torch.checkpoint import latest_checkpoint
-from fms_llm.distributed import DistEnv, DistributedError, make_strategy, spawn
-from fms_llm.distributed.tensor_parallel import TensorParallelError
-from fms_llm.models import GPT, GPTConfig, Llama, LlamaConfig
+from fms_llm.distributed import DistEnv, spawn
 from fms_llm.train import load_config, pretrain
 
 pytestmark = pytest.mark.skipif(
@@ -164,7 +156,8 @@ def test_consolidated_checkpoints_resume_at_another_world_size(
     run = tmp_path / "run"
     _rewind(runs[saved], run, 15)
     ckpt = latest_checkpoint(run / "checkpoints")
-    assert ckpt is not None and ckpt.name == "step-00000015"
+    assert ckpt is not None
+    assert ckpt.name == "step-00000015"
     state = json.loads((ckpt / "state.json").read_text())
     assert (state["extra"]["world_size"], state["extra"]["parallel"]) == (2, saved)
     argv = overrides(run, data_cache, **LLAMA, **{"train.parallel": resumed})

@@ -29,7 +29,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -76,7 +76,7 @@ class DistEnv:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     owns_group: bool = False
 
     @property
@@ -147,9 +147,7 @@ def _device_for_rank(requested: str | None, local_rank: int, world_size: int) ->
     return torch.device("cuda", local_rank)
 
 
-def init_distributed(
-    device: str | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S
-) -> DistEnv:
+def init_distributed(device: str | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistEnv:
     """Join the process group described by torchrun's environment (or stay one process).
 
     Without torchrun's variables (and no group already running) this is a one-process run:
@@ -279,7 +277,7 @@ def spawn(
     with tempfile.TemporaryDirectory(prefix="fms-dist-") as tmp:
         store = os.path.join(tmp, "store")
         procs = [
-            ctx.Process(
+            ctx.Process(  # type: ignore[attr-defined]
                 target=_worker,
                 args=(r, world_size, store, backend, timeout_s, threads, fn, args, results),
                 daemon=True,

@@ -200,7 +200,9 @@ class ColumnParallelLinear(nn.Module):
         nn.init.normal_(self.weight, 0.0, 0.02)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, group: Group = None, **kwargs: Any) -> ColumnParallelLinear:
+    def from_linear(
+        cls, linear: nn.Linear, group: Group = None, **kwargs: Any
+    ) -> ColumnParallelLinear:
         """This rank's shard of an existing `nn.Linear` (its weights copied, on its device)."""
         layer = cls(
             linear.in_features, linear.out_features, linear.bias is not None, group=group, **kwargs
@@ -266,7 +268,9 @@ class RowParallelLinear(nn.Module):
         nn.init.normal_(self.weight, 0.0, 0.02)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, group: Group = None, **kwargs: Any) -> RowParallelLinear:
+    def from_linear(
+        cls, linear: nn.Linear, group: Group = None, **kwargs: Any
+    ) -> RowParallelLinear:
         """This rank's shard of an existing `nn.Linear` (its weights copied, on its device)."""
         layer = cls(
             linear.in_features, linear.out_features, linear.bias is not None, group=group, **kwargs
@@ -311,7 +315,8 @@ def check_tensor_parallel(config: ModelConfig, world_size: int) -> None:
     """
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise TensorParallelError(f"world_size must be an int >= 1, got {world_size!r}")
-    assert config.n_kv_heads is not None and config.d_ff is not None
+    assert config.n_kv_heads is not None
+    assert config.d_ff is not None
     for field, value in (
         ("n_heads", config.n_heads),
         ("n_kv_heads", config.n_kv_heads),
@@ -322,7 +327,11 @@ def check_tensor_parallel(config: ModelConfig, world_size: int) -> None:
             raise TensorParallelError(
                 f"tensor parallelism over {world_size} processes splits model.{field}={value}, "
                 f"which is not divisible by {world_size}; use a world size in {divisors[:8]}"
-                + (" (grouped-query attention splits whole key/value heads)" if field == "n_kv_heads" else "")
+                + (
+                    " (grouped-query attention splits whole key/value heads)"
+                    if field == "n_kv_heads"
+                    else ""
+                )
             )
     if config.dropout:
         raise TensorParallelError(
@@ -362,7 +371,7 @@ def tensor_parallel(model: GPT, group: Group = None) -> GPT:
         for name in ("q_proj", "k_proj", "v_proj"):
             linear = getattr(attn, name)
             setattr(attn, name, ColumnParallelLinear.from_linear(linear, group, copy_input=False))
-        attn.out_proj = RowParallelLinear.from_linear(attn.out_proj, group)
+        setattr(attn, "out_proj", RowParallelLinear.from_linear(attn.out_proj, group))  # noqa: B010
         attn.n_heads //= world
         attn.n_kv_heads //= world
         attn.register_forward_pre_hook(enter, with_kwargs=True)
@@ -372,7 +381,7 @@ def tensor_parallel(model: GPT, group: Group = None) -> GPT:
         for name in column:
             linear = getattr(ffn, name)
             setattr(ffn, name, ColumnParallelLinear.from_linear(linear, group, copy_input=False))
-        ffn.down_proj = RowParallelLinear.from_linear(ffn.down_proj, group)
+        setattr(ffn, "down_proj", RowParallelLinear.from_linear(ffn.down_proj, group))  # noqa: B010
         ffn.register_forward_pre_hook(enter, with_kwargs=True)
     return model
 

@@ -405,9 +405,7 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
         shutdown(env)
 
 
-def _pretrain(
-    config: RunConfig, resume: bool, env: DistEnv, strategy: Strategy
-) -> PretrainResult:
+def _pretrain(config: RunConfig, resume: bool, env: DistEnv, strategy: Strategy) -> PretrainResult:
     t, m = config.train, config.model
     device = env.device
     out_dir = Path(t.out_dir)
