@@ -70,7 +70,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> Path
     return out
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def overrides() -> object:
     """The `tiny_overrides` helper."""
     return tiny_overrides

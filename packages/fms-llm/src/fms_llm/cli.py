@@ -3,6 +3,7 @@
     fms-llm train                          # the tiny preset: a GPT on the King James Bible
     fms-llm train --config small --set train.max_steps=500 --out-dir runs/s
     fms-llm train --out-dir runs/tiny --resume
+    torchrun --nproc-per-node 2 -m fms_llm.cli train --parallel fsdp --out-dir runs/f
     fms-llm generate runs/tiny/model --prompt "And God said" --max-new-tokens 60
     fms-llm eval runs/tiny/model --file some.txt
     fms-llm tokenizer train --input corpus.txt --vocab-size 4096 --out tokenizer.json
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +41,10 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "train",
         help="pretrain a language model from scratch",
-        description="Pretrain a GPT or Llama from a TOML config (a preset or a file) plus overrides.",
+        description=(
+            "Pretrain a GPT or Llama from a TOML config (a preset or a file) plus overrides. "
+            "On several processes: torchrun --nproc-per-node N -m fms_llm.cli train ..."
+        ),
     )
     p.add_argument("--config", default="tiny", help="preset (tiny, small, gpt2-124m) or TOML file")
     p.add_argument(
@@ -61,6 +66,11 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="torch.compile the training step (forward and loss; evaluation stays eager)",
     )
+    p.add_argument(
+        "--parallel",
+        choices=("auto", "none", "ddp", "fsdp", "tp"),
+        help="train.parallel: how processes started by torchrun share the work (auto: ddp)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--print-config", action="store_true", help="print the config and exit")
@@ -78,6 +88,7 @@ def _train(args: argparse.Namespace) -> int:
         "train.max_steps": args.max_steps,
         "train.device": args.device,
         "train.seed": args.seed,
+        "train.parallel": args.parallel,
     }
     overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     if args.compile:
@@ -89,6 +100,8 @@ def _train(args: argparse.Namespace) -> int:
         print(json.dumps(config.to_dict(), indent=1))
         return 0
     result = pretrain(config, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for the run
+        return 0
     m = result.metrics
     print(f"run: {result.out_dir}  model: {result.model_dir}")
     print(

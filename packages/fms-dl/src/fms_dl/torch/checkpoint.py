@@ -8,7 +8,8 @@ run/
   step-00000100/
     model.safetensors         # model.state_dict() (tied weights stored once)
     optimizer.safetensors     # optimizer state tensors; param groups and scalars as JSON metadata
-    rng.safetensors           # every RNG state as uint8 tensors (fms_dl.torch.seed)
+    rng.safetensors           # every RNG state as uint8 tensors (fms_dl.torch.seed); a
+                              # distributed run stores rank r's under "rank{r}/" (rank 0 bare)
     state.json                # step, extra, format version, size and sha256 of every file
   step-00000200/
     ...
@@ -28,6 +29,16 @@ parent). Stale temporaries from a crashed writer are removed by the next save.
 **Verified.** `state.json` records the size and SHA-256 of each file; loading checks them before
 touching the model, then checks keys and shapes strictly, and only then copies anything, so a
 failed load leaves the model, optimiser and RNG as they were.
+
+**Distributed runs** save *consolidated* state: `save_checkpoint` also takes a model state dict
+and an optimiser state dict (gathered from the shards by the caller, e.g.
+[fms_llm.distributed][]) instead of the live objects, and the RNG states of every rank. The
+files are then exactly those of a one-process run, so a run resumes at any world size.
+[read_checkpoint][fms_dl.torch.checkpoint.read_checkpoint] verifies and decodes a checkpoint
+without a model to load it into; its
+[check_model][fms_dl.torch.checkpoint.CheckpointContents.check_model] and
+[check_optimizer][fms_dl.torch.checkpoint.CheckpointContents.check_optimizer] match it against
+the *global* shapes of a sharded model before any shard is touched.
 """
 
 from __future__ import annotations
@@ -38,6 +49,8 @@ import os
 import shutil
 import struct
 import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +60,14 @@ from torch import Tensor, nn
 
 from fms_dl.torch.seed import capture_rng_state, restore_rng_state
 
-__all__ = ["CheckpointError", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CheckpointContents",
+    "CheckpointError",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+]
 
 FORMAT = "fms-dl-checkpoint"
 FORMAT_VERSION = 1
@@ -95,13 +115,15 @@ def _write_durable(path: Path, data: bytes) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _model_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """`model.state_dict()` with tied tensors stored once: (tensors, {alias: stored key})."""
+def _model_tensors(
+    state: Mapping[str, Any],
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """A model state dict with tied tensors stored once: (tensors, {alias: stored key})."""
     tensors: dict[str, Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple[Any, ...], str] = {}
     storages: set[int] = set()
-    for key, value in model.state_dict().items():
+    for key, value in state.items():
         if not isinstance(value, Tensor):
             raise TypeError(
                 f"save_checkpoint: model.state_dict()[{key!r}] is a {type(value).__name__}; "
@@ -193,40 +215,59 @@ def _read_safetensors(path: Path, data: bytes) -> tuple[dict[str, Tensor], dict[
 # ---------------------------------------------------------------------------------------------
 
 
+def _rank_prefix(rank: int) -> str:
+    """Key prefix of rank `rank`'s RNG states in `rng.safetensors` (rank 0's keys are bare)."""
+    return "" if rank == 0 else f"rank{rank}/"
+
+
 def save_checkpoint(
     directory: str | Path,
     *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    model: nn.Module | Mapping[str, Tensor],
+    optimizer: torch.optim.Optimizer | Mapping[str, Any] | None = None,
     step: int,
     extra: dict[str, Any] | None = None,
-    rng: bool = True,
+    rng: bool | Sequence[Mapping[str, Tensor]] = True,
     keep_last: int | None = None,
+    param_shapes: Sequence[Sequence[int]] | None = None,
 ) -> Path:
     """Write `directory/step-{step:08d}/` atomically and point `directory/latest` at it.
 
     Args:
         directory: The run directory (created if needed).
-        model: Its `state_dict()` goes to `model.safetensors`. Tied parameters are stored once.
-        optimizer: Its `state_dict()` goes to `optimizer.safetensors`: every tensor under a key
-            such as `optim.state.3.exp_avg`, everything else (param groups, integer step counts)
-            as JSON in the file's metadata, with the shape of every parameter (checked on load).
+        model: A module, whose `state_dict()` goes to `model.safetensors`, or a state dict
+            itself (a distributed run's consolidated weights). Tied parameters are stored once.
+        optimizer: An optimiser, whose `state_dict()` goes to `optimizer.safetensors`: every
+            tensor under a key such as `optim.state.3.exp_avg`, everything else (param groups,
+            integer step counts) as JSON in the file's metadata, with the shape of every
+            parameter (checked on load). Or an optimiser state dict itself, with
+            `param_shapes`.
         step: The number of optimiser steps completed (>= 0).
         extra: JSON-serialisable data stored in `state.json` and returned by `load_checkpoint`.
-        rng: Also save every RNG state ([capture_rng_state][fms_dl.torch.seed.capture_rng_state]).
+        rng: `True`: save this process's RNG states
+            ([capture_rng_state][fms_dl.torch.seed.capture_rng_state]); `False`: none; a
+            sequence: the states of every rank of a distributed run, rank 0 first.
         keep_last: If set, delete all but the newest `keep_last` step directories afterwards.
+        param_shapes: The (global) shape of every parameter of the optimiser, in the order of
+            its parameter groups; required when `optimizer` is a state dict.
 
     Returns:
         The step directory.
 
     Raises:
         TypeError: a state entry is neither a tensor nor JSON-serialisable.
-        ValueError: `step` or `keep_last` is invalid.
+        ValueError: `step` or `keep_last` is invalid, or an optimiser state dict without
+            `param_shapes`.
     """
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"save_checkpoint: step must be an int >= 0, got {step!r}")
     if keep_last is not None and keep_last < 1:
         raise ValueError(f"save_checkpoint: keep_last must be >= 1 or None, got {keep_last!r}")
+    if isinstance(optimizer, Mapping) and param_shapes is None:
+        raise ValueError(
+            "save_checkpoint: optimizer is a state dict, so param_shapes (the shape of every "
+            "parameter, in group order) is required"
+        )
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -235,16 +276,29 @@ def save_checkpoint(
         raise TypeError(f"save_checkpoint: extra must be JSON-serialisable ({exc})") from exc
 
     # Build every blob in memory first: a serialisation error then writes nothing at all.
-    tensors, aliases = _model_tensors(model)
+    tensors, aliases = _model_tensors(model.state_dict() if isinstance(model, nn.Module) else model)
     blobs = {_MODEL: _safetensors_bytes(tensors, {"aliases": json.dumps(aliases)})}
     if optimizer is not None:
         opt_tensors: dict[str, Tensor] = {}
-        meta = _encode(optimizer.state_dict(), "optim", opt_tensors)
-        shapes = [list(p.shape) for g in optimizer.param_groups for p in g["params"]]
+        if isinstance(optimizer, torch.optim.Optimizer):
+            sd: Mapping[str, Any] = optimizer.state_dict()
+            shapes = [list(p.shape) for g in optimizer.param_groups for p in g["params"]]
+        else:
+            assert param_shapes is not None  # checked above
+            sd, shapes = optimizer, [list(s) for s in param_shapes]
+        meta = _encode(dict(sd), "optim", opt_tensors)
         opt_meta = {"state_dict": json.dumps(meta), "param_shapes": json.dumps(shapes)}
         blobs[_OPTIM] = _safetensors_bytes(opt_tensors, opt_meta)
-    if rng:
-        blobs[_RNG] = _safetensors_bytes(capture_rng_state(), {})
+    rng_ranks = 0
+    if rng is True:
+        blobs[_RNG], rng_ranks = _safetensors_bytes(capture_rng_state(), {}), 1
+    elif not isinstance(rng, bool):
+        states = {
+            _rank_prefix(r) + k: v.detach().cpu().contiguous()
+            for r, state in enumerate(rng)
+            for k, v in state.items()
+        }
+        blobs[_RNG], rng_ranks = _safetensors_bytes(states, {}), len(rng)
 
     for stale in root.glob(f"{_TMP_PREFIX}*"):  # left behind by a writer that crashed
         if stale.is_dir():
@@ -265,6 +319,7 @@ def save_checkpoint(
             "version": FORMAT_VERSION,
             "step": step,
             "extra": json.loads(extra_json),
+            "rng_ranks": rng_ranks,
             "files": files,
             "torch_version": torch.__version__,
         }
@@ -365,14 +420,19 @@ def _resolve(path: Path) -> Path:
     raise CheckpointError(f"{path}: checkpoint directory does not exist")
 
 
-def _check_model(
-    file: Path, model: nn.Module, tensors: dict[str, Tensor], aliases: dict[str, str]
+def _resolve_aliases(
+    file: Path, tensors: dict[str, Tensor], aliases: dict[str, str]
 ) -> dict[str, Tensor]:
     for alias, target in aliases.items():
         if target not in tensors:
             raise CheckpointError(f"{file}: tied key {alias!r} refers to missing key {target!r}")
         tensors[alias] = tensors[target]
-    expected = model.state_dict()
+    return tensors
+
+
+def _check_model(
+    file: Path, expected: Mapping[str, Sequence[int]], tensors: dict[str, Tensor]
+) -> dict[str, Tensor]:
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -380,9 +440,9 @@ def _check_model(
             f"{file}: keys do not match the model: missing {missing}, unexpected {unexpected}"
         )
     wrong = [
-        f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+        f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(v)}"
         for k, v in expected.items()
-        if tuple(tensors[k].shape) != tuple(v.shape)
+        if tuple(tensors[k].shape) != tuple(v)
     ]
     if wrong:
         raise CheckpointError(f"{file}: shape mismatch for {'; '.join(wrong)}")
@@ -390,7 +450,11 @@ def _check_model(
 
 
 def _check_optimizer(
-    file: Path, optimizer: torch.optim.Optimizer, sd: Any, shapes: list[list[int]] | None
+    file: Path,
+    optimizer: torch.optim.Optimizer,
+    sd: Any,
+    shapes: list[list[int]] | None,
+    live_shapes: Sequence[Sequence[int]] | None,
 ) -> dict[str, Any]:
     if not isinstance(sd, dict) or "state" not in sd or "param_groups" not in sd:
         raise CheckpointError(f"{file}: metadata is not an optimizer state_dict")
@@ -411,13 +475,14 @@ def _check_optimizer(
         for key, value in g_now.items():  # JSON turns tuples into lists: restore the live type
             if isinstance(value, tuple) and isinstance(g_saved.get(key), list):
                 g_saved[key] = tuple(g_saved[key])
-    live = [p for g in groups for p in g["params"]]
+    if live_shapes is None:
+        live_shapes = [tuple(p.shape) for g in groups for p in g["params"]]
     if shapes is not None:
-        for i, (saved_shape, p) in enumerate(zip(shapes, live, strict=True)):
-            if tuple(saved_shape) != tuple(p.shape):
+        for i, (saved_shape, live) in enumerate(zip(shapes, live_shapes, strict=True)):
+            if tuple(saved_shape) != tuple(live):
                 raise CheckpointError(
                     f"{file}: optimizer parameter {i} has shape {tuple(saved_shape)} in the "
-                    f"checkpoint, {tuple(p.shape)} in the optimizer"
+                    f"checkpoint, {tuple(live)} in the optimizer"
                 )
     for idx in sd["state"]:
         if int(idx) not in index_to_param:
@@ -426,34 +491,69 @@ def _check_optimizer(
     return sd
 
 
-def load_checkpoint(
-    path: str | Path,
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    restore_rng: bool = True,
-    map_location: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """Verify and load a checkpoint into `model` (and `optimizer`, and the RNGs).
+@dataclass
+class CheckpointContents:
+    """A checkpoint read and verified by [read_checkpoint][fms_dl.torch.checkpoint.read_checkpoint],
+    not yet loaded into anything.
 
-    Everything is read, hash-checked and matched against the model and optimiser before any of
-    them is modified, so a failing load changes nothing.
+    Attributes:
+        path: The step directory.
+        step: Optimiser steps completed.
+        extra: The `extra` dict given to `save_checkpoint`.
+        model: Every weight by state-dict key (tied keys resolved), on the CPU.
+        optimizer: The optimiser state dict (`None` if not read or not saved).
+        param_shapes: The shape of every optimiser parameter as saved (`None` if unknown).
+        rng: The RNG states of every rank that saved them, rank 0 first (one entry for a
+            one-process run; empty if not read or not saved).
+    """
+
+    path: Path
+    step: int
+    extra: dict[str, Any]
+    model: dict[str, Tensor]
+    optimizer: dict[str, Any] | None
+    param_shapes: list[list[int]] | None
+    rng: list[dict[str, Tensor]]
+
+    def check_model(self, shapes: Mapping[str, Sequence[int]]) -> dict[str, Tensor]:
+        """The weights, after checking that their keys and shapes are exactly `shapes`.
+
+        Raises:
+            CheckpointError: missing or unexpected keys, or a shape mismatch (named).
+        """
+        return _check_model(self.path / _MODEL, shapes, dict(self.model))
+
+    def check_optimizer(
+        self,
+        optimizer: torch.optim.Optimizer,
+        shapes: Sequence[Sequence[int]] | None = None,
+    ) -> dict[str, Any]:
+        """The optimiser state dict, checked against `optimizer`'s parameter groups and
+        parameter shapes (`shapes`: the *global* shapes, for a sharded model; default the live
+        parameters' shapes), ready for `optimizer.load_state_dict`.
+
+        Raises:
+            CheckpointError: saved without an optimiser, or groups/counts/shapes that differ.
+        """
+        file = self.path / _OPTIM
+        if self.optimizer is None:
+            raise CheckpointError(f"{file}: the optimizer state was not read (optimizer=False)")
+        return _check_optimizer(file, optimizer, self.optimizer, self.param_shapes, shapes)
+
+
+def read_checkpoint(
+    path: str | Path, *, optimizer: bool = True, rng: bool = True
+) -> CheckpointContents:
+    """Read and verify a checkpoint (sizes and SHA-256 of every file) without loading it.
 
     Args:
-        path: A step directory, or a run directory (its newest checkpoint is used, see
-            [latest_checkpoint][fms_dl.torch.checkpoint.latest_checkpoint]).
-        model: Receives the weights; keys and shapes must match exactly.
-        optimizer: Receives the optimiser state, if given.
-        restore_rng: Restore every RNG state (needed for a bitwise-exact resume).
-        map_location: Device the tensors are loaded to before being copied into the model
-            (optimiser state follows its parameters' device, as in `torch.optim`).
-
-    Returns:
-        `{"step": int, "extra": dict}`.
+        path: A step directory, or a run directory (its newest checkpoint is used).
+        optimizer: Also read the optimiser state (the checkpoint must have one).
+        rng: Also read the RNG states (of every rank that saved them).
 
     Raises:
-        CheckpointError: no checkpoint, a missing/truncated/corrupt file, or keys/shapes that
-            do not match; the message names the file and key.
+        CheckpointError: no checkpoint, a missing/truncated/corrupt file, no optimiser state
+            (with `optimizer=True`), or no RNG states (with `rng=True`).
     """
     step_dir = _resolve(Path(path))
     state_path = step_dir / _STATE
@@ -468,13 +568,14 @@ def load_checkpoint(
             f"{state_path}: format version {state.get('version')!r}, this code reads {FORMAT_VERSION}"
         )
     files = state["files"]
+    rng_ranks = int(state.get("rng_ranks", 1 if _RNG in files else 0))
 
     model_file = step_dir / _MODEL
     tensors, meta = _read_safetensors(model_file, _read_verified(step_dir, _MODEL, files))
-    tensors = _check_model(model_file, model, tensors, json.loads(meta.get("aliases", "{}")))
+    tensors = _resolve_aliases(model_file, tensors, json.loads(meta.get("aliases", "{}")))
 
-    opt_sd = None
-    if optimizer is not None:
+    opt_sd, shapes = None, None
+    if optimizer:
         opt_file = step_dir / _OPTIM
         if _OPTIM not in files:
             raise CheckpointError(f"{opt_file}: this checkpoint was saved without an optimizer")
@@ -484,24 +585,80 @@ def load_checkpoint(
             shapes = json.loads(meta.get("param_shapes", "null"))
         except (KeyError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{opt_file}: missing or unreadable optimizer metadata") from exc
-        opt_sd = _check_optimizer(
-            opt_file, optimizer, _decode(encoded, opt_tensors, opt_file), shapes
-        )
+        opt_sd = _decode(encoded, opt_tensors, opt_file)
 
-    rng_state = None
-    if restore_rng:
+    rng_states: list[dict[str, Tensor]] = []
+    if rng:
         rng_file = step_dir / _RNG
         if _RNG not in files:
             raise CheckpointError(
                 f"{rng_file}: this checkpoint was saved with rng=False; pass restore_rng=False"
             )
-        rng_state, _ = _read_safetensors(rng_file, _read_verified(step_dir, _RNG, files))
+        every, _ = _read_safetensors(rng_file, _read_verified(step_dir, _RNG, files))
+        for r in range(rng_ranks):
+            prefix = _rank_prefix(r)
+            rng_states.append(
+                {k[len(prefix) :]: v for k, v in every.items() if k.startswith(prefix)}
+                if prefix
+                else {k: v for k, v in every.items() if not k.startswith("rank")}
+            )
+    return CheckpointContents(
+        path=step_dir,
+        step=int(state["step"]),
+        extra=state.get("extra", {}),
+        model=tensors,
+        optimizer=opt_sd,
+        param_shapes=shapes,
+        rng=rng_states,
+    )
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    restore_rng: bool = True,
+    map_location: str | torch.device = "cpu",
+    rng_rank: int = 0,
+) -> dict[str, Any]:
+    """Verify and load a checkpoint into `model` (and `optimizer`, and the RNGs).
+
+    Everything is read, hash-checked and matched against the model and optimiser before any of
+    them is modified, so a failing load changes nothing.
+
+    Args:
+        path: A step directory, or a run directory (its newest checkpoint is used, see
+            [latest_checkpoint][fms_dl.torch.checkpoint.latest_checkpoint]).
+        model: Receives the weights; keys and shapes must match exactly.
+        optimizer: Receives the optimiser state, if given.
+        restore_rng: Restore every RNG state (needed for a bitwise-exact resume).
+        map_location: Device the tensors are loaded to before being copied into the model
+            (optimiser state follows its parameters' device, as in `torch.optim`).
+        rng_rank: Whose RNG states to restore, for a checkpoint of a distributed run.
+
+    Returns:
+        `{"step": int, "extra": dict}`.
+
+    Raises:
+        CheckpointError: no checkpoint, a missing/truncated/corrupt file, or keys/shapes that
+            do not match; the message names the file and key.
+    """
+    contents = read_checkpoint(path, optimizer=optimizer is not None, rng=restore_rng)
+    if restore_rng and not 0 <= rng_rank < len(contents.rng):
+        raise CheckpointError(
+            f"{contents.path / _RNG}: holds the RNG states of {len(contents.rng)} rank(s), "
+            f"not of rank {rng_rank}"
+        )
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    tensors = contents.check_model(shapes)
+    opt_sd = contents.check_optimizer(optimizer) if optimizer is not None else None
 
     # All checks passed: now mutate.
     device = torch.device(map_location)
     model.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=True)
     if optimizer is not None and opt_sd is not None:
         optimizer.load_state_dict(opt_sd)
-    if rng_state is not None:
-        restore_rng_state(rng_state)
-    return {"step": int(state["step"]), "extra": state.get("extra", {})}
+    if restore_rng:
+        restore_rng_state(contents.rng[rng_rank])
+    return {"step": contents.step, "extra": contents.extra}

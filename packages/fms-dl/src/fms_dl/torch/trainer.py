@@ -23,14 +23,17 @@ function of the step. So `fit(resume=True)` continues on exactly the same trajec
 final weights are bitwise equal to those of an uninterrupted run (a test kills a run with
 SIGKILL and checks this).
 
-**Distributed data parallel (hooks in place, multi-process training not built yet).** Pass the
-model wrapped in `DistributedDataParallel`: every micro-batch but the last runs under
-`model.no_sync()` so that gradients are all-reduced once per optimiser step
-(`_sync_context`), checkpoints store the unwrapped module (`unwrapped_model`, which also
-strips a `torch.compile` wrapper), and logging, the progress bar and checkpointing run on rank 0
-only (`is_main_process`); a test runs this in a one-process gloo group. Still to do for several processes: `batch_fn` must shard the data
-(index `i * world_size + rank`), each rank's RNG states must be saved, and every rank must load
-the checkpoint on resume.
+**Hooks for distributed training.** Pass the model wrapped in `DistributedDataParallel`: every
+micro-batch but the last runs under `model.no_sync()` so that gradients are all-reduced once per
+optimiser step (`_sync_context`), checkpoints store the unwrapped module (`unwrapped_model`,
+which also strips a `torch.compile` wrapper), and logging, the progress bar and checkpointing run
+on rank 0 only (`is_main_process`). Sharded training (FSDP, tensor parallelism) overrides three
+methods: [save][fms_dl.torch.trainer.Trainer.save] (gather the shards into one consolidated
+checkpoint), [restore][fms_dl.torch.trainer.Trainer.restore] (load it back into the shards, at
+any world size) and [clip_gradients][fms_dl.torch.trainer.Trainer.clip_gradients] (the norm of
+a gradient split over ranks); [fms_llm.distributed][] builds DDP, FSDP and tensor-parallel
+training on them, with each rank's batches a slice of the global batch so that several
+processes follow the one-process trajectory.
 """
 
 from __future__ import annotations
@@ -129,8 +132,8 @@ class TrainerConfig:
 class Callback:
     """Hooks called by the [Trainer][fms_dl.torch.trainer.Trainer]; every method is a no-op.
 
-    Subclass and override what you need. Callbacks run on every process (rank checks, when
-    distributed training arrives, are the callback's business).
+    Subclass and override what you need. Callbacks run on every process of a distributed run
+    (rank checks are the callback's business).
     """
 
     def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
@@ -283,12 +286,7 @@ class Trainer:
                     )
                 (loss / cfg.grad_accum_steps).backward()  # type: ignore[no-untyped-call]
             total += loss.detach().float()
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if cfg.clip_grad_norm is not None:
-            grad_norm = clip_grad_norm(params, cfg.clip_grad_norm)
-        else:
-            grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-            grad_norm = torch.stack(grads).norm() if grads else torch.zeros(())
+        grad_norm = self.clip_gradients()
         self.optimizer.step()
         self.step += 1
         loss_value = (total / cfg.grad_accum_steps).item()  # one host sync per optimiser step
@@ -301,6 +299,18 @@ class Trainer:
         }
         metrics.update(self._throughput(1, elapsed))
         return metrics
+
+    def clip_gradients(self) -> torch.Tensor:
+        """The global gradient norm, after clipping the gradients to `config.clip_grad_norm`.
+
+        Every parameter of the optimiser counts once. A sharded model, whose gradients are
+        split over ranks, overrides this to reduce the squared norm over the ranks.
+        """
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.config.clip_grad_norm is not None:
+            return clip_grad_norm(params, self.config.clip_grad_norm)
+        grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+        return torch.stack(grads).norm() if grads else torch.zeros(())
 
     def _throughput(self, steps: int, seconds: float) -> dict[str, float]:
         """`tokens_per_s` (and `mfu`) over `steps` optimiser steps that took `seconds`."""
@@ -348,6 +358,24 @@ class Trainer:
             keep_last=cfg.checkpoint_keep_last,
         )
 
+    def restore(self, path: Path) -> None:
+        """Load the checkpoint `path` into the model, the optimiser, the RNGs and `step`.
+
+        Called by `fit(resume=True)` on every process; a sharded model overrides it to place
+        the consolidated tensors into its shards.
+        """
+        info = load_checkpoint(
+            path, model=self.unwrapped_model, optimizer=self.optimizer, map_location=self.device
+        )
+        self.step = info["step"]
+        self.metrics = dict(info["extra"].get("metrics", {}))
+
+    def resume_checkpoint(self) -> Path | None:
+        """The checkpoint `fit(resume=True)` continues from: the newest one in
+        `config.checkpoint_dir` (`None` if there is none)."""
+        assert self.config.checkpoint_dir is not None
+        return latest_checkpoint(self.config.checkpoint_dir)
+
     def _progress(self) -> Any:
         if not (self.config.progress and self.is_main_process):
             return None
@@ -375,16 +403,9 @@ class Trainer:
         if resume:
             if cfg.checkpoint_dir is None:
                 raise ValueError("Trainer.fit: resume=True needs config.checkpoint_dir")
-            found = latest_checkpoint(cfg.checkpoint_dir)
+            found = self.resume_checkpoint()
             if found is not None:
-                info = load_checkpoint(
-                    found,
-                    model=self.unwrapped_model,
-                    optimizer=self.optimizer,
-                    map_location=self.device,
-                )
-                self.step = info["step"]
-                self.metrics = dict(info["extra"].get("metrics", {}))
+                self.restore(found)
         final: dict[str, float] = dict(self.metrics)
         bar = self._progress()
         last_saved = self.step if resume else -1

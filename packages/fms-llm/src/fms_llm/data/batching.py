@@ -7,6 +7,10 @@ run resumed at step $s$ sees exactly the batches the uninterrupted run would hav
 resume needs no data-loader state. Inputs are `window[:-1]`, targets `window[1:]` (next-token
 prediction).
 
+**A slice for each data-parallel rank.** With `part=(r, W)` the same $B$ starts are drawn and
+rank $r$ keeps rows $rB/W, \dots, (r+1)B/W - 1$: the $W$ ranks together hold exactly the
+one-process batch, which is what makes a $W$-process run follow the one-process trajectory.
+
 **Sequential windows** tile a split without overlap, in order, for a deterministic validation
 loss; every token of the split (but the last partial window) is predicted exactly once.
 """
@@ -41,8 +45,11 @@ def random_windows(
     seq_len: int,
     seed: int,
     index: int,
+    part: tuple[int, int] = (0, 1),
 ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.int64]]]:
     """Micro-batch `index`: inputs and targets of shape `(batch_size, seq_len)`, int64.
+
+    With `part=(rank, world_size)`, only that rank's `batch_size / world_size` rows of it.
 
     Args:
         shards: token arrays (e.g. memory-mapped shards of one split).
@@ -50,12 +57,23 @@ def random_windows(
         seq_len: tokens per window (the model's context).
         seed: run seed.
         index: global micro-batch index (optimiser step × accumulation + micro-step).
+        part: `(rank, world_size)`: the slice of the batch this data-parallel rank takes.
+
+    Raises:
+        ValueError: bad sizes, or a `part` whose world size does not divide `batch_size`.
     """
     _check(shards, batch_size, seq_len)
+    rank, world = part
+    if world < 1 or not 0 <= rank < world or batch_size % world:
+        raise ValueError(
+            f"part=(rank={rank}, world_size={world}) must have 0 <= rank < world_size and "
+            f"world_size dividing batch_size={batch_size}"
+        )
+    rows = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
     counts = np.array([max(0, len(s) - seq_len) for s in shards], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     rng = np.random.default_rng([seed, index])
-    starts = rng.integers(0, offsets[-1], size=batch_size)
+    starts = rng.integers(0, offsets[-1], size=batch_size)[rows]
     which = np.searchsorted(offsets, starts, side="right") - 1
     windows = np.stack(
         [

