@@ -44,7 +44,7 @@ class NotFittedError(ValueError, AttributeError):
     It subclasses `ValueError` and `AttributeError`, as scikit-learn's `NotFittedError` does, so
     `hasattr(est, "classes_")`-style probes and `except ValueError` both behave as they do with
     scikit-learn. The instances fms_ml raises are made by
-    [`not_fitted_error`][fms_ml._validation.not_fitted_error], which also makes them instances of
+    `fms_ml._validation.not_fitted_error`, which also makes them instances of
     scikit-learn's class when scikit-learn is loaded.
     """
 

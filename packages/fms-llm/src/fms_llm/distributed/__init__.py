@@ -10,9 +10,7 @@
   functions over all-reduce, [ColumnParallelLinear][fms_llm.distributed.tensor_parallel.ColumnParallelLinear]
   and [RowParallelLinear][fms_llm.distributed.tensor_parallel.RowParallelLinear];
 - [fms_llm.distributed.trainer][]: the fms-dl Trainer on several processes, with consolidated,
-  world-size-independent checkpoints;
-- [fms_llm.distributed.memory][]: the memory and communication calculator, and a meter of the
-  peak memory a training step really uses.
+  world-size-independent checkpoints.
 
 Training: `torchrun --nproc-per-node N -m fms_llm.cli train --parallel {ddp,fsdp,tp} ...`.
 """

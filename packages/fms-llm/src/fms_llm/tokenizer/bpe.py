@@ -100,7 +100,7 @@ _TIMEOUT_PER_CHAR = 1e-6
 def pretokenizer(
     pattern: str, *, timeout: float | None = PATTERN_TIMEOUT
 ) -> Callable[[str], list[str]]:
-    """The function that cuts text into pre-tokens with `pattern`; the pieces tile the text.
+    r"""The function that cuts text into pre-tokens with `pattern`; the pieces tile the text.
 
     For the built-in patterns (which match every character, and run in linear time: their repeats
     are possessive), ASCII text goes through an equivalent `re` pattern (faster) and other text
@@ -626,11 +626,11 @@ class BPETokenizer:
         Args:
             texts: the strings.
             num_workers: processes to use (default: all CPUs).
-            allowed_special: as in [encode][fms_llm.tokenizer.BPETokenizer.encode].
-            disallowed_special: as in [encode][fms_llm.tokenizer.BPETokenizer.encode].
+            allowed_special: as in [encode][fms_llm.tokenizer.bpe.BPETokenizer.encode].
+            disallowed_special: as in [encode][fms_llm.tokenizer.bpe.BPETokenizer.encode].
 
         Raises:
-            TypeError, ValueError: as [encode][fms_llm.tokenizer.BPETokenizer.encode] does.
+            TypeError, ValueError: as [encode][fms_llm.tokenizer.bpe.BPETokenizer.encode] does.
         """
         texts = list(texts)
         for k, t in enumerate(texts):
@@ -713,11 +713,11 @@ class BPETokenizer:
         Args:
             lines: the strings, concatenated in order.
             block_size: characters buffered before a scan.
-            allowed_special: as in [encode][fms_llm.tokenizer.BPETokenizer.encode].
-            disallowed_special: as in [encode][fms_llm.tokenizer.BPETokenizer.encode].
+            allowed_special: as in [encode][fms_llm.tokenizer.bpe.BPETokenizer.encode].
+            disallowed_special: as in [encode][fms_llm.tokenizer.bpe.BPETokenizer.encode].
 
         Raises:
-            TypeError, ValueError: as [encode][fms_llm.tokenizer.BPETokenizer.encode] does.
+            TypeError, ValueError: as [encode][fms_llm.tokenizer.bpe.BPETokenizer.encode] does.
         """
         for block in self._encode_blocks(
             lines,

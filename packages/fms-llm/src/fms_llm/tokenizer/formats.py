@@ -226,7 +226,7 @@ class TokenizerFileError(ValueError):
     """A tokenizer file is unreadable, malformed or inconsistent; the message names the file.
 
     The one error class [read_hf_tokenizer_json][fms_llm.tokenizer.formats.read_hf_tokenizer_json]
-    and [BPETokenizer.load][fms_llm.tokenizer.BPETokenizer.load] raise for any file content (a
+    and [BPETokenizer.load][fms_llm.tokenizer.bpe.BPETokenizer.load] raise for any file content (a
     `ValueError`, so callers that caught `ValueError` still do).
     """
 
