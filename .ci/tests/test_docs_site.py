@@ -7,6 +7,7 @@ the site itself.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -33,6 +34,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _site_path() -> str:
+    """The path part of mkdocs.yml's `site_url` (`/fms/`), which site-absolute links start with."""
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    found = re.search(r"^site_url:\s*(\S+)", config, flags=re.MULTILINE)
+    return urlsplit(found.group(1)).path.rstrip("/") if found else ""
+
+
+_SITE_PATH = _site_path()
+
+
 class _Page(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -45,6 +56,8 @@ class _Page(HTMLParser):
             self.ids.add(str(a["id"]))
         if tag == "a" and a.get("name"):
             self.ids.add(str(a["name"]))
+        if tag == "link" and a.get("rel") == "canonical":
+            return  # the page's published address, never fetched by a browser
         for key in ("href", "src"):
             if a.get(key):
                 self.links.append((tag, str(a[key])))
@@ -79,7 +92,8 @@ def test_no_page_links_to_a_missing_target(site: Path) -> None:
             if not parts.path:
                 target = path
             elif parts.path.startswith("/"):  # site-absolute (only the 404 page uses these)
-                target = (site / unquote(parts.path).lstrip("/")).resolve()
+                local = unquote(parts.path).removeprefix(_SITE_PATH)
+                target = (site / local.lstrip("/")).resolve()
             else:
                 target = (path.parent / unquote(parts.path)).resolve()
             if target.is_dir():
