@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -71,20 +69,6 @@ def _chromium() -> str:
             "(apt-get install chromium; .ci/run does this) or set $CHROMIUM to its path"
         )
     return path
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if "FMS_SITE_DIR" in os.environ:
-        return Path(os.environ["FMS_SITE_DIR"])
-    out = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-        cwd=ROOT,
-        check=True,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-    )
-    return out
 
 
 @pytest.fixture(scope="module")
