@@ -52,12 +52,16 @@ def test_bible_run_beats_the_unigram_baseline_clearly(
 ) -> None:
     """100 steps on the King James Bible: validation loss at least 0.5 nats/token under the
     best unigram model (token frequencies of the training split, add-one smoothed), scored on
-    exactly the same validation tokens."""
+    exactly the same validation tokens.
+
+    Peak lr 3e-3: at 1e-2 this one-seed run sits on the edge of stability (its validation loss
+    ranged 4.40-5.08 nats over warm-up lengths 5-11, and a one-step shift of the warm-up moved
+    it by 0.22); at 3e-3 and 5e-3 it lands at 4.22-4.32 for warm-ups of 5 and 10."""
     extra = {
         "data.corpus": "kjv", "data.vocab_size": 512, "data.val_fraction": 0.02,
         "model.n_layers": 2, "model.d_model": 64, "model.n_heads": 4, "model.max_seq_len": 64,
         "train.seq_len": 64, "train.batch_size": 16, "train.max_steps": 100,
-        "train.warmup_steps": 10, "train.lr": 1e-2, "train.min_lr": 1e-3, "train.eval_every": 100,
+        "train.warmup_steps": 10, "train.lr": 3e-3, "train.min_lr": 1e-3, "train.eval_every": 100,
         "train.eval_batches": 8, "train.checkpoint_every": None,
     }  # fmt: skip
     config = load_config("tiny", overrides(tmp_path / "run", data_cache, **extra))

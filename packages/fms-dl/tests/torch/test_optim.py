@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -192,25 +193,44 @@ def _close(ours: list[float], ref: list[float]) -> None:
         assert a == pytest.approx(b, rel=1e-12, abs=1e-15)
 
 
+def _cosine_formula(s: int, max_lr: float, warmup: int, total: int, min_lr: float) -> float:
+    """The documented schedule, written out: max*s/W in the warm-up, then half a cosine."""
+    if s < warmup:
+        return max_lr * s / warmup
+    if s > total:
+        return min_lr
+    return min_lr + 0.5 * (max_lr - min_lr) * (
+        1 + math.cos(math.pi * (s - warmup) / (total - warmup))
+    )
+
+
 @pytest.mark.parametrize(("warmup", "total", "min_lr"), [(5, 40, 0.0), (1, 30, 0.1), (10, 11, 0.2)])
 def test_cosine_with_warmup_equals_torch_linear_then_cosine_annealing(warmup, total, min_lr):
-    lr = 1.0
+    """Equal (1e-12 relative) to torch's LinearLR + CosineAnnealingLR in the limit start_factor -> 0.
+
+    torch refuses `start_factor=0`, but its warm-up is linear in the factor f,
+    lr(s) = max * (f + (1 - f) s / W), so lr(s) - f * max * (1 - s / W) is the f = 0 curve exactly.
+    """
+    lr, f = 1.0, 0.25
     lr_sched = torch.optim.lr_scheduler
 
     def make(opt):
         parts = [
-            lr_sched.LinearLR(opt, start_factor=1 / warmup, total_iters=warmup - 1),
+            lr_sched.LinearLR(opt, start_factor=f, total_iters=warmup),
             lr_sched.CosineAnnealingLR(opt, T_max=total - warmup, eta_min=min_lr),
         ]
         return lr_sched.SequentialLR(opt, parts, milestones=[warmup])
 
-    ref = _torch_lrs(make, total + 1, lr)
+    torch_lrs = _torch_lrs(make, total + 1, lr)
+    ref = [v - f * lr * (1 - s / warmup) if s < warmup else v for s, v in enumerate(torch_lrs)]
     ours = [
         fo.cosine_with_warmup(s, max_lr=lr, warmup_steps=warmup, total_steps=total, min_lr=min_lr)
         for s in range(total + 1)
     ]
     _close(ours, ref)
-    assert ours[warmup - 1] == lr
+    _close(ours, [_cosine_formula(s, lr, warmup, total, min_lr) for s in range(total + 1)])
+    assert ours[0] == 0.0  # step 0 runs at lr 0
+    assert ours[warmup] == lr  # the peak is reached at step W, where the cosine starts
     assert ours[total] == pytest.approx(min_lr)
     assert (
         fo.cosine_with_warmup(
@@ -218,6 +238,26 @@ def test_cosine_with_warmup_equals_torch_linear_then_cosine_annealing(warmup, to
         )
         == min_lr
     )
+
+
+@pytest.mark.parametrize(("warmup", "total", "min_lr"), [(0, 20, 0.05), (4, 30, 0.0), (7, 9, 0.1)])
+def test_cosine_with_warmup_equals_the_numpy_linear_warmup_cosine_lr(warmup, total, min_lr):
+    """The torch toolkit's schedule and the numpy engine's scheduler are one convention (1e-12)."""
+    from fms_dl import optim as np_optim
+    from fms_dl.nn import Parameter
+
+    opt = np_optim.SGD([Parameter(np.zeros(1))], lr=0.3)
+    sched = np_optim.lr_scheduler.LinearWarmupCosineLR(opt, warmup, total, eta_min=min_lr)
+    numpy_lrs = []
+    for _ in range(total + 4):  # past T too: both hold min_lr
+        numpy_lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    ours = [
+        fo.cosine_with_warmup(s, max_lr=0.3, warmup_steps=warmup, total_steps=total, min_lr=min_lr)
+        for s in range(total + 4)
+    ]
+    _close(ours, numpy_lrs)
+    _close(ours, [_cosine_formula(s, 0.3, warmup, total, min_lr) for s in range(total + 4)])
 
 
 def test_cosine_without_warmup_equals_cosine_annealing_lr():

@@ -79,7 +79,11 @@ class LinearWarmupCosineLR(LRScheduler):
     \\\\ \\eta_\\min & t > T\\end{cases}$$
 
     with start factor $f$ (`warmup_start_factor`). It equals PyTorch's
-    `SequentialLR([LinearLR(f, 1, W), CosineAnnealingLR(T - W, eta_min)], [W])` for $t \\le T$.
+    `SequentialLR([LinearLR(f, 1, W), CosineAnnealingLR(T - W, eta_min)], [W])` for $t \\le T$
+    and $f > 0$ (torch refuses $f = 0$). With the default $f = 0$ the rate is $\\eta_0 t/W$: 0 at
+    step 0 and $\\eta_0$ at step $W$, the one warm-up convention of the project, shared with
+    the torch toolkit's [cosine_with_warmup][fms_dl.torch.optim.cosine_with_warmup] (the tests
+    check the two agree at every step).
     """
 
     def __init__(

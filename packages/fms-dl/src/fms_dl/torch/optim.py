@@ -411,17 +411,22 @@ def cosine_with_warmup(
 
     $$
     \eta(s) = \begin{cases}
-      \eta_{\max}\,\dfrac{s+1}{W} & s < W \\[4pt]
+      \eta_{\max}\,\dfrac{s}{W} & s < W \\[4pt]
       \eta_{\min} + \tfrac12(\eta_{\max}-\eta_{\min})\left(1 + \cos\dfrac{\pi (s - W)}{T - W}\right)
         & W \le s \le T \\[4pt]
       \eta_{\min} & s > T
     \end{cases}
     $$
 
-    The warm-up starts at $\eta_{\max}/W$ rather than 0 so that no step is wasted at a zero
-    learning rate; it reaches $\eta_{\max}$ at step $W-1$. Equal to torch's
-    `SequentialLR([LinearLR(start_factor=1/W, total_iters=W-1), CosineAnnealingLR(T_max=T-W,
-    eta_min=min_lr)], milestones=[W])`.
+    The warm-up is a straight line from 0 at step 0 to $\eta_{\max}$ at step $W$, where the
+    cosine takes over (the two pieces meet, so the curve is continuous). This is the convention
+    of the numpy [LinearWarmupCosineLR][fms_dl.optim.lr_scheduler.LinearWarmupCosineLR] (with
+    its default start factor 0), of Hugging Face's `get_cosine_schedule_with_warmup` and of
+    torch's `SequentialLR([LinearLR(start_factor=f, total_iters=W), CosineAnnealingLR(T_max=T-W,
+    eta_min=min_lr)], milestones=[W])` in the limit $f \to 0$ (torch refuses $f = 0$ itself).
+    The first update therefore runs at learning rate 0: AdamW's moments see one gradient before
+    the weights move, which is the point of a warm-up. With `warmup_steps=0` it is plain
+    `CosineAnnealingLR`.
 
     Args:
         step: The optimiser step $s$ (0-based).
@@ -429,6 +434,9 @@ def cosine_with_warmup(
         warmup_steps: $W \ge 0$.
         total_steps: $T > W$: the step at which the cosine reaches `min_lr`.
         min_lr: Final learning rate $\eta_{\min}$.
+
+    Raises:
+        ValueError: `step` is negative or not an int, or not `0 <= warmup_steps < total_steps`.
     """
     _check_step(step, "cosine_with_warmup")
     if warmup_steps < 0 or total_steps <= warmup_steps:
@@ -437,7 +445,7 @@ def cosine_with_warmup(
             f"warmup_steps={warmup_steps!r}, total_steps={total_steps!r}"
         )
     if step < warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
+        return max_lr * step / warmup_steps
     progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
     return min_lr + (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress)) / 2.0
 
