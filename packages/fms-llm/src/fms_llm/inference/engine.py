@@ -133,6 +133,7 @@ class EngineStats:
         generated_tokens: Tokens sampled.
         prefix_cached_tokens: Prompt tokens skipped because their blocks were shared.
         preemptions: Requests preempted for lack of blocks.
+        aborts: Requests aborted (a client went away, a stop string was found).
     """
 
     steps: int = 0
@@ -140,6 +141,7 @@ class EngineStats:
     generated_tokens: int = 0
     prefix_cached_tokens: int = 0
     preemptions: int = 0
+    aborts: int = 0
 
 
 @dataclass
@@ -365,6 +367,7 @@ class Engine:
                     queue.remove(seq)
                     self.allocator.release(seq.table)
                     seq.table = []
+                    self.stats.aborts += 1
                     outputs.append(self._output(seq, [], "abort"))
         return outputs
 
