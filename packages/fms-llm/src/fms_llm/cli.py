@@ -1,4 +1,4 @@
-"""The `fms-llm` command line: `train`, `generate`, `eval`, `finetune` and `tokenizer`.
+"""The `fms-llm` command line: `train`, `generate`, `eval`, `finetune`, `serve` and `tokenizer`.
 
     fms-llm train                          # the tiny preset: a GPT on the King James Bible
     fms-llm train --config small --set train.max_steps=500 --out-dir runs/s
@@ -6,6 +6,7 @@
     torchrun --nproc-per-node 2 -m fms_llm.cli train --parallel fsdp --out-dir runs/f
     fms-llm generate runs/tiny/model --prompt "And God said" --max-new-tokens 60
     fms-llm eval runs/tiny/model --file some.txt
+    fms-llm serve runs/tiny/model --port 8000   # OpenAI-compatible API (fms-llm[serve])
     fms-llm tokenizer train --input corpus.txt --vocab-size 4096 --out tokenizer.json
     fms-llm finetune sft --model runs/tiny/model --out-dir runs/sft --set lora.enabled=true
 
@@ -189,6 +190,68 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a saved model over the OpenAI API (needs fms-llm[serve])",
+        description=(
+            "Serve a saved model directory with an OpenAI-compatible HTTP API "
+            "(/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics), "
+            "continuous batching over a paged KV cache. Needs pip install fms-llm[serve]."
+        ),
+    )
+    p.add_argument("model_dir", help="a saved model directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (8000)")
+    p.add_argument(
+        "--name", default=None, help="model id clients send (default: the directory's name)"
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
+    p.add_argument("--block-size", type=_positive_int, default=16, help="KV cache block size (16)")
+    p.add_argument(
+        "--num-blocks", type=_positive_int, default=None,
+        help="KV cache blocks (default: max-num-seqs full contexts)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-num-seqs", type=_positive_int, default=32, help="requests in the batch (32)"
+    )
+    p.add_argument(
+        "--max-num-batched-tokens", type=_positive_int, default=512,
+        help="new tokens per step, the prefill chunk budget (512)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=64,
+        help="requests waiting beyond the batch before 429 (64)",
+    )
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from fms_llm.serve import create_app, load_served_model, serve
+    except ImportError as exc:
+        print(f"fms-llm serve: error: {exc}", file=sys.stderr)
+        return 2
+    from fms_llm.inference.engine import Engine
+
+    if args.max_queue < 0:
+        raise ValueError(f"--max-queue must be >= 0, got {args.max_queue}")
+    served = load_served_model(args.model_dir, name=args.name, device=args.device)
+    engine = Engine(
+        served.model,
+        block_size=args.block_size,
+        num_blocks=args.num_blocks,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+    )
+    app = create_app(served, engine=engine, max_queue=args.max_queue)
+    print(f"fms-llm serve: {served.name!r} on http://{args.host}:{args.port}/v1", flush=True)
+    serve(app, host=args.host, port=args.port)
+    return 0
+
+
 def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "eval",
@@ -310,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_eval(sub)
     _add_finetune(sub)
+    _add_serve(sub)
     register(sub)
     return parser
 
