@@ -320,3 +320,40 @@ def test_load_pretrained_checks_the_device_before_reading(tiny_run: Path) -> Non
         GPT.from_pretrained(model_dir, map_location="tpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert next(load_pretrained(model_dir, map_location=None).parameters()).device.type == expected
+
+
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+def test_inputs_embeds_of_the_token_rows_equal_the_ids_forward(family: str) -> None:
+    """`inputs_embeds=tok_emb(idx)` is the ids forward exactly (logits, loss, with a KV cache),
+    and gradients reach the vectors passed in."""
+    torch.manual_seed(0)
+    cfg = {"vocab_size": 13, "n_layers": 2, "d_model": 16, "n_heads": 2, "max_seq_len": 10}
+    model = (GPT(GPTConfig(**cfg)) if family == "gpt" else Llama(LlamaConfig(**cfg))).eval()
+    idx = torch.randint(0, 13, (2, 6))
+    emb = model.tok_emb(idx).detach().requires_grad_(True)
+    torch.testing.assert_close(model(inputs_embeds=emb), model(idx), atol=0, rtol=0)
+    loss = model(inputs_embeds=emb, targets=idx)
+    torch.testing.assert_close(loss, model(idx, idx), atol=0, rtol=0)
+    loss.backward()
+    assert emb.grad is not None
+    assert emb.grad.abs().sum() > 0
+    cache = KVCache(model.n_layers)
+    with torch.no_grad():
+        first = model(inputs_embeds=emb[:, :4], kv_cache=cache)
+        rest = model(idx[:, 4:], kv_cache=cache)
+        torch.testing.assert_close(torch.cat([first, rest], 1), model(idx), atol=1e-5, rtol=0)
+
+
+def test_inputs_embeds_bad_input_is_named() -> None:
+    model = GPT(GPTConfig(vocab_size=11, n_layers=1, d_model=8, n_heads=2, max_seq_len=8))
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="exactly one of idx"):
+        model(ids, inputs_embeds=torch.zeros(1, 3, 8))
+    with pytest.raises(ValueError, match="exactly one of idx"):
+        model()
+    with pytest.raises(ValueError, match=r"inputs_embeds must be \(batch, seq, d_model=8\)"):
+        model(inputs_embeds=torch.zeros(1, 3, 5))
+    with pytest.raises(ValueError, match="exceeds max_seq_len=8"):
+        model(inputs_embeds=torch.zeros(1, 9, 8))
+    with pytest.raises(ValueError, match=r"shape of inputs_embeds' \(batch, seq\) \(1, 3\)"):
+        model(inputs_embeds=torch.zeros(1, 3, 8), targets=torch.zeros(1, 2, dtype=torch.long))

@@ -472,11 +472,12 @@ class GPT(nn.Module):
 
     def forward(
         self,
-        idx: Tensor,
+        idx: Tensor | None = None,
         targets: Tensor | None = None,
         *,
         kv_cache: KVCache | None = None,
         ignore_index: int = -100,
+        inputs_embeds: Tensor | None = None,
     ) -> Tensor:
         """Next-token logits for every position, or, given `targets`, the mean loss.
 
@@ -489,20 +490,34 @@ class GPT(nn.Module):
             kv_cache: for incremental decoding: the new tokens sit at positions
                 `kv_cache.offset ...`, and every block appends its keys and values to it.
             ignore_index: a target id that does not count towards the loss.
+            inputs_embeds: token vectors `(batch, seq, d_model)` to read instead of `idx` (the
+                rows of `tok_emb` for text, or another modality's vectors projected into this
+                space, as a vision-language model does); positions are added as for ids.
 
         Returns:
             logits `(batch, seq, vocab_size)`, or the scalar loss when `targets` is given.
         """
-        if idx.ndim != 2:
-            raise ValueError(f"idx must be (batch, seq), got shape {tuple(idx.shape)}")
+        if (idx is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of idx (token ids) and inputs_embeds (vectors)")
+        if inputs_embeds is not None:
+            if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.config.d_model:
+                raise ValueError(
+                    f"inputs_embeds must be (batch, seq, d_model={self.config.d_model}), "
+                    f"got shape {tuple(inputs_embeds.shape)}"
+                )
+            x = inputs_embeds
+        else:
+            assert idx is not None
+            if idx.ndim != 2:
+                raise ValueError(f"idx must be (batch, seq), got shape {tuple(idx.shape)}")
+            x = self.tok_emb(idx)
         offset = kv_cache.offset if kv_cache is not None else 0
-        seq = idx.shape[1]
+        batch, seq = x.shape[0], x.shape[1]
         if offset + seq > self.config.max_seq_len:
             raise ValueError(
                 f"sequence of {offset + seq} tokens (offset {offset} + {seq} new) exceeds "
                 f"max_seq_len={self.config.max_seq_len}"
             )
-        x = self.tok_emb(idx)
         if self.pos_emb is not None:
             # positions offset .. offset + seq - 1, checked above: a slice of the table (a view),
             # not an index of it, so no positions tensor, no check on the device (which would
@@ -513,9 +528,10 @@ class GPT(nn.Module):
             x = block(x, is_causal=True, kv_cache=kv_cache, layer_idx=i)
         h = self.norm_f(x)
         if targets is not None:
-            if targets.shape != idx.shape:
+            if tuple(targets.shape) != (batch, seq):
+                source = "idx" if idx is not None else "inputs_embeds' (batch, seq)"
                 raise ValueError(
-                    f"targets {tuple(targets.shape)} must have the shape of idx {tuple(idx.shape)}"
+                    f"targets {tuple(targets.shape)} must have the shape of {source} {(batch, seq)}"
                 )
             return linear_cross_entropy(h, self.lm_head.weight, targets, ignore_index=ignore_index)
         logits: Tensor = self.lm_head(h)
