@@ -183,12 +183,22 @@ def story_qa(n: int, *, seed: int = 0, names: Sequence[str] | None = None) -> li
 
 
 def arithmetic(
-    n: int, *, seed: int = 0, ops: Sequence[Literal["add", "sub", "mul"]] = ("add", "sub", "mul")
+    n: int,
+    *,
+    seed: int = 0,
+    ops: Sequence[Literal["add", "sub", "mul"]] = ("add", "sub", "mul"),
+    max_operand: int = 100,
 ) -> list[Example]:
     """`n` arithmetic questions with exact integer answers: sums and differences of numbers below
-    100, products of numbers below 13."""
+    `max_operand` (default 100), products of numbers below `min(13, max_operand)`.
+
+    A small `max_operand` (10: a hundred facts per operation) gives a task a small model can
+    learn in minutes; the default gives one it cannot without far more training.
+    """
     if n < 0:
         raise DataError(f"n must be >= 0, got {n}")
+    if isinstance(max_operand, bool) or not isinstance(max_operand, int) or max_operand < 2:
+        raise DataError(f"max_operand must be an int >= 2, got {max_operand!r}")
     bad = [o for o in ops if o not in ("add", "sub", "mul")]
     if not ops or bad:
         raise DataError(f"ops must be a non-empty subset of ('add', 'sub', 'mul'), got {ops!r}")
@@ -196,7 +206,7 @@ def arithmetic(
     out: list[Example] = []
     for _ in range(n):
         op = ops[int(rng.integers(len(ops)))]
-        hi = 13 if op == "mul" else 100
+        hi = min(13, max_operand) if op == "mul" else max_operand
         a, b = int(rng.integers(hi)), int(rng.integers(hi))
         if op == "sub" and b > a:
             a, b = b, a

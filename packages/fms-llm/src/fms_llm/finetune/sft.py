@@ -14,7 +14,9 @@ users' questions, only to answer them (and to stop: each turn's `<|im_end|>` is 
 The targets outside the mask are set to $-100$, the model's `ignore_index`, so the fused head
 and cross-entropy of [GPT][fms_llm.models.GPT] compute exactly this mean.
 
-Batches are padded to their longest conversation (the padding is never a target). The whole model
+Batches are padded to their longest conversation (the padding is never a target), or packed
+several conversations to a row with document masks
+([pack_batch][fms_llm.finetune.sft.pack_batch]). The whole model
 trains, or, after [apply_lora][fms_llm.finetune.lora.apply_lora], only the adapters.
 [answer][fms_llm.finetune.sft.answer] decodes greedily to `<|im_end|>`, and
 [accuracy][fms_llm.finetune.sft.accuracy] is the exact-match score on held-out questions.
@@ -41,6 +43,7 @@ __all__ = [
     "accuracy",
     "answer",
     "encode_conversations",
+    "pack_batch",
     "pad_batch",
     "sft",
     "sft_loss",
@@ -100,8 +103,61 @@ def pad_batch(
     return x, y
 
 
-def sft_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-    """The mean cross-entropy over the assistant tokens of a `pad_batch` batch."""
+def pack_batch(
+    examples: Sequence[tuple[list[int], list[int]]], pad_id: int, row_len: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`(inputs, targets, document_ids)`: the examples packed several to a row of `row_len`.
+
+    Each example of $n$ tokens takes $n - 1$ slots (its inputs, with its own next-token targets:
+    no target crosses into the next document); examples are placed first-fit in order, a new
+    row opened when none has room. `document_ids` numbers the documents of each row from 0
+    (padding at a row's end is one more document, all targets $-100$), for
+    [GPT.forward][fms_llm.models.gpt.GPT.forward]'s `document_ids`, which keeps each document's
+    attention and positions to itself: the mean loss equals `pad_batch`'s on the same examples.
+
+    Raises:
+        FinetuneError: an example longer than `row_len + 1` tokens.
+    """
+    rows: list[list[tuple[list[int], list[int]]]] = []
+    room: list[int] = []
+    for i, (ids, mask) in enumerate(examples):
+        need = len(ids) - 1
+        if need > row_len:
+            raise FinetuneError(
+                f"examples[{i}] has {len(ids)} tokens, more than row_len + 1 = {row_len + 1}"
+            )
+        for r, free in enumerate(room):
+            if free >= need:
+                rows[r].append((ids, mask))
+                room[r] -= need
+                break
+        else:
+            rows.append([(ids, mask)])
+            room.append(row_len - need)
+    width = row_len - min(room)
+    x = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    y = torch.full((len(rows), width), -100, dtype=torch.long)
+    doc = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for d, (ids, mask) in enumerate(row):
+            n = len(ids) - 1
+            t = torch.tensor(ids, dtype=torch.long)
+            m = torch.tensor(mask[1:], dtype=torch.bool)
+            x[r, at : at + n] = t[:-1]
+            y[r, at : at + n] = torch.where(m, t[1:], torch.full_like(t[1:], -100))
+            doc[r, at : at + n] = d
+            at += n
+        doc[r, at:] = len(row)
+    return x, y, doc
+
+
+def sft_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+    """The mean cross-entropy over the assistant tokens of a `pad_batch` or `pack_batch` batch."""
+    if len(batch) == 3:
+        x, y, doc = batch
+        packed: Tensor = model(x, y, document_ids=doc)
+        return packed
     x, y = batch
     loss: Tensor = model(x, y)
     return loss
@@ -115,12 +171,15 @@ def sft(
     *,
     template: ChatTemplate | None = None,
     resume: bool = False,
+    packing: bool = False,
 ) -> SFTResult:
     """Fine-tune `model` on `conversations` (OpenAI message lists; `tool` turns allowed).
 
     Every conversation is rendered and checked first (a bad one fails before any step). Batch
     `i` draws `args.batch_size` conversations with `np.random.default_rng([args.seed, i])`, so a
-    resumed run sees the same batches.
+    resumed run sees the same batches. With `packing`, each batch's conversations are packed
+    several to a row of the model's context ([pack_batch][fms_llm.finetune.sft.pack_batch], with
+    document masks): the same loss, fewer padded slots.
 
     Returns:
         an [SFTResult][fms_llm.finetune.sft.SFTResult].
@@ -132,9 +191,11 @@ def sft(
     )
     pad_id = tokenizer.token_to_id(IM_END)
 
-    def batch_fn(index: int) -> tuple[Tensor, Tensor]:
+    def batch_fn(index: int) -> tuple[Tensor, ...]:
         rng = np.random.default_rng([args.seed, index])
         pick = rng.integers(len(encoded), size=args.batch_size)
+        if packing:
+            return pack_batch([encoded[j] for j in pick], pad_id, model.max_seq_len)
         return pad_batch([encoded[j] for j in pick], pad_id)
 
     metrics = run_trainer(model, args, batch_fn=batch_fn, loss_fn=sft_loss, resume=resume)

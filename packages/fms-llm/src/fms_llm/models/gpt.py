@@ -49,7 +49,15 @@ from fms_transformer.kv_cache import KVCache
 from fms_transformer.norm import LayerNorm, RMSNorm
 from fms_transformer.positional import LearnedPositionalEmbedding, RotaryEmbedding
 
-__all__ = ["GPT", "GPTConfig", "Llama", "LlamaConfig", "ModelConfig", "ModelConfigError"]
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "Llama",
+    "LlamaConfig",
+    "ModelConfig",
+    "ModelConfigError",
+    "document_mask",
+]
 
 
 class ModelConfigError(ValueError):
@@ -312,9 +320,16 @@ class _LeanDecoderBlock(DecoderBlock):
         is_causal: bool = True,
         kv_cache: KVCache | None = None,
         layer_idx: int = 0,
+        mask: Tensor | None = None,
+        positions: Tensor | None = None,
     ) -> Tensor:
         attn = self.self_attn(
-            self.attn_norm(x), is_causal=is_causal, kv_cache=kv_cache, layer_idx=layer_idx
+            self.attn_norm(x),
+            mask=mask,
+            is_causal=is_causal,
+            kv_cache=kv_cache,
+            layer_idx=layer_idx,
+            positions=positions,
         )
         h = x + attn
         out: Tensor = h + self.ffn(self.ffn_norm(h))
@@ -358,6 +373,38 @@ def _use_fused_kernels(model: nn.Module) -> None:
         new.load_state_dict(child.state_dict())
         setattr(model, name, new)
         _use_fused_kernels(new)
+
+
+def document_mask(
+    document_ids: Tensor, shape: torch.Size | tuple[int, ...]
+) -> tuple[Tensor, Tensor]:
+    r"""The attention mask and positions of packed rows, from their document ids.
+
+    For ids $d$ `(batch, seq)`, the mask `(batch, 1, seq, seq)` is True where $d_s = d_t$ (the
+    causal part is added by the attention), and the position of token $t$ is $t$ minus the
+    index where its document starts, so every document is seen from position 0.
+
+    Raises:
+        ValueError: ids of the wrong shape or dtype, or decreasing along a row (a document
+            must be one contiguous run).
+    """
+    if tuple(document_ids.shape) != tuple(shape):
+        raise ValueError(
+            f"document_ids {tuple(document_ids.shape)} must have the shape of idx {tuple(shape)}"
+        )
+    if document_ids.dtype.is_floating_point or document_ids.dtype == torch.bool:
+        raise ValueError(f"document_ids must be integers, got dtype {document_ids.dtype}")
+    if bool((document_ids[:, 1:] < document_ids[:, :-1]).any()):
+        raise ValueError(
+            "document_ids must be non-decreasing along each row (each document one contiguous run)"
+        )
+    seq = document_ids.shape[1]
+    index = torch.arange(seq, device=document_ids.device).expand_as(document_ids)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    first = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+    mask = document_ids[:, None, :, None] == document_ids[:, None, None, :]
+    return mask, index - first
 
 
 class GPT(nn.Module):
@@ -478,8 +525,9 @@ class GPT(nn.Module):
         kv_cache: KVCache | None = None,
         ignore_index: int = -100,
         inputs_embeds: Tensor | None = None,
+        document_ids: Tensor | None = None,
     ) -> Tensor:
-        """Next-token logits for every position, or, given `targets`, the mean loss.
+        r"""Next-token logits for every position, or, given `targets`, the mean loss.
 
         Args:
             idx: token ids `(batch, seq)`.
@@ -493,6 +541,12 @@ class GPT(nn.Module):
             inputs_embeds: token vectors `(batch, seq, d_model)` to read instead of `idx` (the
                 rows of `tok_emb` for text, or another modality's vectors projected into this
                 space, as a vision-language model does); positions are added as for ids.
+            document_ids: for packed rows (several documents one after another in one row),
+                `(batch, seq)` integers, constant over each document and non-decreasing along
+                the row. Token $t$ then attends only to the tokens $s \le t$ of its own document
+                ($d_s = d_t$), and positions restart at 0 where a document starts, so each
+                document is computed exactly as if it were alone in its row. `None` (default):
+                one document a row. Not with `kv_cache`.
 
         Returns:
             logits `(batch, seq, vocab_size)`, or the scalar loss when `targets` is given.
@@ -518,14 +572,24 @@ class GPT(nn.Module):
                 f"sequence of {offset + seq} tokens (offset {offset} + {seq} new) exceeds "
                 f"max_seq_len={self.config.max_seq_len}"
             )
-        if self.pos_emb is not None:
+        mask = positions = None
+        if document_ids is not None:
+            if kv_cache is not None:
+                raise ValueError("document_ids (packed rows) cannot be used with a kv_cache")
+            mask, positions = document_mask(document_ids, (batch, seq))
+        if positions is not None and self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        elif self.pos_emb is not None:
             # positions offset .. offset + seq - 1, checked above: a slice of the table (a view),
             # not an index of it, so no positions tensor, no check on the device (which would
             # synchronise a GPU and break a torch.compile graph) and a slice's cheap backward
             x = x + self.pos_emb.weight[offset : offset + seq]
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, is_causal=True, kv_cache=kv_cache, layer_idx=i)
+            if mask is None:
+                x = block(x, is_causal=True, kv_cache=kv_cache, layer_idx=i)
+            else:
+                x = block(x, is_causal=True, mask=mask, positions=positions)
         h = self.norm_f(x)
         if targets is not None:
             if tuple(targets.shape) != (batch, seq):
