@@ -32,10 +32,10 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fms_ml._special import _log1pexp, _softmax
+from fms_ml._special import _sigmoid as _logistic  # 1 / (1 + e^{-z}), overflow-free
 from fms_ml._validation import check_array, check_is_fitted, check_sample_weight, check_X_y
 from fms_ml.base import BaseEstimator, ClassifierMixin, clone
-from fms_ml.linear_model import _log1pexp, _softmax
-from fms_ml.linear_model import _sigmoid as _logistic  # 1 / (1 + e^{-z}), overflow-free
 from fms_ml.mixture import _logsumexp
 
 __all__ = ["CalibratedClassifierCV", "isotonic_regression", "sigmoid_calibration"]
