@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 # Before numpy loads: multi-threaded OpenBLAS on a small shared machine is slower, not faster.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# the tests' shared helper modules (battery_instances) import by name, as the experiments do
+sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -1,14 +1,25 @@
-"""Input checking shared by every estimator.
+r"""Input checking shared by every estimator.
 
 scikit-learn's lesson: validation lives in one place, so every estimator rejects bad input the same
 way, with a message that names the argument, what was received and what was expected. Each helper
 here raises a `ValueError` (or `TypeError` for a wrong type) and never
 silently repairs the data.
+
+Two checks guard against inputs that are valid numbers yet too big for the arithmetic:
+
+* [`check_allocation`][fms_ml._validation.check_allocation] refuses, before allocating, an array
+  larger than the machine's memory (a `MemoryError` naming the array, its shape and the setting
+  that sizes it), where numpy would otherwise try, swap, or be killed;
+* [`check_finite_result`][fms_ml._validation.check_finite_result] turns a non-finite result from
+  finite input (an overflow: values near $10^{300}$ square to infinity, and
+  $\infty - \infty$ is NaN) into a `ValueError` instead of silent NaN.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -22,9 +33,11 @@ __all__ = [
     "DataConversionWarning",
     "NotFittedError",
     "check_X_y",
+    "check_allocation",
     "check_array",
     "check_classification_targets",
     "check_consistent_length",
+    "check_finite_result",
     "check_is_fitted",
     "check_n_features",
     "check_random_state",
@@ -450,4 +463,122 @@ def compute_class_weight(
     raise ValueError(
         f"class_weight must be None, 'balanced' or a dict {{label: weight}}; got "
         f"{type(class_weight).__name__}."
+    )
+
+
+@functools.cache
+def _memory_bytes() -> int | None:
+    """This machine's physical memory in bytes, or `None` where the OS does not report it."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return None
+
+
+def check_allocation(
+    shape: Sequence[int], what: str, hint: str, *, itemsize: int = 8, owner: Any = None
+) -> None:
+    """Refuse, before allocating it, an array larger than this machine's physical memory.
+
+    The size is computed with Python integers, so a shape whose product overflows int64 is still
+    measured correctly. numpy would try such an allocation and fail late (or, with memory
+    overcommit, succeed and get the process killed while filling it).
+
+    Args:
+        shape: the array's shape.
+        what: what the array is, for the message (e.g. `"the Gram matrix X^T X"`).
+        hint: what the user can change (e.g. `"lower degree or use interaction_only=True"`).
+        itemsize: bytes per element (8 for float64).
+        owner: the estimator allocating it, named in the message.
+
+    Raises:
+        MemoryError: the array would need more bytes than the machine has.
+    """
+    need = itemsize
+    for n in shape:
+        need *= int(n)
+    have = _memory_bytes()
+    if have is None or need <= have:
+        return
+    who = f"{type(owner).__name__}: " if owner is not None else ""
+    dims = " x ".join(str(int(n)) for n in shape)
+    raise MemoryError(
+        f"{who}{what} would need {_bytes(need)} ({dims} values of {itemsize} bytes), more than "
+        f"this machine's {_bytes(have)} of memory; {hint}."
+    )
+
+
+def _bytes(n: int) -> str:
+    """`n` bytes in the largest binary unit that keeps the number at least 1 (e.g. `3.5 GiB`)."""
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    k = 0
+    while k + 1 < len(units) and n >= 1024 ** (k + 1):
+        k += 1
+    return f"{n / 1024**k:,.3g} {units[k]}" if k else f"{n} bytes"
+
+
+def _largest_magnitude(x: Any) -> float | None:
+    """The largest |value| of `x`: `None` if `x` is not numeric (labels), NaN if not all finite."""
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if a.size == 0:
+        return 0.0
+    return float(np.abs(a).max()) if np.isfinite(a).all() else float("nan")
+
+
+def check_finite_result(result: Any, what: str, inputs: dict[str, Any], owner: Any = None) -> None:
+    r"""Raise if `result` holds NaN or infinity although every input is finite: an overflow.
+
+    Float64 holds magnitudes up to about $1.8 \times 10^{308}$, so a square overflows from about
+    $1.3 \times 10^{154}$ and a sum of many large terms earlier; $\infty - \infty$ then gives NaN
+    and the NaN spreads through every later step. A non-finite result of finite input is always
+    such an overflow (or a divergent solver), never an answer, so it is an error that says how
+    large the input was. Where an input is not all finite (or not numeric) the check stays silent:
+    the NaN may then be the input's own.
+
+    Args:
+        result: an array, a float, or anything else (ignored).
+        what: what `result` is, for the message (e.g. `"the learned coef_"`).
+        inputs: the inputs the result was computed from, by name (`None` and non-numeric values,
+            such as string labels, are skipped).
+        owner: the estimator, named in the message.
+
+    Raises:
+        ValueError: `result` is not all finite while every input is.
+    """
+    if isinstance(result, np.ndarray):
+        if result.dtype.kind not in "fc" or np.isfinite(result).all():
+            return
+        bad = int(result.size - np.isfinite(result).sum())
+        count = f"{bad} of {result.size} values are inf or NaN"
+    elif isinstance(result, float | np.floating):
+        if np.isfinite(result):
+            return
+        count = f"it is {float(result)}"
+    else:
+        return
+    sizes = {}
+    for name, x in inputs.items():
+        m = None if x is None else _largest_magnitude(x)
+        if m is None:
+            continue  # absent, or labels: not arithmetic input
+        if not np.isfinite(m):
+            return  # the input itself holds NaN or inf
+        sizes[name] = m
+    who = f"{type(owner).__name__}: " if owner is not None else ""
+    largest = ", ".join(f"largest |{k}| = {v:.3g}" for k, v in sizes.items())
+    if any(v > 1e150 for v in sizes.values()):
+        cause = (
+            "the arithmetic overflowed float64 (squares of values above about 1.3e154 are "
+            "infinite). Rescale the data, e.g. divide it by its largest magnitude, first."
+        )
+    else:
+        cause = (
+            "values this size do not overflow by themselves, so the computation diverged. "
+            "Standardise the features (StandardScaler) or lower the step size."
+        )
+    raise ValueError(
+        f"{who}{what} is not finite ({count}) although the input is ({largest}): {cause}"
     )

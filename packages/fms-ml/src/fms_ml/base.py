@@ -30,6 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 from fms_ml._validation import (
     check_array,
     check_classification_targets,
+    check_finite_result,
     check_is_fitted,
     check_n_features,
 )
@@ -47,6 +48,8 @@ __all__ = [
 
 
 _FIT_METHODS = ("fit", "partial_fit")
+# outputs that are never legitimately infinite (log-probabilities and densities may be -inf)
+_FINITE_OUTPUTS = frozenset({"predict", "predict_proba", "decision_function", "transform"})
 _PREDICT_METHODS = (
     "predict",
     "predict_proba",
@@ -81,9 +84,21 @@ def _wrap_fit(method: Callable[..., Any]) -> Callable[..., Any]:
             self.feature_names_in_ = names
         elif "feature_names_in_" in vars(self):
             del self.feature_names_in_  # refitted on data without names
+        y = args[0] if args else kwargs.get("y")
+        for key, value in vars(self).items():
+            if key.endswith("_") and not key.startswith("_"):
+                if "log" in key:  # a log-probability is -inf where the probability is 0
+                    value = np.where(np.isneginf(value), 0.0, value) if _is_float(value) else None
+                check_finite_result(value, f"the learned {key}", {"X": X, "y": y}, owner=self)
         return out
 
     return fit
+
+
+def _is_float(value: Any) -> bool:
+    return isinstance(value, float | np.floating) or (
+        isinstance(value, np.ndarray) and value.dtype.kind == "f"
+    )
 
 
 def _wrap_predict(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,7 +108,10 @@ def _wrap_predict(method: Callable[..., Any]) -> Callable[..., Any]:
         _check_feature_names(self, X)
         if len(getattr(X, "shape", ())) == 2:  # arrays and DataFrames; lists are checked later
             check_n_features(self, X)
-        return method(self, X, *args, **kwargs)
+        out = method(self, X, *args, **kwargs)
+        if method.__name__ in _FINITE_OUTPUTS:
+            check_finite_result(out, f"the output of {method.__name__}", {"X": X}, owner=self)
+        return out
 
     return predict
 
@@ -170,7 +188,7 @@ class _AvailableIf:
 
 
 class BaseEstimator:
-    """Base class: parameter introspection, `repr`, and scikit-learn interoperability.
+    r"""Base class: parameter introspection, `repr`, and scikit-learn interoperability.
 
     Subclasses declare every hyper-parameter as an explicit keyword in `__init__` and store it as
     an attribute of the same name; nothing else happens in `__init__`.
@@ -182,6 +200,14 @@ class BaseEstimator:
     has the fitted columns in the fitted order (a `ValueError` naming the difference; a warning
     when one side has names and the other not), and that `X` has `n_features_in_` columns. The
     wrapping is done once per class, by `__init_subclass__`.
+
+    The same wrappers refuse overflow: learned state (attributes ending in `_`) or the output of
+    `predict`, `predict_proba`, `decision_function` or `transform` that is not finite although
+    the input is raises a `ValueError` naming the input's largest magnitude (a learned attribute
+    named for a logarithm, such as `class_log_prior_`, may hold $-\infty$: the log of a zero
+    probability)
+    ([`check_finite_result`][fms_ml._validation.check_finite_result]), where the NaN would
+    otherwise pass silently into every prediction.
     """
 
     _estimator_type: ClassVar[str | None] = None

@@ -25,16 +25,12 @@ from numpy.typing import ArrayLike, NDArray
 
 from fms_ml._validation import check_array, check_random_state, check_sample_weight
 from fms_ml.base import BaseEstimator, ClusterMixin, TransformerMixin
+from fms_ml.metrics import _squared_euclidean
 
 __all__ = ["DBSCAN", "KMeans", "kmeans_plusplus"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
-
-
-def _sq_dists(A: FloatArray, B: FloatArray, A_sq: FloatArray | None = None) -> FloatArray:
-    a = (A * A).sum(1) if A_sq is None else A_sq
-    return np.asarray(np.maximum(a[:, None] - 2.0 * (A @ B.T) + (B * B).sum(1)[None, :], 0.0))
 
 
 def _draw_first(rng: np.random.Generator, w: FloatArray) -> int:
@@ -68,7 +64,7 @@ def kmeans_plusplus(
     n_trials = 2 + int(np.log(n_clusters))
     idx = np.empty(n_clusters, dtype=np.intp)
     idx[0] = _draw_first(rng, w)
-    closest = _sq_dists(Xa[idx[:1]], Xa)[0]
+    closest = _squared_euclidean(Xa[idx[:1]], Xa, B_sq=x_sq)[0]
     mass = w * closest
     pot = mass.sum()
     for c in range(1, n_clusters):
@@ -78,7 +74,7 @@ def kmeans_plusplus(
         last = int(pos[-1]) if pos.size else int(np.flatnonzero(w > 0)[-1])
         cand = np.searchsorted(np.cumsum(mass), rng.random(n_trials) * pot, side="right")
         cand = np.minimum(cand, last)
-        d = np.minimum(closest, _sq_dists(Xa[cand], Xa, x_sq[cand]))
+        d = np.minimum(closest, _squared_euclidean(Xa[cand], Xa, x_sq[cand], x_sq))
         pots = (d * w).sum(1)
         best = int(np.argmin(pots))
         idx[c], closest, pot = cand[best], d[best], pots[best]
@@ -92,9 +88,9 @@ def _assign(X: FloatArray, centers: FloatArray, x_sq: FloatArray) -> tuple[IntAr
     block = max(1, 2**19 // max(1, len(centers)))
     c_sq = (centers * centers).sum(1)
     for s in range(0, len(X), block):
-        D = x_sq[s : s + block, None] - 2.0 * (X[s : s + block] @ centers.T) + c_sq[None]
+        D = _squared_euclidean(X[s : s + block], centers, x_sq[s : s + block], c_sq)
         labels[s : s + block] = D.argmin(1)
-        mind[s : s + block] = np.maximum(D[np.arange(len(D)), labels[s : s + block]], 0.0)
+        mind[s : s + block] = D[np.arange(len(D)), labels[s : s + block]]
     return labels, mind
 
 
@@ -274,7 +270,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def transform(self, X: ArrayLike) -> FloatArray:
         """Euclidean distance to every centre, `(n_samples, n_clusters)`."""
         Xa = self._validate_predict_input(X)
-        return np.sqrt(_sq_dists(Xa, self.cluster_centers_))
+        return np.sqrt(_squared_euclidean(Xa, self.cluster_centers_))
 
     def score(
         self, X: ArrayLike, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
@@ -332,20 +328,16 @@ class DBSCAN(ClusterMixin, BaseEstimator):
         eps2 = self.eps * self.eps
         # The eps-neighbour graph in CSR form: the neighbours of i are nbr[ptr[i]:ptr[i + 1]].
         # Every point is its own neighbour, so no row is empty and `ptr[:-1]` can be handed to
-        # `ufunc.reduceat` as is. Blocks of rows keep the distance matrix small; within a block
-        # $\lVert a - b\rVert^2 \le \varepsilon^2 \iff \lVert b\rVert^2 - 2a^\top b \le
-        # \varepsilon^2 - \lVert a\rVert^2$ is tested in place on the Gram block (no further
-        # full-size temporaries), and only the column indices are kept (rows are implicit).
+        # `ufunc.reduceat` as is. Blocks of rows keep the distance matrix small, and only the
+        # column indices within eps are kept (rows are implicit).
         counts = np.empty(n, dtype=np.intp)
         cols_l = []
         block = max(1, 2**19 // n)
         for s in range(0, n, block):
-            G = Xa[s : s + block] @ Xa.T
-            G *= -2.0
-            G += x_sq[None, :]
-            mask = (eps2 - x_sq[s : s + block])[:, None] >= G
-            mask[np.arange(len(G)), np.arange(s, s + len(G))] = True  # rounding must not drop i
-            counts[s : s + len(G)] = mask.sum(axis=1)
+            D = _squared_euclidean(Xa[s : s + block], Xa, x_sq[s : s + block], x_sq)
+            mask = eps2 >= D
+            mask[np.arange(len(D)), np.arange(s, s + len(D))] = True  # rounding must not drop i
+            counts[s : s + len(D)] = mask.sum(axis=1)
             # flat indices of the True entries, then the column as flat index mod n: two cheap
             # 1-D passes, about 3x faster than the row-and-column pair of a 2-D `np.nonzero`
             cols_l.append(np.flatnonzero(mask) % n)

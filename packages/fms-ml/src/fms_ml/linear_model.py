@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike, NDArray
 from fms_ml._optim import fista, lbfgs, newton
 from fms_ml._special import _log1pexp, _sigmoid, _softmax
 from fms_ml._validation import (
+    check_allocation,
     check_sample_weight,
     check_X_y,
     compute_class_weight,
@@ -57,6 +58,13 @@ def _center(
         return X, y, np.zeros(X.shape[1]), np.zeros(y.shape[1:]) if y.ndim > 1 else 0.0
     x_off, y_off = X.mean(axis=0), y.mean(axis=0)
     return X - x_off, y - y_off, x_off, y_off
+
+
+def _gram(Xc: FloatArray, yc: FloatArray, owner: Any) -> tuple[FloatArray, FloatArray, float]:
+    r"""$(X^\top X, X^\top y, y^\top y)$ for coordinate descent, refused first if $X^\top X$ will not fit."""
+    p = Xc.shape[1]
+    check_allocation((p, p), "the Gram matrix X^T X", "select fewer features first", owner=owner)
+    return Xc.T @ Xc, Xc.T @ yc, float(yc @ yc)
 
 
 def _center_weighted(
@@ -170,6 +178,8 @@ class Ridge(_LinearRegressorBase):
         a = float(self.alpha)
         coef: NDArray[Any] | None = None
         if self.solver in ("auto", "cholesky"):
+            m = min(n, p)  # the primal p x p system, or the dual n x n one when p > n
+            check_allocation((m, m), "the normal equations", 'use solver="svd"', owner=self)
             try:
                 if p <= n:
                     coef = np.linalg.solve(Xc.T @ Xc + a * np.eye(p), Xc.T @ yc)
@@ -315,7 +325,7 @@ class ElasticNet(_LinearRegressorBase):
             if self.warm_start and getattr(self, "coef_", np.empty(0)).shape == (p,)
             else np.zeros(p)
         )
-        G, Xty, yty = Xc.T @ Xc, Xc.T @ yc, float(yc @ yc)
+        G, Xty, yty = _gram(Xc, yc, self)
         l1 = self.alpha * self.l1_ratio * n
         l2 = self.alpha * (1.0 - self.l1_ratio) * n
         self.coef_, self.dual_gap_, self.n_iter_ = _enet_cd(
@@ -379,7 +389,7 @@ def enet_path(
     Xa, ya = check_X_y(X, y, y_numeric=True)
     Xc, yc, _, _ = _center(Xa, ya, fit_intercept)
     n, p = Xc.shape
-    G, Xty, yty = Xc.T @ Xc, Xc.T @ yc, float(yc @ yc)
+    G, Xty, yty = _gram(Xc, yc, None)
     if alphas is None:
         a_max = np.max(np.abs(Xty)) / (n * max(l1_ratio, 1e-3))
         grid = np.geomspace(a_max, a_max * eps, n_alphas)

@@ -23,12 +23,18 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fms_ml._validation import check_array, check_consistent_length, check_sample_weight
+from fms_ml._validation import (
+    check_allocation,
+    check_array,
+    check_consistent_length,
+    check_sample_weight,
+)
 
 __all__ = [
     "accuracy_score",
     "auc",
     "confusion_matrix",
+    "euclidean_distances",
     "f1_score",
     "fbeta_score",
     "log_loss",
@@ -432,9 +438,80 @@ def r2_score(
     return float(1 - num / den)
 
 
-def _pairwise_sq_dists(X: NDArray[np.float64], Y: NDArray[np.float64]) -> NDArray[np.float64]:
-    d = (X * X).sum(1)[:, None] - 2.0 * X @ Y.T + (Y * Y).sum(1)[None, :]
-    return np.asarray(np.maximum(d, 0.0))
+def _squared_euclidean(
+    A: NDArray[np.float64],
+    B: NDArray[np.float64],
+    A_sq: NDArray[np.float64] | None = None,
+    B_sq: NDArray[np.float64] | None = None,
+) -> NDArray[np.float64]:
+    r"""Squared distances $\lVert a_i - b_j\rVert^2$, `(len(A), len(B))`, of validated arrays.
+
+    The one distance kernel of the package (k-means, nearest neighbours, the RBF kernel and the
+    silhouette all call it). `A_sq` and `B_sq`, the rows' squared norms, may be passed when the
+    caller has them. See [`euclidean_distances`][fms_ml.metrics.euclidean_distances] for the
+    expansion, the overflow check and the memory check.
+    """
+    a = np.einsum("ij,ij->i", A, A) if A_sq is None else A_sq
+    b = np.einsum("ij,ij->i", B, B) if B_sq is None else B_sq
+    # |2 a.b| <= |a|^2 + |b|^2, so every term is finite exactly when the largest norms' sum is
+    if a.size and b.size and not np.isfinite(a.max() + b.max()):
+        largest = max(float(np.abs(A).max()), float(np.abs(B).max()))
+        raise ValueError(
+            f"Squared Euclidean distances overflow float64: the inputs' largest |value| is "
+            f"{largest:.3g}, and squares of values above about 1.3e154 are infinite. Rescale the "
+            f"data, e.g. divide it by its largest magnitude, first."
+        )
+    check_allocation(
+        (len(A), len(B)), "the distance matrix", "pass fewer rows at a time (in chunks)"
+    )
+    D = A @ B.T
+    D *= -2.0
+    D += a[:, None]
+    D += b[None, :]
+    return np.maximum(D, 0.0, out=D)  # rounding can leave tiny negatives
+
+
+def euclidean_distances(
+    X: ArrayLike, Y: ArrayLike | None = None, *, squared: bool = False
+) -> NDArray[np.float64]:
+    r"""Euclidean distances between the rows of `X` and of `Y` (`X` itself when `Y` is None).
+
+    Expanded as
+
+    $$
+
+    \lVert x - y\rVert^2 = \lVert x\rVert^2 - 2\,x^\top y + \lVert y\rVert^2,
+
+    $$
+
+    one matrix product instead of an `(n_X, n_Y, n_features)` tensor of differences (scikit-learn
+    does the same), clamped at 0 where rounding leaves a tiny negative; with `Y` None the
+    diagonal is exactly 0. Equal to `sklearn.metrics.pairwise.euclidean_distances`.
+
+    Args:
+        X: `(n_X, n_features)`.
+        Y: `(n_Y, n_features)`, or None for `X`.
+        squared: return squared distances.
+
+    Returns:
+        `(n_X, n_Y)` distances.
+
+    Raises:
+        ValueError: the inputs differ in width, are not finite, or are so large (above about
+            $1.3 \times 10^{154}$) that their squares overflow.
+        MemoryError: the `(n_X, n_Y)` matrix is larger than the machine's memory.
+    """
+    Xa = check_array(X, "X")
+    Ya = Xa if Y is None else check_array(Y, "Y")
+    if Xa.shape[1] != Ya.shape[1]:
+        raise ValueError(
+            f"X and Y must have the same number of features; got X with {Xa.shape[1]} and Y "
+            f"with {Ya.shape[1]}."
+        )
+    D = _squared_euclidean(Xa, Ya)
+    if Y is None:
+        np.fill_diagonal(D, 0.0)
+    return D if squared else np.sqrt(D, out=D)
 
 
 def silhouette_samples(X: ArrayLike, labels: ArrayLike) -> NDArray[np.float64]:
@@ -452,7 +529,7 @@ def silhouette_samples(X: ArrayLike, labels: ArrayLike) -> NDArray[np.float64]:
         raise ValueError(
             f"Number of labels is {k}; valid values are 2 to n_samples - 1 ({Xa.shape[0] - 1})."
         )
-    D = np.sqrt(_pairwise_sq_dists(Xa, Xa))
+    D = np.sqrt(_squared_euclidean(Xa, Xa))
     np.fill_diagonal(D, 0.0)
     onehot = np.zeros((Xa.shape[0], k))
     onehot[np.arange(Xa.shape[0]), codes] = 1.0

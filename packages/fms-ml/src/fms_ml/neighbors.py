@@ -25,17 +25,12 @@ from numpy.typing import ArrayLike, NDArray
 
 from fms_ml._validation import check_array, check_n_features, check_X_y
 from fms_ml.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from fms_ml.metrics import _squared_euclidean
 
 __all__ = ["KDTree", "KNeighborsClassifier", "KNeighborsRegressor", "NearestNeighbors"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
-
-
-def _sq_dists(A: FloatArray, B: FloatArray, B_sq: FloatArray | None = None) -> FloatArray:
-    Bs = (B * B).sum(1) if B_sq is None else B_sq
-    d = (A * A).sum(1)[:, None] - 2.0 * (A @ B.T) + Bs[None, :]
-    return np.asarray(np.maximum(d, 0.0))
 
 
 def _k_smallest(D: FloatArray, k: int) -> tuple[FloatArray, IntArray]:
@@ -100,7 +95,7 @@ class KDTree:
     ) -> None:
         """Merge the points of `leaf` into the running k-best lists of query `rows`."""
         lo, hi = self.leaf_ptr[leaf], self.leaf_ptr[leaf + 1]
-        D = _sq_dists(q[rows], self.sorted_data[lo:hi], self.sorted_sq[lo:hi])
+        D = _squared_euclidean(q[rows], self.sorted_data[lo:hi], B_sq=self.sorted_sq[lo:hi])
         cand_d = np.concatenate([best_d[rows], D], axis=1)
         cand_i = np.concatenate([best_i[rows], np.broadcast_to(self.order[lo:hi], D.shape)], axis=1)
         d, j = _k_smallest(cand_d, best_d.shape[1])
@@ -215,7 +210,7 @@ class NearestNeighbors(BaseEstimator):
             ind = np.empty((len(Q), k), dtype=np.intp)
             block = max(1, int(2**19 // max(1, self.n_samples_fit_)))  # ~4 MB distance blocks
             for s in range(0, len(Q), block):
-                D = _sq_dists(Q[s : s + block], self._fit_X_, self._sq)
+                D = _squared_euclidean(Q[s : s + block], self._fit_X_, B_sq=self._sq)
                 d, i = _k_smallest(D, k)
                 dist[s : s + block], ind[s : s + block] = np.sqrt(d), i
         if self_query:

@@ -7,13 +7,14 @@ test information into cross-validation.
 
 from __future__ import annotations
 
+import math
 from itertools import chain, combinations, combinations_with_replacement
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fms_ml._validation import check_array, check_is_fitted
+from fms_ml._validation import check_allocation, check_array, check_is_fitted
 from fms_ml.base import BaseEstimator, LabelEncoder, TransformerMixin
 
 __all__ = [
@@ -251,6 +252,17 @@ class PolynomialFeatures(TransformerMixin, BaseEstimator):
         self.n_features_in_ = n
         comb = combinations if self.interaction_only else combinations_with_replacement
         start = 0 if self.include_bias else 1
+        # counted before they are enumerated: C(n, d) monomials of degree d with distinct
+        # features, C(n + d - 1, d) with repeats; 1 000 features at degree 10 make about 3e23
+        count = math.comb if self.interaction_only else lambda n, d: math.comb(n + d - 1, d)
+        n_out = sum(count(n, d) for d in range(start, self.degree + 1))
+        check_allocation(
+            (n_out,),
+            f"the table of the {n_out:.3g} output monomials",
+            "lower degree, use interaction_only=True, or select features first",
+            itemsize=48 + 8 * self.degree,  # one tuple of `degree` indices per monomial
+            owner=self,
+        )
         self.powers_combinations_ = list(
             chain.from_iterable(comb(range(n), d) for d in range(start, self.degree + 1))
         )
@@ -270,6 +282,12 @@ class PolynomialFeatures(TransformerMixin, BaseEstimator):
     def transform(self, X: ArrayLike) -> FloatArray:
         """Compute the monomials of `X`."""
         Xa = self._validate_predict_input(X)
+        check_allocation(
+            (Xa.shape[0], self.n_output_features_),
+            "the output",
+            "transform fewer rows at a time, lower degree, or use interaction_only=True",
+            owner=self,
+        )
         out = np.empty((Xa.shape[0], self.n_output_features_))
         for i, c in enumerate(self.powers_combinations_):
             out[:, i] = np.prod(Xa[:, list(c)], axis=1) if c else 1.0

@@ -31,8 +31,22 @@ __all__ = ["SGDClassifier", "SGDRegressor"]
 FloatArray = NDArray[np.float64]
 
 
+# scikit-learn's bound on the loss derivative (`MAX_DLOSS` in its `_sgd_fast`)
+_MAX_DLOSS = 1e12
+
+
 def _sgd_loss_grad(loss: str, z: FloatArray, y: FloatArray, epsilon: float) -> FloatArray:
-    """Derivative of the per-sample loss with respect to the score $z$ (vectorised)."""
+    r"""Derivative of the per-sample loss with respect to the score $z$, within $\pm 10^{12}$.
+
+    The bound is scikit-learn's: a squared loss on unscaled features can make the iterates grow
+    geometrically (each step overshoots when $\eta \lVert x\rVert^2 > 2$); clipping the
+    derivative keeps that growth linear, so such a fit ends far off but finite, as scikit-learn's
+    does, instead of overflowing to NaN.
+    """
+    return np.clip(_loss_grad(loss, z, y, epsilon), -_MAX_DLOSS, _MAX_DLOSS)
+
+
+def _loss_grad(loss: str, z: FloatArray, y: FloatArray, epsilon: float) -> FloatArray:
     if loss == "hinge":  # y in {-1, 1}
         return np.where(y * z < 1.0, -y, 0.0)
     if loss == "log_loss":

@@ -44,6 +44,7 @@ from fms_ml._validation import (
     warn_not_converged,
 )
 from fms_ml.base import BaseEstimator, ClassifierMixin
+from fms_ml.metrics import _squared_euclidean
 
 __all__ = ["SVC", "LinearSVC", "kernel_matrix"]
 
@@ -178,11 +179,7 @@ def kernel_matrix(
     if kernel == "linear":
         return A @ B.T
     if kernel == "rbf":
-        d = A @ B.T
-        d *= -2.0
-        d += np.einsum("ij,ij->i", A, A)[:, None]
-        d += (np.einsum("ij,ij->i", B, B) if B_sq is None else B_sq)[None, :]
-        np.maximum(d, 0.0, out=d)
+        d = _squared_euclidean(A, B, B_sq=B_sq)
         d *= -gamma
         return np.exp(d, out=d)
     if kernel == "poly":
@@ -458,6 +455,11 @@ class SVC(ClassifierMixin, BaseEstimator):
         Cs = float(self.C) * cw[codes]
         if sample_weight is not None:
             Cs = Cs * check_sample_weight(sample_weight, len(codes))
+            if np.unique(codes[Cs > 0]).size < 2:  # scikit-learn's libsvm refuses it too
+                raise ValueError(
+                    "Invalid input: all samples with positive weight belong to the same class "
+                    f"({self.classes_[codes[Cs > 0][0]]!r}); SVC needs two classes to separate."
+                )
         self._pairs: list[tuple[int, int, NDArray[np.intp], FloatArray, float]] = []
         sv_mask = np.zeros(len(Xa), dtype=bool)
         iters = []
