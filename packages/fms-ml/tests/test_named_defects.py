@@ -244,3 +244,30 @@ def test_outputs_and_solver_matrices_larger_than_memory_are_refused_before_alloc
         Lasso().fit(X, X[:, 0])
     with pytest.raises(MemoryError, match=r"Ridge: the normal equations.*solver=\"svd\""):
         Ridge().fit(X, X[:, 0])
+
+
+def test_n_iter_wherever_sklearns_namesake_has_it() -> None:
+    """Ridge lacked `n_iter_` (scikit-learn sets None for its direct solvers); SGD lacked `t_`."""
+    from sklearn.base import clone as sk_clone
+    from sklearn.utils import all_estimators
+
+    theirs = dict(all_estimators())
+    rng = np.random.default_rng(0)
+    X = np.abs(rng.normal(size=(60, 3)))
+    y = (X[:, 0] > 0.8).astype(int)
+    checked = []
+    for est in battery_instances():
+        name = type(est).__name__
+        if name in ("Pipeline", "CalibratedClassifierCV"):
+            continue  # meta-estimators: their steps are the estimators checked here
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = sk_clone(theirs[name]()).fit(X, y)
+            est.fit(X, y)
+        for attr in ("n_iter_", "t_"):
+            if hasattr(ref, attr):
+                assert hasattr(est, attr), f"{name} has no {attr}"
+                checked.append(f"{name}.{attr}")
+    assert "Ridge.n_iter_" in checked
+    assert "SGDClassifier.t_" in checked
+    assert len(checked) >= 10

@@ -146,6 +146,13 @@ class Ridge(_LinearRegressorBase):
     $X = U S V^\top$, $w = V \operatorname{diag}\!\big(\tfrac{s}{s^2 + \alpha}\big) U^\top y$ (solver
     `"svd"`, robust to near-singular designs). As a prior: the MAP estimate under
     $w \sim \mathcal N(0, \tfrac{\sigma^2}{\alpha} I)$.
+
+    Attributes:
+        coef_: `(n_features,)` or `(n_targets, n_features)` weights.
+        intercept_: the intercept (an array for several targets).
+        solver_: the solver that produced `coef_` (`"cholesky"`, or `"svd"` when asked for or
+            when the normal equations are singular).
+        n_iter_: `None`: both solvers are direct (scikit-learn's value for its direct solvers).
     """
 
     _tag_overrides: ClassVar[dict[str, bool]] = {"target_tags.multi_output": True}  # 2-d y
@@ -177,6 +184,7 @@ class Ridge(_LinearRegressorBase):
         n, p = Xc.shape
         a = float(self.alpha)
         coef: NDArray[Any] | None = None
+        self.solver_ = "cholesky"
         if self.solver in ("auto", "cholesky"):
             m = min(n, p)  # the primal p x p system, or the dual n x n one when p > n
             check_allocation((m, m), "the normal equations", 'use solver="svd"', owner=self)
@@ -188,12 +196,14 @@ class Ridge(_LinearRegressorBase):
             except np.linalg.LinAlgError:
                 coef = None  # singular (alpha = 0 on a rank-deficient design): fall back to SVD
         if coef is None:
+            self.solver_ = "svd"
             U, s, Vt = np.linalg.svd(Xc, full_matrices=False)
             with np.errstate(divide="ignore", invalid="ignore"):
                 d = np.where(s > 1e-15 * s.max(), s / (s**2 + a), 0.0)
             coef = Vt.T @ (d[:, None] * (U.T @ yc.reshape(n, -1)))
             coef = coef.reshape((p, *yc.shape[1:]))
         self.coef_ = coef.T
+        self.n_iter_ = None  # a direct solver: no iterations (scikit-learn's value for it)
         self._set_intercept(x_off, y_off)
         return self
 

@@ -231,6 +231,8 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
         coef_: `(1, n_features)` binary, `(n_classes, n_features)` one-vs-rest.
         intercept_: `(1,)` or `(n_classes,)`.
         n_iter_: epochs run.
+        t_: weight updates counted as scikit-learn does, `n_iter_ * n_samples + 1` (a mini-batch
+            step counts as one update per row).
     """
 
     def __init__(
@@ -289,6 +291,7 @@ class SGDClassifier(ClassifierMixin, _SGDBase):
             if not (S > 0).any():
                 raise ValueError("class_weight times sample_weight is zero for every sample.")
         W, b, self.n_iter_ = _sgd_epochs(self, Xa, Y, rng, S)
+        self.t_ = float(self.n_iter_ * len(Xa) + 1)  # the schedule's counter at the end
         self._warn_if_not_converged()
         self.coef_ = W.T.copy()
         self.intercept_ = b
@@ -377,6 +380,7 @@ class SGDRegressor(RegressorMixin, _SGDBase):
         W, b, self.n_iter_ = _sgd_epochs(
             self, Xa, ya.reshape(-1, 1), check_random_state(self.random_state), S
         )
+        self.t_ = float(self.n_iter_ * len(Xa) + 1)  # the schedule's counter at the end
         self._warn_if_not_converged()
         self.coef_, self.intercept_ = W[:, 0].copy(), b
         return self
