@@ -1,15 +1,37 @@
 """`fms_agent.sandbox`: HumanEval canonical solutions pass inside bubblewrap; escapes (read the
 host, write the host, open a socket, allocate past the limit, loop for ever, flood the output) are
-all stopped, each in bounded time. A fork bomb is not tested: RLIMIT_NPROC is not enforced for
-root, which this machine and CI run as, so it is not yet bounded (an open item)."""
+all stopped, each in bounded time. The fork bomb is stopped by RLIMIT_NPROC both when the caller is
+root (the sandbox drops to an unprivileged uid) and when it is an ordinary user."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
-from fms_agent.sandbox import run_python
+import pytest
+
+import fms_agent.sandbox
+from fms_agent.sandbox import SANDBOX_UID, run_python
+
+# every process forks until the kernel refuses, then reports and exits: the run ends once the limit
+# binds, and runs until the wall-clock kill (loading the machine) if it does not
+FORK_BOMB = """
+import os
+children = 0
+while True:
+    try:
+        pid = os.fork()
+    except OSError as e:
+        print("STOPPED", e.errno, children, flush=True)
+        break
+    if pid:
+        children += 1
+"""
 
 
 def test_runs_code_and_returns_output() -> None:
@@ -119,3 +141,44 @@ def test_output_is_bounded() -> None:
 def test_no_host_processes_visible() -> None:
     r = run_python("import os; print(len([p for p in os.listdir('/proc') if p.isdigit()]))")
     assert int(r.stdout) <= 3
+
+
+def _assert_fork_bomb_stopped(result: dict[str, object], seconds: float) -> None:
+    stdout = str(result["stdout"])
+    assert not result["timed_out"], "the fork bomb ran until the wall-clock kill"
+    assert "STOPPED 11" in stdout, result  # EAGAIN from fork: the process limit bound
+    assert stdout.count("STOPPED") <= 16  # never more processes than max_processes
+    assert seconds < 10
+
+
+def test_fork_bomb_is_stopped_as_the_current_user() -> None:
+    """A fork bomb ends at `max_processes` long before the 20 s wall clock, as whoever runs the
+    tests: on CI (root) this proves the uid drop, elsewhere the user's own RLIMIT_NPROC."""
+    t0 = time.monotonic()
+    r = run_python(FORK_BOMB, timeout=20, max_processes=16)
+    seconds = time.monotonic() - t0
+    _assert_fork_bomb_stopped(vars(r), seconds)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing to another user needs root")
+def test_fork_bomb_is_stopped_when_the_caller_is_an_ordinary_user() -> None:
+    """The non-root path (a user namespace, no uid change), run by root as the unprivileged
+    `nobody` with the system interpreter: the sandbox module is stdlib-only, loaded from its file."""
+    python = "/usr/bin/python3"
+    if not os.access(python, os.X_OK) or shutil.which("setpriv") is None:
+        pytest.skip("needs /usr/bin/python3 and setpriv to run a caller as nobody")
+    script = f"""
+import importlib.util, json, sys, time
+spec = importlib.util.spec_from_file_location("sandbox", {fms_agent.sandbox.__file__!r})
+mod = sys.modules["sandbox"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+t0 = time.monotonic()
+r = mod.run_python({FORK_BOMB!r}, timeout=20, max_processes=16)
+print(json.dumps(dict(vars(r), seconds=time.monotonic() - t0)))
+"""
+    uid = f"{SANDBOX_UID}"
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", python, "-I", "-c"]
+    done = subprocess.run([*cmd, script], capture_output=True, text=True, timeout=60, cwd="/")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    _assert_fork_bomb_stopped(result, float(result["seconds"]))

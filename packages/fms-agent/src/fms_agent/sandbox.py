@@ -6,8 +6,8 @@ process (an AST filter, a restricted `exec`) are bypassed by anyone who knows th
 enough; the boundary must be one the kernel enforces. [run_python][fms_agent.sandbox.run_python]
 starts the interpreter under `bwrap` (bubblewrap) with:
 
-- new user, PID, network, IPC and UTS namespaces (`--unshare-all`): no network interface but a
-  down loopback, no view of the host's processes;
+- new PID, network, IPC and UTS namespaces: no network interface but a down loopback, no view of
+  the host's processes;
 - a filesystem made of read-only binds of `/usr`, `/lib*`, `/bin` and the interpreter's prefix,
   and a fresh tmpfs at `/tmp` (the working directory) that vanishes with the process: the host's
   home, `/etc` and the caller's files are not there;
@@ -15,9 +15,19 @@ starts the interpreter under `bwrap` (bubblewrap) with:
   (`RLIMIT_AS`), processes (`RLIMIT_NPROC`), file size (`RLIMIT_FSIZE`);
 - a wall-clock timeout that kills the whole process group, and output read up to a byte limit.
 
-A limit it does not yet hold: the kernel does not enforce `RLIMIT_NPROC` for root, so when the
-caller runs as root (as containers and CI often do) a fork bomb is only ended by the wall-clock
-kill, slowly, after it has loaded the machine. A cgroup `pids.max` would close that gap.
+The process limit needs care. The kernel counts `RLIMIT_NPROC` per real user and does not enforce
+it for the global root user (kernel uid 0) at all: a user namespace does not help, because uid 0
+inside a namespace made by root is still kernel uid 0. So the identity the code runs as depends on
+the caller:
+
+- an ordinary user: bubblewrap adds a user namespace (`--unshare-all`) and the code runs as that
+  user, whose process count the limit binds;
+- root (as containers and CI often run): no user namespace; inside the sandbox `setpriv` changes
+  to the unprivileged uid and gid [SANDBOX_UID][fms_agent.sandbox.SANDBOX_UID] (`nobody`), clears
+  the supplementary groups, empties the inheritable and bounding capability sets and sets
+  `no_new_privs` before the interpreter starts. The limit then binds that uid, so a fork bomb stops
+  at `max_processes` within a fraction of a second instead of loading the machine until the
+  wall-clock kill. The count is per uid: processes `nobody` already runs on the host count too.
 
 Without `bwrap` on PATH it raises [SandboxUnavailable][fms_agent.sandbox.SandboxUnavailable]
 naming bubblewrap: it never falls back to running the code unconfined.
@@ -35,7 +45,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SandboxResult", "SandboxUnavailable", "run_python"]
+__all__ = ["SANDBOX_UID", "SandboxResult", "SandboxUnavailable", "run_python"]
+
+SANDBOX_UID = 65534
+"""The uid and gid (`nobody`) the code runs as when the caller is root."""
 
 
 class SandboxUnavailable(RuntimeError):
@@ -75,8 +88,15 @@ def _command(python: str) -> list[str]:
             "the Python sandbox needs bubblewrap (`bwrap`) on PATH; install it "
             "(apt-get install bubblewrap) - code is never run without it"
         )
+    as_root = os.geteuid() == 0
+    if as_root:
+        # no user namespace: uid 0 in one is still kernel uid 0, for which RLIMIT_NPROC is void
+        unshare = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+        unshare += ["--unshare-cgroup-try"]
+    else:
+        unshare = ["--unshare-all"]
     prefix = Path(sys.base_prefix).resolve()
-    cmd = [bwrap, "--unshare-all", "--die-with-parent", "--new-session"]
+    cmd = [bwrap, *unshare, "--die-with-parent", "--new-session"]
     for d in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"):
         if Path(d).is_symlink():
             cmd += ["--symlink", os.readlink(d), d]
@@ -84,8 +104,18 @@ def _command(python: str) -> list[str]:
             cmd += ["--ro-bind", d, d]
     if not str(prefix).startswith("/usr/"):
         cmd += ["--ro-bind", str(prefix), str(prefix)]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp"]
-    cmd += ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+    cmd += ["--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin"]
+    cmd += ["--setenv", "HOME", "/tmp"]
+    if as_root:
+        setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
+        if setpriv is None:
+            raise SandboxUnavailable(
+                "running as root, the sandbox drops to an unprivileged uid with `setpriv` "
+                "(util-linux), which is not in /usr/bin or /bin; install util-linux"
+            )
+        cmd += [setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups"]
+        cmd += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
     return [*cmd, python, "-I", "-S", "-"]
 
 
@@ -143,7 +173,7 @@ def run_python(
         timed_out = True
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-    if proc.returncode != 0 and b"bwrap:" in err[:200] and not out:
+    if proc.returncode != 0 and not out and err.startswith((b"bwrap:", b"setpriv:")):
         raise SandboxUnavailable(
             f"bubblewrap could not start the sandbox: {err[:300].decode(errors='replace')}"
         )
