@@ -1,6 +1,8 @@
 """Layer 6 of Foundation Model Systems: agents (tool use, dialogue, planning, memory).
 
-The package sits on ``fms_mm`` in the chain; its components are planned and not yet written.
+The package sits on ``fms_mm`` in the chain. Its modules: ``tools`` (schemas and validation),
+``llm`` (back ends), ``agent`` (the ReAct loop), ``session``, ``sandbox``, ``memory``,
+``planning`` and ``cli`` (the ``fms-agent`` command).
 """
 
 from importlib.metadata import PackageNotFoundError, version
