@@ -3,8 +3,8 @@
 With the model's time taken out (both agents talk to a model that answers instantly from a
 script), what is left is the agent's own work per step: building the request (tool schemas,
 messages), reading the reply, validating the tool call's arguments, dispatching the tool and
-recording the observation. Each run is one task of `--steps` tool calls (`add(a, b)` with fresh
-arguments) and a final answer, the agent built inside the timed run so that its set-up counts:
+recording the observation. Each run is one task of `--steps` tool calls (`increment(value, by)`
+with fresh arguments) and a final answer, the agent built inside the timed run so that its set-up counts:
 
 - ours: [Agent][fms_agent.agent.Agent] over a [ScriptedBackend][fms_agent.llm.ScriptedBackend];
   the final answer is a reply without tool calls;
@@ -47,29 +47,29 @@ from fms_agent.llm import AssistantMessage, ScriptedBackend, ToolCall
 
 
 @fms_tools.tool
-def add(a: int, b: int) -> int:
-    """Add two integers.
+def increment(value: int, by: int) -> int:
+    """Increase a counter.
 
     Args:
-        a: the first.
-        b: the second.
+        value: the counter now.
+        by: the step.
     """
-    return a + b
+    return value + by
 
 
 @tool
-def smol_add(a: int, b: int) -> int:
-    """Add two integers.
+def smol_increment(value: int, by: int) -> int:
+    """Increase a counter.
 
     Args:
-        a: the first.
-        b: the second.
+        value: the counter now.
+        by: the step.
     """
-    return a + b
+    return value + by
 
 
 class ScriptedSmolModel(Model):  # type: ignore[misc]
-    """smolagents' side of the script: `steps` calls of `smol_add`, then `final_answer`."""
+    """smolagents' side of the script: `steps` calls of `smol_increment`, then `final_answer`."""
 
     def __init__(self, steps: int) -> None:
         super().__init__(model_id="scripted")
@@ -86,7 +86,7 @@ class ScriptedSmolModel(Model):  # type: ignore[misc]
         i = self.calls
         self.calls += 1
         if i < self.steps:
-            name, args = "smol_add", {"a": i, "b": 1}
+            name, args = "smol_increment", {"value": i, "by": 1}
         else:
             name, args = "final_answer", {"answer": str(self.steps)}
         call = ChatMessageToolCall(
@@ -99,11 +99,11 @@ class ScriptedSmolModel(Model):  # type: ignore[misc]
 
 def run_ours(steps: int) -> str:
     replies: list[AssistantMessage | str] = [
-        AssistantMessage(None, (ToolCall(f"c{i}", "add", json.dumps({"a": i, "b": 1})),))
+        AssistantMessage(None, (ToolCall(f"c{i}", "increment", json.dumps({"value": i, "by": 1})),))
         for i in range(steps)
     ]
     replies.append(str(steps))
-    result = Agent(ScriptedBackend(replies), [add], max_steps=steps + 1).run("count")
+    result = Agent(ScriptedBackend(replies), [increment], max_steps=steps + 1).run("count")
     assert result.answer == str(steps)
     assert result.n_tool_calls == steps
     return result.answer
@@ -111,7 +111,7 @@ def run_ours(steps: int) -> str:
 
 def run_smolagents(steps: int) -> str:
     agent = ToolCallingAgent(
-        tools=[smol_add],
+        tools=[smol_increment],
         model=ScriptedSmolModel(steps),
         verbosity_level=LogLevel.OFF,
         max_steps=steps + 1,

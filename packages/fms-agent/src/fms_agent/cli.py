@@ -26,6 +26,7 @@ from fms_agent.llm import Backend, BackendError, LocalBackend, OpenAIBackend
 from fms_agent.sandbox import SandboxUnavailable, run_python
 from fms_agent.session import Session, SessionFileError
 from fms_agent.tools import Tool, tool
+from fms_llm.cli import _positive_int  # the fms-llm CLI's count type, shared
 
 __all__ = ["build_parser", "main", "python_tool"]
 
@@ -45,16 +46,6 @@ def python_tool(timeout: float = 10.0) -> Tool:
         return f"{status}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
 
     return python
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:
