@@ -444,6 +444,24 @@ def parse_tool_calls(text: str) -> AssistantMessage:
     return AssistantMessage(content or None, tuple(calls))
 
 
+class _ChatMLTokenizer:
+    """The model's tokenizer with ChatML's `<|im_start|>` and `<|im_end|>` read as their special
+    ids (as the fms-llm chat template and server encode them) when the tokenizer has them, and as
+    text otherwise; every other special token's text stays refused."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.allowed = {s for s in (IM_START, IM_END) if s in tokenizer.special_tokens}
+
+    def encode(self, text: str) -> list[int]:
+        if not self.allowed:
+            return list(self.tokenizer.encode(text))
+        return list(self.tokenizer.encode(text, allowed_special=self.allowed))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(ids))
+
+
 class LocalBackend:
     """A saved fms-llm model (`config.json`, `model.safetensors`, `tokenizer.json`) in process.
 
@@ -499,7 +517,7 @@ class LocalBackend:
         with torch.no_grad():
             return generate_text(
                 self.model,
-                self.tokenizer,
+                _ChatMLTokenizer(self.tokenizer),
                 prompt,
                 self.max_new_tokens,
                 temperature=self.temperature,
