@@ -7,10 +7,10 @@ silently repairs the data.
 
 Two checks guard against inputs that are valid numbers yet too big for the arithmetic:
 
-* [`check_allocation`][fms_ml._validation.check_allocation] refuses, before allocating, an array
+* `check_allocation` refuses, before allocating, an array
   larger than the machine's memory (a `MemoryError` naming the array, its shape and the setting
   that sizes it), where numpy would otherwise try, swap, or be killed;
-* [`check_finite_result`][fms_ml._validation.check_finite_result] turns a non-finite result from
+* `check_finite_result` turns a non-finite result from
   finite input (an overflow: values near $10^{300}$ square to infinity, and
   $\infty - \infty$ is NaN) into a `ValueError` instead of silent NaN.
 """

@@ -206,7 +206,7 @@ class BaseEstimator:
     the input is raises a `ValueError` naming the input's largest magnitude (a learned attribute
     named for a logarithm, such as `class_log_prior_`, may hold $-\infty$: the log of a zero
     probability)
-    ([`check_finite_result`][fms_ml._validation.check_finite_result]), where the NaN would
+    (`fms_ml._validation.check_finite_result`), where the NaN would
     otherwise pass silently into every prediction.
     """
 

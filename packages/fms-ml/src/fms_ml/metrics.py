@@ -479,9 +479,7 @@ def euclidean_distances(
     Expanded as
 
     $$
-
     \lVert x - y\rVert^2 = \lVert x\rVert^2 - 2\,x^\top y + \lVert y\rVert^2,
-
     $$
 
     one matrix product instead of an `(n_X, n_Y, n_features)` tensor of differences (scikit-learn
