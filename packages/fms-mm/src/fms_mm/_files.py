@@ -7,6 +7,7 @@ so a killed save leaves either the old model or the new one, never half of eithe
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,14 @@ from torch import Tensor
 
 from fms_llm.models.hf import _atomic_dir
 
-__all__ = ["ModelFileError", "load_exact", "read_model_dir", "write_model_dir"]
+__all__ = [
+    "ModelFileError",
+    "load_exact",
+    "load_renamed",
+    "read_model_dir",
+    "renamed_state",
+    "write_model_dir",
+]
 
 
 class ModelFileError(ValueError):
@@ -65,3 +73,29 @@ def load_exact(module: torch.nn.Module, state: dict[str, Tensor], source: str) -
                 f"{source}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}"
             )
     module.load_state_dict(state)
+
+
+def renamed_state(module: torch.nn.Module, names: dict[str, str]) -> dict[str, Tensor]:
+    """`module`'s parameters under other names (`names` maps ours to theirs), detached."""
+    own = dict(module.named_parameters())
+    return {theirs: own[ours].detach() for ours, theirs in names.items()}
+
+
+def load_renamed(
+    module: torch.nn.Module,
+    state: dict[str, Tensor],
+    names: dict[str, str],
+    source: str,
+    skip: Callable[[str], bool] = lambda _name: False,
+) -> None:
+    """Load `state`, keyed by the other names of `names` (ours to theirs), into `module`; keys
+    for which `skip` is true are ignored, any other unknown key is a `ModelFileError`."""
+    ours_of = {theirs: ours for ours, theirs in names.items()}
+    mapped = {}
+    for name, value in state.items():
+        if skip(name):
+            continue
+        if name not in ours_of:
+            raise ModelFileError(f"{source}: unexpected weight {name!r}")
+        mapped[ours_of[name]] = value
+    load_exact(module, mapped, source)

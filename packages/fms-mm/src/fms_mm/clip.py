@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fms_mm._files import ModelFileError, load_exact, read_model_dir, write_model_dir
+from fms_mm._files import load_renamed, read_model_dir, renamed_state, write_model_dir
 from fms_mm.vision import PatchEmbedding, check_images
 from fms_transformer.blocks import EncoderBlock
 from fms_transformer.norm import LayerNorm
@@ -502,20 +502,12 @@ class CLIP(nn.Module):
 
     def to_hf_state_dict(self) -> dict[str, Tensor]:
         """Our weights under transformers' names."""
-        own = dict(self.named_parameters())
-        return {hf: own[ours].detach() for ours, hf in self.hf_names().items()}
+        return renamed_state(self, self.hf_names())
 
     def load_hf_state_dict(self, state: dict[str, Tensor], source: str = "state dict") -> None:
-        """Load transformers `CLIPModel` weights, every one named and shaped as ours."""
-        by_hf = {hf: ours for ours, hf in self.hf_names().items()}
-        mapped = {}
-        for hf_name, value in state.items():
-            if hf_name.endswith("position_ids"):  # a buffer older transformers saved
-                continue
-            if hf_name not in by_hf:
-                raise ModelFileError(f"{source}: unexpected weight {hf_name!r}")
-            mapped[by_hf[hf_name]] = value
-        load_exact(self, mapped, source)
+        """Load transformers `CLIPModel` weights, every one named and shaped as ours (the
+        `position_ids` buffers older transformers saved are ignored)."""
+        load_renamed(self, state, self.hf_names(), source, lambda n: n.endswith("position_ids"))
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """`config.json` and `model.safetensors` in transformers' CLIP layout, atomically."""
