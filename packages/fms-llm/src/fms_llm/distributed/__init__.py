@@ -9,6 +9,9 @@
 - [fms_llm.distributed.tensor_parallel][]: Megatron's conjugate operators $f$ and $g$ as autograd
   functions over all-reduce, [ColumnParallelLinear][fms_llm.distributed.tensor_parallel.ColumnParallelLinear]
   and [RowParallelLinear][fms_llm.distributed.tensor_parallel.RowParallelLinear];
+- [fms_llm.distributed.memory][]: the memory of a rank (parameters, gradients, AdamW state,
+  activations) and the bytes it sends, per strategy and world size:
+  [estimate_memory][fms_llm.distributed.memory.estimate_memory];
 - [fms_llm.distributed.trainer][]: the fms-dl Trainer on several processes, with consolidated,
   world-size-independent checkpoints.
 
@@ -21,6 +24,12 @@ from fms_llm.distributed.launch import (
     init_distributed,
     shutdown,
     spawn,
+)
+from fms_llm.distributed.memory import (
+    MemoryEstimate,
+    ParameterCount,
+    count_parameters,
+    estimate_memory,
 )
 from fms_llm.distributed.strategies import (
     DDP,
@@ -48,12 +57,16 @@ __all__ = [
     "DistEnv",
     "DistributedError",
     "DistributedTrainer",
+    "MemoryEstimate",
+    "ParameterCount",
     "RowParallelLinear",
     "SingleProcess",
     "Strategy",
     "TensorParallel",
     "TensorParallelError",
     "check_tensor_parallel",
+    "count_parameters",
+    "estimate_memory",
     "init_distributed",
     "make_strategy",
     "shutdown",
