@@ -249,3 +249,63 @@ def test_sigkill_a_two_process_run_then_resume_equals_the_uninterrupted_run(
     assert done.keys() == resumed.keys()
     assert all(torch.equal(done[k], resumed[k]) for k in done)
     assert _losses(run) == _losses(runs["fsdp"])
+
+
+def _env(world_size: int) -> DistEnv:
+    """Rank 0 of a `world_size`-process gloo run (the checks read only the sizes)."""
+    return DistEnv(rank=0, world_size=world_size, backend="gloo")
+
+
+@pytest.mark.parametrize(
+    ("parallel", "world", "model", "batch", "message"),
+    [
+        ("tp", 3, {"n_heads": 4, "n_kv_heads": 2}, 6, r"model\.n_heads=4, which is not divisible by 3; use a world size in \[1, 2, 4\]"),
+        ("tp", 4, {"n_heads": 4, "n_kv_heads": 2}, 8, r"model\.n_kv_heads=2, which is not divisible by 4.*grouped-query"),
+        ("tp", 2, {"n_heads": 2, "d_ff": 33}, 8, r"model\.d_ff=33, which is not divisible by 2"),
+        ("tp", 2, {"n_heads": 2, "dropout": 0.1}, 8, r"model\.dropout=0, got 0\.1"),
+        ("ddp", 3, {"n_heads": 2}, 8, r"train\.batch_size=8 .* not divisible by the 3 data-parallel"),
+        ("fsdp", 4, {"n_heads": 2}, 6, r"train\.batch_size=6 .* not divisible by the 4 data-parallel"),
+        ("tp", 2, {"n_heads": 2}, 8, None),  # tensor parallelism does not split the batch
+    ],
+)  # fmt: skip
+def test_world_size_mismatches_are_named_before_any_work(
+    parallel: str, world: int, model: dict[str, object], batch: int, message: str | None
+) -> None:
+    """Each shape the world size cannot split raises a DistributedError (TensorParallelError is
+    one) naming the field, its value and what would work, from `Strategy.check`, which
+    `pretrain` calls before it reads data or builds the model."""
+    from fms_llm.distributed import DistributedError, make_strategy
+    from fms_llm.models.gpt import LlamaConfig
+
+    config = LlamaConfig(vocab_size=64, n_layers=1, d_model=32, max_seq_len=16, **model)  # type: ignore[arg-type]
+    strategy = make_strategy(parallel, _env(world))
+    if message is None:
+        strategy.check(config, batch)
+        return
+    with pytest.raises(DistributedError, match=message):
+        strategy.check(config, batch)
+
+
+def test_unknown_or_impossible_strategies_are_refused() -> None:
+    """`train.parallel` must be a known name, and `none` on several processes is refused (each
+    would train its own copy); `auto` is DDP on several processes and nothing on one."""
+    from fms_llm.distributed import DistributedError, make_strategy
+
+    with pytest.raises(DistributedError, match=r"must be one of .* got 'zero3'"):
+        make_strategy("zero3", _env(2))
+    with pytest.raises(DistributedError, match="'none' but this run has 2 processes"):
+        make_strategy("none", _env(2))
+    assert make_strategy("auto", _env(2)).name == "ddp"
+    assert make_strategy("auto", _env(1)).name == "none"
+
+
+def test_a_bad_split_fails_on_every_rank_before_the_run_directory_is_written(
+    tmp_path: Path, data_cache: Path, overrides: Overrides
+) -> None:
+    """2 processes of `pretrain` with tensor parallelism over a model with one key/value head:
+    both ranks raise the named error and nothing is written."""
+    run = tmp_path / "run"
+    argv = overrides(run, data_cache, **{**LLAMA, "model.n_kv_heads": 1, "train.parallel": "tp"})
+    with pytest.raises(RuntimeError, match=r"model\.n_kv_heads=1, which is not divisible by 2"):
+        spawn(_train, 2, argv, start_method="fork", timeout_s=60)
+    assert not run.exists()

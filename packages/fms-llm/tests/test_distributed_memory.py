@@ -158,7 +158,10 @@ def test_memory_and_communication_arithmetic_of_the_plans() -> None:
         ({"strategy": "zero"}, "strategy must be one of"),
         ({"strategy": "none", "world_size": 2}, "runs one process"),
         ({"strategy": "ddp", "world_size": 3}, "batch_size=8 is not divisible by world_size=3"),
-        ({"strategy": "tp", "world_size": 4}, "model.n_kv_heads=2"),
+        (
+            {"strategy": "tp", "world_size": 4},
+            "splits model.n_kv_heads=2, which is not divisible by 4",
+        ),
         ({"strategy": "fsdp", "world_size": 0}, "world_size must be an int >= 1, got 0"),
         ({"strategy": "ddp", "seq_len": 0}, "seq_len must be an int >= 1"),
     ],

@@ -215,12 +215,9 @@ def estimate_memory(
             f"estimate_memory: batch_size={batch_size} is not divisible by world_size={w}"
         )
     if strategy == "tp":
-        from fms_llm.distributed.tensor_parallel import TensorParallelError, check_tensor_parallel
+        from fms_llm.distributed.tensor_parallel import check_tensor_parallel
 
-        try:
-            check_tensor_parallel(config, w)
-        except TensorParallelError as exc:
-            raise DistributedError(f"estimate_memory: {exc}") from exc
+        check_tensor_parallel(config, w)
 
     count = count_parameters(config)
     psi = count.total

@@ -46,6 +46,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fms_llm.distributed.launch import DistributedError
 from fms_llm.models.gpt import GPT, ModelConfig
 from fms_transformer.attention import MultiHeadAttention
 from fms_transformer.ffn import MLP, SwiGLU
@@ -65,8 +66,11 @@ __all__ = [
 Group = dist.ProcessGroup | None
 
 
-class TensorParallelError(ValueError):
-    """A model that cannot be split over this many processes (the message names the field)."""
+class TensorParallelError(DistributedError):
+    """A model that cannot be split over this many processes (the message names the field).
+
+    A [DistributedError][fms_llm.distributed.launch.DistributedError], as every reason a run
+    cannot start is (and so a `ValueError`)."""
 
 
 def _rank_world(group: Group) -> tuple[int, int]:
