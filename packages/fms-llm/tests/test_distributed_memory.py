@@ -88,7 +88,7 @@ def test_peak_memory_of_two_process_runs_matches_the_estimate() -> None:
     Also the parts: parameters exact, AdamW moments within 0.1%, DDP's resident gradient
     buckets, FSDP's 1/W shard."""
     configs: list[ModelConfig] = [LLAMA, GPT2]
-    one = _measure(DistEnv(), configs, ["none"])
+    one = _measure(DistEnv(), configs, ["none"])  # (this also imports torch._dynamo before forking)
     two = spawn(_measure, 2, configs, ["ddp", "fsdp", "tp"], start_method="fork", timeout_s=120)
     for c, config in enumerate(configs):
         measured = {"none": one[c]} | {
