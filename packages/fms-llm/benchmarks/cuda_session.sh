@@ -3,7 +3,8 @@
 # has PyTorch and transformers but no network): causal attention forward + backward (naive, tiled,
 # PyTorch's fused kernel), the training step against transformers at GPT-2-small shapes in bf16
 # with tokens/s and MFU, and a short `fms-llm train` of the gpt2-124m preset on the synthetic
-# corpus (the trainer's own tokens/s and MFU, torch.compile on). Nothing is installed: the
+# corpus (the trainer's own tokens/s and MFU, torch.compile on), and the distributed path (NCCL DDP/FSDP/TP
+# throughput and memory, the gpu-marked distributed tests, a torchrun launch). Nothing is installed: the
 # checkout's sources go on PYTHONPATH. Results go to $OUT (or ./cuda-results).
 #
 #   bash packages/fms-llm/benchmarks/cuda_session.sh            # a few minutes on an H100-class GPU
@@ -39,3 +40,25 @@ lengths=$([ "$size" = quick ] && echo --quick || true)
   --set train.eval_every=1000000 2>&1 | tee "$out/train.txt"
 cp "$out/run/log.jsonl" "$out/train_log.jsonl"
 rm -rf "$out/run"
+
+# The distributed path on the GPU(s): NCCL process groups, one process a GPU (2 if there are 2;
+# on one GPU the group has one rank and this measures the path's overhead), DDP, FSDP (and tensor
+# parallelism on 2 GPUs) against the plain loop, GPT-2-small shapes in bf16 autocast, with each
+# rank's peak allocated memory; then the GPU tests of the distributed package (NCCL runs equal
+# the one-GPU run), and one real `torchrun` launch of `fms-llm train` with DDP.
+ngpu=$("$python" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+strategies="ddp fsdp"; [ "${ngpu:-0}" -ge 2 ] && strategies="ddp fsdp tp"
+"$python" packages/fms-llm/benchmarks/bench_distributed.py --device "$device" \
+  --size "$([ "$size" = quick ] && echo tiny || echo gpt2-small)" --strategies $strategies \
+  --rounds 3 --steps 5 --json "$out/distributed.json" 2>&1 | tee "$out/distributed.md"
+if [ "$device" = cuda ] && "$python" -c "import pytest" 2>/dev/null; then
+  "$python" -m pytest -q -m gpu -p no:cacheprovider packages/fms-llm/tests/test_distributed.py \
+    packages/fms-llm/tests/test_distributed_memory.py 2>&1 | tee "$out/distributed_gpu_tests.txt"
+fi
+nproc=$([ "${ngpu:-0}" -ge 2 ] && echo 2 || echo 1)
+"$python" -m torch.distributed.run --standalone --nproc-per-node "$nproc" -m fms_llm.cli train \
+  --config tiny --corpus synthetic --device "$device" --max-steps "$steps" \
+  --out-dir "$out/run-ddp" --quiet --set train.parallel=ddp --set train.checkpoint_every=none \
+  --set train.warmup_steps=$((steps / 2)) --set train.eval_every=1000000 2>&1 | tee "$out/train_ddp.txt"
+cp "$out/run-ddp/log.jsonl" "$out/train_ddp_log.jsonl"
+rm -rf "$out/run-ddp"
