@@ -1,4 +1,7 @@
-"""Mutation helpers for the loader fuzz suites (`test_fuzz_serialization.py`, `torch/test_fuzz_checkpoint.py`).
+"""Mutation helpers for the loader fuzz suites of fms-dl.
+
+`test_fuzz_serialization.py` and `torch/test_fuzz_checkpoint.py` import this file as
+`fms_dl_test_mutations`, the name `tests/conftest.py` registers it under.
 
 Each helper takes hypothesis's `st.DataObject` and a valid input and returns a hostile variant:
 

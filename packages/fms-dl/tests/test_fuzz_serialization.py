@@ -15,10 +15,9 @@ in `nox -s fuzz`):
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
+import fms_dl_test_mutations as mut  # tests/_mutations.py, registered by tests/conftest.py
 import numpy as np
 import pytest
 from hypothesis import given
@@ -26,19 +25,6 @@ from hypothesis import strategies as st
 
 from fms_dl.serialization import SafetensorsError, load_file, load_file_with_metadata, save_file
 
-
-def _helpers() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "_mutations", Path(__file__).with_name("_mutations.py")
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mut = _helpers()
 pytestmark = pytest.mark.fuzz
 
 

@@ -15,14 +15,13 @@ shape changes), or a mutated manifest or pointer. The claims, for `FMS_FUZZ_EXAM
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import random
 import shutil
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import fms_dl_test_mutations as mut  # tests/_mutations.py, registered by tests/conftest.py
 import numpy as np
 import pytest
 import torch
@@ -33,18 +32,6 @@ from torch import nn
 from fms_dl.torch import AdamW, CheckpointError, load_checkpoint, save_checkpoint
 from fms_dl.torch import checkpoint as ck
 
-
-def _helpers() -> ModuleType:
-    path = Path(__file__).parents[1] / "_mutations.py"
-    spec = importlib.util.spec_from_file_location("_mutations", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mut = _helpers()
 FILES = ["model.safetensors", "optimizer.safetensors", "rng.safetensors"]
 
 
