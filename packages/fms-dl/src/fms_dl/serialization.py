@@ -179,6 +179,11 @@ def _parse(buf: bytes, where: str) -> tuple[dict[str, Array], dict[str, str]]:
             raise SafetensorsError(
                 f"{where}: tensor {name!r} has a negative dimension in shape {shape}"
             )
+        if len(shape) > 32 or any(s >= 1 << 63 for s in shape):  # numpy's limits (an empty
+            raise SafetensorsError(  # tensor's other dims are free to be absurd)
+                f"{where}: tensor {name!r} has shape {shape!s:.200}: at most 32 dims, each "
+                "below 2**63"
+            )
         # Python integers: a product of hostile dimensions cannot overflow (int64 would wrap
         # [2**32, 2**32] to 0 bytes). Nothing is allocated until it equals the span's length.
         expected = math.prod(shape) * dtype.itemsize
@@ -193,7 +198,12 @@ def _parse(buf: bytes, where: str) -> tuple[dict[str, Array], dict[str, str]]:
                 f"{len(data)} bytes (truncated file)"
             )
         spans.append((begin, end))
-        arr = np.frombuffer(data[begin:end], dtype=dtype).reshape(shape)
+        try:
+            arr = np.frombuffer(data[begin:end], dtype=dtype).reshape(shape)
+        except ValueError as e:  # a shape numpy cannot represent, even with no elements
+            raise SafetensorsError(
+                f"{where}: tensor {name!r} has shape {shape!s:.200} ({e})"
+            ) from None
         out[name] = arr.astype(dtype.newbyteorder("="), copy=True)
     spans.sort()
     pos = 0

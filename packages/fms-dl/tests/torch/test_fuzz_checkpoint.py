@@ -175,6 +175,12 @@ def _state_items(sd: Any) -> Any:
     return dict(sd["__dict__"])
 
 
+def _drop_moment(sd: Any, meta: Any) -> None:
+    """Remove parameter 0's second moment from the state (a bit flip in its name does this)."""
+    first = _state_items(sd)["state"]["__dict__"][0][1]
+    first["__dict__"] = [kv for kv in first["__dict__"] if kv[0] != "exp_avg_sq"]
+
+
 CORRUPTIONS = {
     # the model file: a weight of another dtype (consistent hash), or a missing weight
     "model dtype": lambda d: _retype(d, "model.safetensors", "0.weight", "F64"),
@@ -189,6 +195,7 @@ CORRUPTIONS = {
             0, ["lr", "fast"]
         ),
     ),
+    "optimizer missing moment": lambda d: _optimizer_meta(d, _drop_moment),
     "optimizer param_shapes": lambda d: _optimizer_meta(
         d, lambda sd, meta: meta.__setitem__("param_shapes", "[[3, 4]]")
     ),

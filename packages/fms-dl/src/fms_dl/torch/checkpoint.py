@@ -572,6 +572,22 @@ _PARAM_SHAPED = frozenset(
 )  # fmt: skip
 
 
+def _required_state(optimizer: torch.optim.Optimizer, group: Mapping[str, Any]) -> set[str]:
+    """The state keys that `optimizer.step` reads for every parameter that has state, for the
+    optimisers whose layout is known (ours and torch's SGD/Adam/AdamW); empty for others."""
+    from fms_dl.torch.optim import SGD, AdamW, Lion
+
+    if isinstance(optimizer, AdamW | torch.optim.AdamW | torch.optim.Adam):
+        return {"step", "exp_avg", "exp_avg_sq"} | (
+            {"max_exp_avg_sq"} if group.get("amsgrad") else set()
+        )
+    if isinstance(optimizer, Lion):
+        return {"exp_avg"}
+    if isinstance(optimizer, SGD | torch.optim.SGD) and group.get("momentum", 0) != 0:
+        return {"momentum_buffer"}
+    return set()
+
+
 def _same_kind(saved: Any, live: Any) -> bool:
     """Whether a saved hyper-parameter can stand in for the live one (JSON has lost tuples)."""
     if isinstance(live, bool) or live is None:
@@ -602,8 +618,8 @@ def _check_optimizer(
 
     Structure (`state` and `param_groups`), group and parameter counts, every hyper-parameter
     of the live groups present with a value of the same kind, parameter indices known and each
-    used once, the saved parameter shapes, and the shape, dtype kind and finiteness of the
-    step count of every per-parameter state tensor. Returns a fresh dict ready for
+    used once, the saved parameter shapes, the state keys `step` reads (for the optimisers whose
+    layout is known), the shape and dtype kind of every moment and a finite step count. Returns a fresh dict ready for
     `optimizer.load_state_dict`.
     """
     if not isinstance(sd, dict) or not isinstance(sd.get("state"), dict):
@@ -622,6 +638,7 @@ def _check_optimizer(
     if live_shapes is None:
         live_shapes = [tuple(p.shape) for g in groups for p in g["params"]]
     index_to_shape: dict[int, tuple[int, ...]] = {}
+    index_to_required: dict[int, set[str]] = {}
     live_iter = iter(live_shapes)
     new_groups = []
     for i, (g_saved, g_now) in enumerate(zip(saved, groups, strict=True)):
@@ -636,6 +653,7 @@ def _check_optimizer(
                     f"{file}: parameter group {i} lists {idx!r:.40}, not a new index >= 0"
                 )
             index_to_shape[idx] = tuple(next(live_iter))
+            index_to_required[idx] = _required_state(optimizer, g_now)
         group = dict(g_saved)
         for key, value in g_now.items():
             if key in ("params", "param_names"):
@@ -675,6 +693,12 @@ def _check_optimizer(
             raise CheckpointError(f"{file}: state for unknown parameter index {idx!r:.40}")
         if not isinstance(entry, dict):
             raise CheckpointError(f"{file}: state of parameter {pidx} is not an object")
+        missing = sorted(index_to_required[pidx] - set(entry))
+        if missing:
+            raise CheckpointError(
+                f"{file}: state of parameter {pidx} lacks {missing}, which "
+                f"{type(optimizer).__name__}.step needs (it has {sorted(map(str, entry))[:8]})"
+            )
         for name, value in entry.items():
             if name == "step":
                 ok = (isinstance(value, int | float) and not isinstance(value, bool)) or (
