@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,22 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # (a 64x64 @ 64x128 product went from 50 us to 9 ms under load). One thread for both engines.
 threadpool_limits(1)
 torch.set_num_threads(1)
+
+
+def _register_mutations() -> None:
+    """Make `tests/_mutations.py` importable as `fms_dl_test_mutations` by the fuzz suites here
+    and in `tests/torch/` (pytest's importlib mode puts no test directory on `sys.path`)."""
+    spec = importlib.util.spec_from_file_location(
+        "fms_dl_test_mutations", Path(__file__).with_name("_mutations.py")
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fms_dl_test_mutations"] = module
+    spec.loader.exec_module(module)
+
+
+_register_mutations()
 
 
 class Helpers:

@@ -92,6 +92,14 @@ def _write_raw(path: Path, header: Any, data: bytes, length: int | None = None) 
         ("gap", "gap"),
         ("trailing", "cover 24 bytes"),
         ("not_object", "JSON object"),
+        # found by test_fuzz_serialization.py: int64 products wrapped, huge dims overflowed,
+        # deep nesting escaped as RecursionError, float dims were truncated silently
+        ("product_wraps", "needs 0 bytes|needs 147573952589676412928 bytes"),
+        ("dim_past_int64", "each below 2\\*\\*63"),
+        ("deep_nesting", "not valid UTF-8 JSON"),
+        ("float_dim", "invalid header entry"),
+        ("list_metadata", "__metadata__"),
+        ("empty_with_huge_dim", "below 2\\*\\*63"),
     ],
 )
 def test_corrupt_files_give_clear_errors(tmp_path: Path, case: str, match: str) -> None:
@@ -116,6 +124,29 @@ def test_corrupt_files_give_clear_errors(tmp_path: Path, case: str, match: str) 
         _write_raw(p, good, data + b"\x00" * 8)
     elif case == "not_object":
         _write_raw(p, [1, 2], data)
+    elif case == "product_wraps":  # 2**32 * 2**32 is 0 in int64
+        _write_raw(
+            p,
+            {
+                "x": {"dtype": "F64", "shape": [1 << 32, 1 << 32], "data_offsets": [0, 0]},
+                "y": good["x"],
+            },
+            data,
+        )
+    elif case == "dim_past_int64":
+        _write_raw(p, {"x": {"dtype": "F64", "shape": [1 << 64], "data_offsets": [0, 24]}}, data)
+    elif case == "deep_nesting":
+        _write_raw(p, b"[" * 100_000 + b"]" * 100_000, data)
+    elif case == "float_dim":
+        _write_raw(p, {"x": {"dtype": "F64", "shape": [3.0], "data_offsets": [0, 24]}}, data)
+    elif case == "empty_with_huge_dim":  # 0 bytes, but numpy cannot make the shape
+        _write_raw(
+            p,
+            {"x": {"dtype": "F64", "shape": [0, 1 << 63], "data_offsets": [0, 0]}, "y": good["x"]},
+            data,
+        )
+    elif case == "list_metadata":
+        _write_raw(p, {"__metadata__": [], **good}, data)
     with pytest.raises(SafetensorsError, match=match):
         load_file(p)
 

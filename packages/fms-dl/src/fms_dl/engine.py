@@ -952,8 +952,10 @@ class Tensor:
     ) -> Tensor:
         axes = _norm_axis(dim, self.ndim, op)
         x = self._data
-        if x.size == 0:
-            raise ShapeError(f"{op}: cannot reduce an empty tensor of shape {self.shape}")
+        if any(self.shape[a] == 0 for a in axes):  # an empty *kept* dim is fine, as in torch
+            raise ShapeError(
+                f"{op}: cannot reduce over an empty dim {axes} of a tensor of shape {self.shape}"
+            )
         out_k = fn(x, axis=axes, keepdims=True)
 
         def backward(g: Array) -> tuple[Array]:
@@ -977,7 +979,8 @@ class Tensor:
         _require_float(self, "softmax")
         ax = _norm_axis(dim, self.ndim, "softmax")  # () for a 0-d tensor, whose softmax is 1
         x = self._data
-        e = np.exp(x - x.max(axis=ax, keepdims=True))
+        # initial=-inf: an empty dim has no maximum to subtract (and nothing to normalise)
+        e = np.exp(x - x.max(axis=ax, keepdims=True, initial=-np.inf))
         out = e / e.sum(axis=ax, keepdims=True)
         return Tensor._result(
             out,
@@ -992,7 +995,7 @@ class Tensor:
         _require_float(self, "log_softmax")
         ax = _norm_axis(dim, self.ndim, "log_softmax")
         x = self._data
-        shifted = x - x.max(axis=ax, keepdims=True)
+        shifted = x - x.max(axis=ax, keepdims=True, initial=-np.inf)
         e = np.exp(shifted)
         s = e.sum(axis=ax, keepdims=True)
         out = shifted - np.log(s)
@@ -1059,10 +1062,12 @@ class Tensor:
         )
 
     def transpose(self, dim0: int, dim1: int) -> Tensor:
-        """Swap two axes."""
+        """Swap two axes (a 0-d tensor accepts dims 0 and -1 and stays as it is, as in torch)."""
+        (d0,), (d1,) = (_norm_axis(d, self.ndim, "transpose") or (0,) for d in (dim0, dim1))
         perm = list(range(self.ndim))
-        perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
-        return self.permute(*perm)
+        if self.ndim:
+            perm[d0], perm[d1] = perm[d1], perm[d0]
+        return self.permute(tuple(perm))
 
     def expand(self, *shape: int) -> Tensor:
         """Broadcast to `shape` without copying; the gradient is summed back."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import struct
 import tempfile
@@ -134,6 +135,10 @@ def save_file(
             os.close(dir_fd)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _parse(buf: bytes, where: str) -> tuple[dict[str, Array], dict[str, str]]:
     if len(buf) < 8:
         raise SafetensorsError(
@@ -146,14 +151,15 @@ def _parse(buf: bytes, where: str) -> tuple[dict[str, Array], dict[str, str]]:
         )
     try:
         header = json.loads(buf[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SafetensorsError(f"{where}: header is not valid UTF-8 JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError, nesting
+        raise SafetensorsError(f"{where}: header is not valid UTF-8 JSON ({e!r:.200})") from None
     if not isinstance(header, dict):
         raise SafetensorsError(
             f"{where}: header must be a JSON object, got {type(header).__name__}"
         )
     data = memoryview(buf)[8 + n :]
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise SafetensorsError(f"{where}: __metadata__ must map strings to strings")
     out: dict[str, Array] = {}
@@ -161,17 +167,26 @@ def _parse(buf: bytes, where: str) -> tuple[dict[str, Array], dict[str, str]]:
     for name, info in header.items():
         try:
             dtype = _DTYPES[info["dtype"]]
-            shape = tuple(int(s) for s in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
+            shape = tuple(info["shape"])
+            begin, end = info["data_offsets"]
+            if not all(_is_int(v) for v in (*shape, begin, end)):
+                raise TypeError("shape and data_offsets must hold integers")
         except (KeyError, TypeError, ValueError) as e:
             raise SafetensorsError(
-                f"{where}: tensor {name!r} has an invalid header entry {info!r} ({e!r})"
+                f"{where}: tensor {name!r} has an invalid header entry {info!r:.200} ({e!r})"
             ) from None
         if any(s < 0 for s in shape):
             raise SafetensorsError(
                 f"{where}: tensor {name!r} has a negative dimension in shape {shape}"
             )
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if len(shape) > 32 or any(s >= 1 << 63 for s in shape):  # numpy's limits (an empty
+            raise SafetensorsError(  # tensor's other dims are free to be absurd)
+                f"{where}: tensor {name!r} has shape {shape!s:.200}: at most 32 dims, each "
+                "below 2**63"
+            )
+        # Python integers: a product of hostile dimensions cannot overflow (int64 would wrap
+        # [2**32, 2**32] to 0 bytes). Nothing is allocated until it equals the span's length.
+        expected = math.prod(shape) * dtype.itemsize
         if not 0 <= begin <= end or end - begin != expected:
             raise SafetensorsError(
                 f"{where}: tensor {name!r} with dtype {info['dtype']} and shape {shape} needs "
@@ -183,7 +198,12 @@ def _parse(buf: bytes, where: str) -> tuple[dict[str, Array], dict[str, str]]:
                 f"{len(data)} bytes (truncated file)"
             )
         spans.append((begin, end))
-        arr = np.frombuffer(data[begin:end], dtype=dtype).reshape(shape)
+        try:
+            arr = np.frombuffer(data[begin:end], dtype=dtype).reshape(shape)
+        except ValueError as e:  # a shape numpy cannot represent, even with no elements
+            raise SafetensorsError(
+                f"{where}: tensor {name!r} has shape {shape!s:.200} ({e})"
+            ) from None
         out[name] = arr.astype(dtype.newbyteorder("="), copy=True)
     spans.sort()
     pos = 0
@@ -201,9 +221,18 @@ def _parse(buf: bytes, where: str) -> tuple[dict[str, Array], dict[str, str]]:
 def load_file(filename: str | os.PathLike[str]) -> dict[str, Array]:
     """Read a safetensors file into a dict of (writable, native-endian) numpy arrays.
 
+    Every hostile input is a `SafetensorsError` (the loader's one error class for a bad file;
+    the fuzz suite `tests/test_fuzz_serialization.py` holds it to that). Shapes are checked
+    against the byte spans with exact integer arithmetic before any array is made, so nothing
+    larger than the file is ever allocated. Values are returned as stored: NaN and infinities
+    are valid floats and load as such.
+
     Raises:
-        SafetensorsError: if the file is truncated, the header is not valid JSON, a dtype is
-            unknown, or the offsets do not tile the data buffer exactly.
+        SafetensorsError: if the file is truncated, the header length runs past the end, the
+            header is not UTF-8 JSON of the right shape (an object of `{"dtype", "shape",
+            "data_offsets"}` entries with integer shapes and offsets, string metadata), a dtype
+            is unknown, a shape disagrees with its byte count, or the offsets do not tile the
+            data buffer exactly.
         FileNotFoundError: if there is no such file.
     """
     return load_file_with_metadata(filename)[0]

@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import struct
 import uuid
@@ -58,7 +60,7 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
-from fms_dl.torch.seed import capture_rng_state, restore_rng_state
+from fms_dl.torch.seed import _parsed_rng_state, capture_rng_state, restore_rng_state
 
 __all__ = [
     "CheckpointContents",
@@ -77,12 +79,18 @@ _RNG = "rng.safetensors"
 _STATE = "state.json"
 _LATEST = "latest"
 _TMP_PREFIX = ".tmp-"
+_STEP_DIR = re.compile(r"step-[0-9]+")
+_MAX_POINTER = 4096  # bytes: a `latest` pointer holds one step directory name
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, truncated, corrupt or does not match the model/optimiser.
 
-    The message names the file (and the key, where one is at fault).
+    The one error class of reading a checkpoint: every malformed input (a truncated or
+    bit-flipped file, a manifest or pointer that is not UTF-8 JSON or holds values of the wrong
+    type, a safetensors header with hostile lengths or offsets, an optimiser or RNG state of the
+    wrong structure) raises it, never a bare `KeyError`/`TypeError`. The message names the file
+    (and the key, where one is at fault). It subclasses `ValueError`.
     """
 
 
@@ -178,20 +186,36 @@ def _encode(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
 
 
 def _decode(obj: Any, tensors: dict[str, Tensor], file: Path) -> Any:
+    """Invert `_encode`; any structure `_encode` cannot have written is a `CheckpointError`."""
     if isinstance(obj, list):
         return [_decode(v, tensors, file) for v in obj]
     if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            key = obj["__tensor__"]
-            if key not in tensors:
-                raise CheckpointError(f"{file}: optimizer tensor {key!r} is missing")
-            return tensors[key]
-        if "__tuple__" in obj:
-            return tuple(_decode(v, tensors, file) for v in obj["__tuple__"])
-        if "__dict__" in obj:
-            return {k: _decode(v, tensors, file) for k, v in obj["__dict__"]}
+        if len(obj) != 1:
+            raise CheckpointError(
+                f"{file}: unexpected JSON object {sorted(obj)} in optimizer metadata"
+            )
+        ((tag, value),) = obj.items()
+        if tag == "__tensor__":
+            if not isinstance(value, str) or value not in tensors:
+                raise CheckpointError(f"{file}: optimizer tensor {value!r} is missing")
+            return tensors[value]
+        if tag == "__tuple__" and isinstance(value, list):
+            return tuple(_decode(v, tensors, file) for v in value)
+        if tag == "__dict__" and isinstance(value, list):
+            out = {}
+            for item in value:
+                if not (
+                    isinstance(item, list) and len(item) == 2 and isinstance(item[0], str | int)
+                ):
+                    raise CheckpointError(
+                        f"{file}: optimizer metadata has a malformed dict item {item!r:.80}"
+                    )
+                out[item[0]] = _decode(item[1], tensors, file)
+            return out
         raise CheckpointError(f"{file}: unexpected JSON object {sorted(obj)} in optimizer metadata")
-    return obj
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise CheckpointError(f"{file}: unexpected {type(obj).__name__} in optimizer metadata")
 
 
 def _safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
@@ -202,12 +226,24 @@ def _read_safetensors(path: Path, data: bytes) -> tuple[dict[str, Tensor], dict[
     """Parse a safetensors blob: (tensors, header metadata); any failure is a CheckpointError."""
     try:
         (n,) = struct.unpack("<Q", data[:8])
+        if n > len(data) - 8:
+            raise ValueError(f"header length {n} runs past the end of the {len(data)}-byte file")
         header = json.loads(data[8 : 8 + n])
         metadata = header.get("__metadata__", {}) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise ValueError("__metadata__ must map strings to strings")
         tensors = safetensors.torch.load(data)
-    except Exception as exc:
+    except Exception as exc:  # struct, JSON, and the safetensors parser's own errors
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
     return dict(tensors), dict(metadata)
+
+
+def _json_meta(file: Path, meta: Mapping[str, str], key: str, default: str) -> Any:
+    """`json.loads(meta[key])` (or of `default`), a `CheckpointError` if it is not JSON."""
+    try:
+        return json.loads(meta.get(key, default))
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{file}: metadata {key!r} is not valid JSON ({exc})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,14 +410,31 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     The `latest` pointer is authoritative. If it is absent or names a directory that does not
     exist (a crash between the directory rename and the pointer update, or manual deletion),
     the highest-numbered complete `step-*` directory is returned instead.
+
+    Raises:
+        CheckpointError: the pointer exists but is not a step directory's name: not UTF-8,
+            longer than a name can be, or anything but `step-<digits>` (a corrupt pointer
+            is reported, not silently replaced by a guess).
     """
     root = Path(directory)
     if not root.is_dir():
         return None
     pointer = root / _LATEST
     if pointer.is_file():
-        name = pointer.read_text().strip()
-        if name and "/" not in name and (root / name).is_dir():
+        try:
+            with open(pointer, "rb") as f:
+                raw = f.read(_MAX_POINTER + 1)
+            name = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(f"{pointer}: the pointer is not UTF-8 text ({exc})") from None
+        except OSError as exc:
+            raise CheckpointError(f"{pointer}: unreadable pointer ({exc})") from None
+        if len(raw) > _MAX_POINTER or not _STEP_DIR.fullmatch(name):
+            raise CheckpointError(
+                f"{pointer}: expected one line 'step-<digits>', got {raw[:60]!r}"
+                + (" (truncated)" if len(raw) > 60 else "")
+            )
+        if (root / name).is_dir():
             return root / name
     dirs = _step_dirs(root)
     return dirs[-1] if dirs else None
@@ -393,18 +446,69 @@ def _read_verified(step_dir: Path, name: str, files: dict[str, Any]) -> bytes:
         raise CheckpointError(f"{step_dir / _STATE}: no entry for {name}")
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing")
-    data = path.read_bytes()
     expected = files[name]
-    if len(data) != expected["size"]:
+    size = path.stat().st_size
+    if size != expected["size"]:  # before reading: a file is never read past its recorded size
         raise CheckpointError(
-            f"{path}: size {len(data)} bytes, expected {expected['size']} (truncated or replaced)"
+            f"{path}: size {size} bytes, expected {expected['size']} (truncated or replaced)"
         )
+    data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != expected["sha256"]:
         raise CheckpointError(
             f"{path}: sha256 {digest} does not match {expected['sha256']} (corrupt)"
         )
     return data
+
+
+def _is_count(value: Any) -> bool:
+    """An int >= 0 that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _manifest(step_dir: Path) -> dict[str, Any]:
+    """`state.json`, read and checked field by field (types and ranges)."""
+    state_path = step_dir / _STATE
+    try:
+        state = json.loads(state_path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: UTF-8 and JSON errors
+        raise CheckpointError(f"{state_path}: unreadable manifest ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{state_path}: not an {FORMAT} manifest")
+    if state.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{state_path}: format version {state.get('version')!r}, this code reads {FORMAT_VERSION}"
+        )
+    files = state.get("files")
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{state_path}: 'files' must be an object, got {files!r:.60}")
+    for name, entry in files.items():
+        ok = (
+            isinstance(entry, dict)
+            and _is_count(entry.get("size"))
+            and isinstance(entry.get("sha256"), str)
+            and re.fullmatch("[0-9a-f]{64}", entry["sha256"]) is not None
+        )
+        if not ok:
+            raise CheckpointError(
+                f"{state_path}: files[{name!r}] must be {{'size': int >= 0, 'sha256': 64 hex "
+                f"digits}}, got {entry!r:.80}"
+            )
+    if not _is_count(state.get("step")):
+        raise CheckpointError(
+            f"{state_path}: 'step' must be an int >= 0, got {state.get('step')!r:.40}"
+        )
+    state.setdefault("extra", {})
+    if not isinstance(state["extra"], dict):
+        raise CheckpointError(
+            f"{state_path}: 'extra' must be an object, got {state['extra']!r:.40}"
+        )
+    state.setdefault("rng_ranks", 1 if _RNG in files else 0)
+    if not _is_count(state["rng_ranks"]):
+        raise CheckpointError(
+            f"{state_path}: 'rng_ranks' must be an int >= 0, got {state['rng_ranks']!r:.40}"
+        )
+    return state
 
 
 def _resolve(path: Path) -> Path:
@@ -431,7 +535,10 @@ def _resolve_aliases(
 
 
 def _check_model(
-    file: Path, expected: Mapping[str, Sequence[int]], tensors: dict[str, Tensor]
+    file: Path,
+    expected: Mapping[str, Sequence[int]],
+    tensors: dict[str, Tensor],
+    dtypes: Mapping[str, torch.dtype] | None = None,
 ) -> dict[str, Tensor]:
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -446,49 +553,171 @@ def _check_model(
     ]
     if wrong:
         raise CheckpointError(f"{file}: shape mismatch for {'; '.join(wrong)}")
+    wrong = [
+        f"{k}: checkpoint {tensors[k].dtype} vs model {dt}"
+        for k, dt in (dtypes or {}).items()
+        if tensors[k].dtype != dt
+    ]
+    if wrong:  # load_state_dict would cast silently (and lose precision, or bits of an int)
+        raise CheckpointError(f"{file}: dtype mismatch for {'; '.join(wrong)}")
     return tensors
+
+
+# State tensors that every optimiser here and in `torch.optim` keeps with its parameter's shape
+# (moments, momentum buffers, accumulators); others (Adafactor's factored rows and columns) are
+# not shape-checked.
+_PARAM_SHAPED = frozenset(
+    {"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg", "grad_avg",
+     "sum", "acc_delta", "ax", "prev", "exp_inf"}
+)  # fmt: skip
+
+
+def _required_state(optimizer: torch.optim.Optimizer, group: Mapping[str, Any]) -> set[str]:
+    """The state keys that `optimizer.step` reads for every parameter that has state, for the
+    optimisers whose layout is known (ours and torch's SGD/Adam/AdamW); empty for others."""
+    from fms_dl.torch.optim import SGD, AdamW, Lion
+
+    if isinstance(optimizer, AdamW | torch.optim.AdamW | torch.optim.Adam):
+        return {"step", "exp_avg", "exp_avg_sq"} | (
+            {"max_exp_avg_sq"} if group.get("amsgrad") else set()
+        )
+    if isinstance(optimizer, Lion):
+        return {"exp_avg"}
+    if isinstance(optimizer, SGD | torch.optim.SGD) and group.get("momentum", 0) != 0:
+        return {"momentum_buffer"}
+    return set()
+
+
+def _same_kind(saved: Any, live: Any) -> bool:
+    """Whether a saved hyper-parameter can stand in for the live one (JSON has lost tuples)."""
+    if isinstance(live, bool) or live is None:
+        return isinstance(saved, bool) or saved is None
+    if isinstance(live, int | float):
+        return isinstance(saved, int | float) and not isinstance(saved, bool)
+    if isinstance(live, Tensor):  # a tensor lr (capturable optimisers)
+        return isinstance(saved, Tensor | int | float) and not isinstance(saved, bool)
+    if isinstance(live, str):
+        return isinstance(saved, str)
+    if isinstance(live, tuple | list):
+        return (
+            isinstance(saved, tuple | list)
+            and len(saved) == len(live)
+            and all(_same_kind(a, b) for a, b in zip(saved, live, strict=True))
+        )
+    return True  # anything else: trust torch's own load_state_dict
 
 
 def _check_optimizer(
     file: Path,
     optimizer: torch.optim.Optimizer,
     sd: Any,
-    shapes: list[list[int]] | None,
+    shapes: Any,
     live_shapes: Sequence[Sequence[int]] | None,
 ) -> dict[str, Any]:
-    if not isinstance(sd, dict) or "state" not in sd or "param_groups" not in sd:
+    """Check a decoded optimiser state dict completely against `optimizer`, changing nothing.
+
+    Structure (`state` and `param_groups`), group and parameter counts, every hyper-parameter
+    of the live groups present with a value of the same kind, parameter indices known and each
+    used once, the saved parameter shapes, the state keys `step` reads (for the optimisers whose
+    layout is known), the shape and dtype kind of every moment and a finite step count. Returns a fresh dict ready for
+    `optimizer.load_state_dict`.
+    """
+    if not isinstance(sd, dict) or not isinstance(sd.get("state"), dict):
         raise CheckpointError(f"{file}: metadata is not an optimizer state_dict")
+    saved = sd.get("param_groups")
+    if not isinstance(saved, list) or not all(
+        isinstance(g, dict) and isinstance(g.get("params"), list) for g in saved
+    ):
+        raise CheckpointError(f"{file}: param_groups must be a list of groups with 'params' lists")
     groups = optimizer.param_groups
-    saved = sd["param_groups"]
     if len(saved) != len(groups):
         raise CheckpointError(
             f"{file}: {len(saved)} parameter groups saved, the optimizer has {len(groups)}"
         )
-    index_to_param: dict[int, Tensor] = {}
+    n_params = sum(len(g["params"]) for g in groups)
+    if live_shapes is None:
+        live_shapes = [tuple(p.shape) for g in groups for p in g["params"]]
+    index_to_shape: dict[int, tuple[int, ...]] = {}
+    index_to_required: dict[int, set[str]] = {}
+    live_iter = iter(live_shapes)
+    new_groups = []
     for i, (g_saved, g_now) in enumerate(zip(saved, groups, strict=True)):
         if len(g_saved["params"]) != len(g_now["params"]):
             raise CheckpointError(
                 f"{file}: parameter group {i} has {len(g_saved['params'])} parameters saved, "
                 f"{len(g_now['params'])} in the optimizer"
             )
-        index_to_param.update(zip(g_saved["params"], g_now["params"], strict=True))
-        for key, value in g_now.items():  # JSON turns tuples into lists: restore the live type
-            if isinstance(value, tuple) and isinstance(g_saved.get(key), list):
-                g_saved[key] = tuple(g_saved[key])
-    if live_shapes is None:
-        live_shapes = [tuple(p.shape) for g in groups for p in g["params"]]
+        for idx in g_saved["params"]:
+            if not _is_count(idx) or idx in index_to_shape:
+                raise CheckpointError(
+                    f"{file}: parameter group {i} lists {idx!r:.40}, not a new index >= 0"
+                )
+            index_to_shape[idx] = tuple(next(live_iter))
+            index_to_required[idx] = _required_state(optimizer, g_now)
+        group = dict(g_saved)
+        for key, value in g_now.items():
+            if key in ("params", "param_names"):
+                continue
+            if key not in group:
+                raise CheckpointError(f"{file}: parameter group {i} has no {key!r}")
+            if not _same_kind(group[key], value):
+                raise CheckpointError(
+                    f"{file}: parameter group {i} {key!r} is {group[key]!r:.40}, "
+                    f"expected a value like {value!r:.40}"
+                )
+            if isinstance(value, tuple) and isinstance(group[key], list):
+                group[key] = tuple(group[key])  # JSON turns tuples into lists
+        new_groups.append(group)
     if shapes is not None:
+        if not (
+            isinstance(shapes, list)
+            and len(shapes) == n_params
+            and all(isinstance(sh, list) and all(_is_count(d) for d in sh) for sh in shapes)
+        ):
+            raise CheckpointError(
+                f"{file}: param_shapes must list the shape of each of the {n_params} parameters"
+            )
         for i, (saved_shape, live) in enumerate(zip(shapes, live_shapes, strict=True)):
             if tuple(saved_shape) != tuple(live):
                 raise CheckpointError(
                     f"{file}: optimizer parameter {i} has shape {tuple(saved_shape)} in the "
                     f"checkpoint, {tuple(live)} in the optimizer"
                 )
-    for idx in sd["state"]:
-        if int(idx) not in index_to_param:
-            raise CheckpointError(f"{file}: state for unknown parameter index {idx}")
-    sd["state"] = {int(k): v for k, v in sd["state"].items()}
-    return sd
+    state: dict[int, Any] = {}
+    for idx, entry in sd["state"].items():
+        try:
+            pidx = int(idx)
+        except (TypeError, ValueError):
+            pidx = -1
+        if pidx not in index_to_shape:
+            raise CheckpointError(f"{file}: state for unknown parameter index {idx!r:.40}")
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{file}: state of parameter {pidx} is not an object")
+        missing = sorted(index_to_required[pidx] - set(entry))
+        if missing:
+            raise CheckpointError(
+                f"{file}: state of parameter {pidx} lacks {missing}, which "
+                f"{type(optimizer).__name__}.step needs (it has {sorted(map(str, entry))[:8]})"
+            )
+        for name, value in entry.items():
+            if name == "step":
+                ok = (isinstance(value, int | float) and not isinstance(value, bool)) or (
+                    isinstance(value, Tensor) and value.numel() == 1
+                )
+                if not ok or not math.isfinite(float(value)) or float(value) < 0:
+                    raise CheckpointError(
+                        f"{file}: state {pidx}.step must be a finite count >= 0, got {value!r:.40}"
+                    )
+            elif name in _PARAM_SHAPED:
+                if not isinstance(value, Tensor) or not value.is_floating_point():
+                    raise CheckpointError(f"{file}: state {pidx}.{name} is not a float tensor")
+                if tuple(value.shape) != index_to_shape[pidx]:
+                    raise CheckpointError(
+                        f"{file}: state {pidx}.{name} has shape {tuple(value.shape)}, its "
+                        f"parameter {index_to_shape[pidx]}"
+                    )
+        state[pidx] = entry
+    return {**sd, "state": state, "param_groups": new_groups}
 
 
 @dataclass
@@ -552,27 +781,20 @@ def read_checkpoint(
         rng: Also read the RNG states (of every rank that saved them).
 
     Raises:
-        CheckpointError: no checkpoint, a missing/truncated/corrupt file, no optimiser state
-            (with `optimizer=True`), or no RNG states (with `rng=True`).
+        CheckpointError: no checkpoint, a missing/truncated/corrupt file, a manifest or
+            metadata of the wrong structure, no optimiser state (with `optimizer=True`), or no
+            RNG states (with `rng=True`).
     """
     step_dir = _resolve(Path(path))
-    state_path = step_dir / _STATE
-    try:
-        state = json.loads(state_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{state_path}: unreadable manifest ({exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{state_path}: not an {FORMAT} manifest")
-    if state.get("version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{state_path}: format version {state.get('version')!r}, this code reads {FORMAT_VERSION}"
-        )
-    files = state["files"]
-    rng_ranks = int(state.get("rng_ranks", 1 if _RNG in files else 0))
+    state = _manifest(step_dir)
+    files, rng_ranks = state["files"], state["rng_ranks"]
 
     model_file = step_dir / _MODEL
     tensors, meta = _read_safetensors(model_file, _read_verified(step_dir, _MODEL, files))
-    tensors = _resolve_aliases(model_file, tensors, json.loads(meta.get("aliases", "{}")))
+    aliases = _json_meta(model_file, meta, "aliases", "{}")
+    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+        raise CheckpointError(f"{model_file}: metadata 'aliases' must map keys to keys")
+    tensors = _resolve_aliases(model_file, tensors, aliases)
 
     opt_sd, shapes = None, None
     if optimizer:
@@ -580,12 +802,14 @@ def read_checkpoint(
         if _OPTIM not in files:
             raise CheckpointError(f"{opt_file}: this checkpoint was saved without an optimizer")
         opt_tensors, meta = _read_safetensors(opt_file, _read_verified(step_dir, _OPTIM, files))
+        if "state_dict" not in meta:
+            raise CheckpointError(f"{opt_file}: no 'state_dict' in the metadata")
+        encoded = _json_meta(opt_file, meta, "state_dict", "null")
+        shapes = _json_meta(opt_file, meta, "param_shapes", "null")
         try:
-            encoded = json.loads(meta["state_dict"])
-            shapes = json.loads(meta.get("param_shapes", "null"))
-        except (KeyError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{opt_file}: missing or unreadable optimizer metadata") from exc
-        opt_sd = _decode(encoded, opt_tensors, opt_file)
+            opt_sd = _decode(encoded, opt_tensors, opt_file)
+        except RecursionError:
+            raise CheckpointError(f"{opt_file}: optimizer metadata nested too deeply") from None
 
     rng_states: list[dict[str, Tensor]] = []
     if rng:
@@ -604,8 +828,8 @@ def read_checkpoint(
             )
     return CheckpointContents(
         path=step_dir,
-        step=int(state["step"]),
-        extra=state.get("extra", {}),
+        step=state["step"],
+        extra=state["extra"],
         model=tensors,
         optimizer=opt_sd,
         param_shapes=shapes,
@@ -624,8 +848,12 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Verify and load a checkpoint into `model` (and `optimizer`, and the RNGs).
 
-    Everything is read, hash-checked and matched against the model and optimiser before any of
-    them is modified, so a failing load changes nothing.
+    Everything is read, hash-checked and matched against the model, the optimiser and the RNGs
+    before any of them is modified, so a failing load changes nothing: the manifest field by
+    field; every weight's key, shape and dtype; the optimiser state's structure, its groups'
+    hyper-parameters and its per-parameter tensors' shapes; each RNG state on a scratch
+    generator. Values are loaded as saved (NaN and infinities included: the SHA-256 proves they
+    are what was written).
 
     Args:
         path: A step directory, or a run directory (its newest checkpoint is used, see
@@ -641,8 +869,9 @@ def load_checkpoint(
         `{"step": int, "extra": dict}`.
 
     Raises:
-        CheckpointError: no checkpoint, a missing/truncated/corrupt file, or keys/shapes that
-            do not match; the message names the file and key.
+        CheckpointError: no checkpoint, a missing/truncated/corrupt file, a corrupt `latest`
+            pointer, or keys/shapes/dtypes/structure that do not match; the message names the
+            file and key. The model, optimiser and RNGs are then untouched.
     """
     contents = read_checkpoint(path, optimizer=optimizer is not None, rng=restore_rng)
     if restore_rng and not 0 <= rng_rank < len(contents.rng):
@@ -650,9 +879,19 @@ def load_checkpoint(
             f"{contents.path / _RNG}: holds the RNG states of {len(contents.rng)} rank(s), "
             f"not of rank {rng_rank}"
         )
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    tensors = contents.check_model(shapes)
+    live = model.state_dict()
+    tensors = _check_model(
+        contents.path / _MODEL,
+        {k: tuple(v.shape) for k, v in live.items()},
+        dict(contents.model),
+        {k: v.dtype for k, v in live.items()},
+    )
     opt_sd = contents.check_optimizer(optimizer) if optimizer is not None else None
+    if restore_rng:
+        try:
+            _parsed_rng_state(contents.rng[rng_rank])
+        except ValueError as exc:
+            raise CheckpointError(f"{contents.path / _RNG}: {exc}") from None
 
     # All checks passed: now mutate.
     device = torch.device(map_location)

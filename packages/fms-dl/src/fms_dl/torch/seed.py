@@ -18,6 +18,7 @@ import json
 import os
 import random
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -143,19 +144,16 @@ def capture_rng_state() -> dict[str, torch.Tensor]:
     return state
 
 
-def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
-    """Put every generator back where [capture_rng_state][fms_dl.torch.seed.capture_rng_state] found it.
+def _parsed_rng_state(state: Mapping[str, torch.Tensor]) -> tuple[Any, dict[str, Any]]:
+    """Decode and check every generator state *without touching any generator*.
 
-    CUDA states are restored for the devices present; states saved on a machine with more (or
-    any) CUDA devices than this one are skipped with a `RuntimeWarning`, since the run cannot be
-    bitwise identical there anyway.
-
-    Args:
-        state: The mapping returned by `capture_rng_state` (possibly after a safetensors round trip).
+    Each state is tried on a scratch generator of its kind (`random.Random`,
+    `np.random.RandomState`, `torch.Generator`), so that a state the real one would refuse is
+    found before any of them changes: restoring is then all or nothing.
 
     Raises:
-        ValueError: a required key (`python`, `numpy`, `torch`) is missing, or a value is not a
-            `uint8` tensor.
+        ValueError: a required key is missing, a value is not a uint8 tensor, or a state is not
+            one its generator accepts.
     """
     missing = [k for k in ("python", "numpy", "torch") if k not in state]
     if missing:
@@ -166,17 +164,56 @@ def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
         if not isinstance(value, torch.Tensor) or value.dtype != torch.uint8:
             got = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
             raise ValueError(f"restore_rng_state: state[{key!r}] must be a uint8 tensor, got {got}")
-    version, internal, gauss = _from_json_bytes(state["python"])
-    random.setstate((version, tuple(internal), gauss))
-    np_json = _from_json_bytes(state["numpy"])
-    np.random.set_state(  # noqa: NPY002
-        {
+        if key.startswith("cuda:") and not key[5:].isdigit():
+            raise ValueError(f"restore_rng_state: {key!r} is not a CUDA state key ('cuda:<i>')")
+    try:
+        version, internal, gauss = _from_json_bytes(state["python"])
+        py_state = (version, tuple(internal), gauss)
+        random.Random().setstate(py_state)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise ValueError(
+            f"restore_rng_state: state['python'] is not a random state ({exc})"
+        ) from None
+    try:
+        np_json = _from_json_bytes(state["numpy"])
+        np_state = {
             "bit_generator": np_json["bit_generator"],
             "state": {"key": np.asarray(np_json["key"], dtype=np.uint32), "pos": np_json["pos"]},
             "has_gauss": np_json["has_gauss"],
             "gauss": np_json["gauss"],
         }
-    )
+        np.random.RandomState().set_state(np_state)
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+        raise ValueError(
+            f"restore_rng_state: state['numpy'] is not a numpy state ({exc!r})"
+        ) from None
+    try:
+        torch.Generator().set_state(state["torch"].cpu())
+    except RuntimeError as exc:
+        raise ValueError(
+            f"restore_rng_state: state['torch'] is not a torch CPU state ({exc})"
+        ) from None
+    return py_state, np_state
+
+
+def restore_rng_state(state: Mapping[str, torch.Tensor]) -> None:
+    """Put every generator back where [capture_rng_state][fms_dl.torch.seed.capture_rng_state] found it.
+
+    Every state is decoded and checked before any generator is set, so a bad state raises and
+    leaves all of them as they were. CUDA states are restored for the devices present; states
+    saved on a machine with more (or any) CUDA devices than this one are skipped with a
+    `RuntimeWarning`, since the run cannot be bitwise identical there anyway.
+
+    Args:
+        state: The mapping returned by `capture_rng_state` (possibly after a safetensors round trip).
+
+    Raises:
+        ValueError: a required key (`python`, `numpy`, `torch`) is missing, a value is not a
+            `uint8` tensor, or a state is not one its generator accepts.
+    """
+    py_state, np_state = _parsed_rng_state(state)
+    random.setstate(py_state)
+    np.random.set_state(np_state)  # noqa: NPY002
     torch.set_rng_state(state["torch"].cpu())
     cuda_keys = sorted((k for k in state if k.startswith("cuda:")), key=lambda k: int(k[5:]))
     n_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
