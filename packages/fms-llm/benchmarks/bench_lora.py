@@ -20,21 +20,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
+import os
 import warnings
 from collections.abc import Callable
-from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 import torch.nn.functional as F
+from _timing import fmt_ci, interleave, paired_ratio, positive_int, rounds_arg
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import fmt_ci, interleave, paired_ratio, positive_int, rounds_arg  # noqa: E402
-
-from fms_llm.finetune.lora import LoRAConfig, apply_lora, trainable_parameters  # noqa: E402
-from fms_llm.models import Llama  # noqa: E402
-from fms_llm.models.hf import config_from_hf, from_hf_state_dict  # noqa: E402
+from fms_llm.finetune.lora import LoRAConfig, apply_lora, trainable_parameters
+from fms_llm.models import Llama
+from fms_llm.models.hf import config_from_hf, from_hf_state_dict
 
 HF_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FMS_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "gate_proj", "up_proj", "down_proj"]
@@ -116,7 +115,9 @@ def main() -> None:
     steps = {}
     opts = {}
     steps["peft"], opts["peft"] = make_step(peft_model, x, y, hf_logits)
-    steps["ours (same HF model)"], opts["ours (same HF model)"] = make_step(hf_ours, x, y, hf_logits)
+    steps["ours (same HF model)"], opts["ours (same HF model)"] = make_step(
+        hf_ours, x, y, hf_logits
+    )
     steps["ours (fms Llama)"], opts["ours (fms Llama)"] = make_step(fms, x, y, fms_logits)
     times, _ = interleave(steps, rounds, warmup=2)
     full_step, full_opt = make_step(full, x, y, hf_logits)
@@ -128,7 +129,9 @@ def main() -> None:
         f"{rounds} interleaved rounds, torch {torch.__version__}"
     )
     print()
-    print("| contender | speed-up vs peft (CPU time) | step CPU s (median) | step wall s (median) |")
+    print(
+        "| contender | speed-up vs peft (CPU time) | step CPU s (median) | step wall s (median) |"
+    )
     print("|---|---|---|---|")
     peft_cpu = times["peft"]["cpu"]
     for name, t in times.items():
