@@ -270,7 +270,7 @@ _RESUME_FREE = {("train", "progress"), ("train", "device"), ("train", "log_every
 def _check_run_dir(cfg: FinetuneConfig, method: str, out_dir: Path, resume: bool) -> None:
     """Refuse to overwrite another run; on resume, require the run's method and config."""
     run_file = out_dir / "run.json"
-    now = {"method": method, "config": cfg.to_dict()}
+    now: dict[str, dict[str, Any]] = cfg.to_dict()
     if not resume:
         if run_file.exists() or (out_dir / "checkpoints").is_dir():
             raise ConfigError(
@@ -284,7 +284,7 @@ def _check_run_dir(cfg: FinetuneConfig, method: str, out_dir: Path, resume: bool
         raise ConfigError("--resume needs train.checkpoint_every (the run's checkpoint interval)")
     saved = json.loads(run_file.read_text(encoding="utf-8"))
     diffs = [] if saved.get("method") == method else ["method"]
-    for section, values in now["config"].items():
+    for section, values in now.items():
         old = saved.get("config", {}).get(section, {})
         diffs += [
             f"{section}.{k}"
