@@ -74,3 +74,18 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> Path
 def overrides() -> object:
     """The `tiny_overrides` helper."""
     return tiny_overrides
+
+
+@pytest.fixture(scope="session")
+def chat_tok() -> object:
+    """A small BPE tokenizer with the chat special tokens, trained on rendered story questions
+    and arithmetic (shared by the fine-tuning tests; trained once a session)."""
+    from fms_llm.finetune.chat import IM_END, IM_START, ChatTemplate
+    from fms_llm.finetune.data import arithmetic, story_qa
+    from fms_llm.tokenizer import BPETokenizer
+
+    t = ChatTemplate()
+    corpus = [t.render(e.messages) for e in story_qa(300) + arithmetic(300)]
+    return BPETokenizer.train(
+        corpus, vocab_size=420, special_tokens=[IM_START, IM_END], progress=False
+    )

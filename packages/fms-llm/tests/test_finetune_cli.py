@@ -84,3 +84,48 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:  # type: ignor
     assert "has no tokenizer.json" in capsys.readouterr().err
     assert main(["finetune", "grpo", "--set", "method.group_size=1"]) == 2
     assert "group_size must be >= 2" in capsys.readouterr().err
+
+
+class _Killed(Exception):
+    """Stands for the process dying mid-run."""
+
+
+@pytest.mark.parametrize("method", ["sft", "grpo"])
+def test_killed_finetune_resumed_with_resume_equals_the_uninterrupted_run(
+    tiny_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    method: str,
+) -> None:
+    """`fms-llm finetune ... --resume` after a crash at step 5 (checkpoint at 4) ends with the
+    same bytes of model.safetensors as the uninterrupted 6-step run (CPU), LoRA adapters
+    included; a second run into the same directory without --resume is refused."""
+    from fms_dl.torch import Trainer
+
+    args = [
+        "--model", str(tiny_run / "model"), *FAST, "--set", "train.steps=6",
+        "--set", "train.checkpoint_every=2", "--set", "lora.enabled=true",
+    ]  # fmt: skip
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert main(["finetune", method, "--out-dir", str(full), *args]) == 0
+    step = Trainer.train_step
+
+    def dies_at_step_5(self: Trainer) -> dict[str, float]:
+        if self.step == 4:
+            raise _Killed
+        return step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_at_step_5)
+    with pytest.raises(_Killed):
+        main(["finetune", method, "--out-dir", str(killed), *args])
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert not (killed / "model").exists()
+    assert main(["finetune", method, "--out-dir", str(killed), *args]) == 2  # no --resume
+    assert main(["finetune", method, "--out-dir", str(killed), *args, "--resume"]) == 0
+    a = (full / "model" / "model.safetensors").read_bytes()
+    b = (killed / "model" / "model.safetensors").read_bytes()
+    assert a == b
+    changed = [*args, "--set", "train.lr=0.5", "--resume"]
+    assert main(["finetune", method, "--out-dir", str(killed), *changed]) == 2
+    assert "differs from the run" in capsys.readouterr().err

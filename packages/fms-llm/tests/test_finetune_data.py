@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fms_llm.finetune.chat import IM_END, IM_START, ChatError, ChatTemplate
+from fms_llm.finetune.chat import IM_END, ChatError, ChatTemplate
 from fms_llm.finetune.common import TrainArgs
 from fms_llm.finetune.data import (
     QUESTION_TEMPLATES,
@@ -77,12 +77,8 @@ def test_chatterbot_dialogues_are_multi_turn_conversations() -> None:
 
 
 @pytest.fixture(scope="module")
-def tok() -> BPETokenizer:
-    t = ChatTemplate()
-    corpus = [t.render(e.messages) for e in story_qa(300) + arithmetic(300)]
-    return BPETokenizer.train(
-        corpus, vocab_size=420, special_tokens=[IM_START, IM_END], progress=False
-    )
+def tok(chat_tok: BPETokenizer) -> BPETokenizer:
+    return chat_tok
 
 
 def test_sft_targets_are_exactly_the_assistant_tokens(tok: BPETokenizer) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fms_llm.finetune.chat import IM_END, IM_START, ChatTemplate
+from fms_llm.finetune.chat import IM_END
 from fms_llm.finetune.common import TrainArgs
 from fms_llm.finetune.data import arithmetic, story_qa
 from fms_llm.finetune.sft import encode_conversations, pack_batch, pad_batch, sft, sft_loss
@@ -21,12 +21,8 @@ from fms_llm.tokenizer import BPETokenizer
 
 
 @pytest.fixture(scope="module")
-def tok() -> BPETokenizer:
-    t = ChatTemplate()
-    corpus = [t.render(e.messages) for e in story_qa(200) + arithmetic(200)]
-    return BPETokenizer.train(
-        corpus, vocab_size=320, special_tokens=[IM_START, IM_END], progress=False
-    )
+def tok(chat_tok: BPETokenizer) -> BPETokenizer:
+    return chat_tok
 
 
 def _models(vocab: int) -> list[GPT]:

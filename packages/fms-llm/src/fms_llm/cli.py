@@ -334,6 +334,11 @@ def _add_finetune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         m.add_argument("--device", help="train.device, e.g. cpu or cuda")
         m.add_argument("--quiet", action="store_true", help="no progress bars")
         m.add_argument("--print-config", action="store_true", help="print the config and exit")
+        m.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the killed run in --out-dir from its newest checkpoint (same config)",
+        )
         m.set_defaults(func=_finetune)
 
 
@@ -347,7 +352,7 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=1))
         return 0
-    m = run_finetune(args.method, config)
+    m = run_finetune(args.method, config, resume=args.resume)
     print(f"{args.method}: model saved to {Path(config.train.out_dir or '.') / 'model'}")
     print(f"train loss: {m['train'].get('loss', float('nan')):.4f}")
     if "held_out_accuracy_after" in m:

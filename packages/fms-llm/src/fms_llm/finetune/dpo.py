@@ -148,9 +148,11 @@ def dpo(
     beta: float = 0.1,
     reference: GPT | None = None,
     template: ChatTemplate | None = None,
+    resume: bool = False,
 ) -> DPOResult:
     """Train `policy` with DPO on `pairs` against a frozen `reference` (default: a copy of the
-    policy as it is now, i.e. the SFT model).
+    policy as it is now, i.e. the SFT model). With `resume`, training continues from the newest
+    checkpoint in `args.out_dir` (batch `i` depends only on `(args.seed, i)`: exact resume).
 
     Raises:
         FinetuneError: no pairs, `beta <= 0`, or a pair longer than the model's context.
@@ -183,4 +185,4 @@ def dpo(
         ref.to(batch[0].device)
         return preference_metrics(model, ref, batch, beta=beta)["loss"]
 
-    return DPOResult(run_trainer(policy, args, batch_fn=batch_fn, loss_fn=loss_fn))
+    return DPOResult(run_trainer(policy, args, batch_fn=batch_fn, loss_fn=loss_fn, resume=resume))

@@ -115,6 +115,7 @@ def grpo(
     reward_fn: Callable[[str, str], float] = exact_match_reward,
     reference: GPT | None = None,
     template: ChatTemplate | None = None,
+    resume: bool = False,
 ) -> GRPOResult:
     """Train `policy` with GRPO on `prompts` (examples with exact answers) and `reward_fn`.
 
@@ -122,7 +123,8 @@ def grpo(
     by the run's seed and the step: a resumed run samples the same), scores them with
     `reward_fn(completion, answer)`, and takes one gradient step on the loss of
     [grpo_loss][fms_llm.finetune.grpo.grpo_loss]. The reference defaults to a frozen copy of
-    the policy as it is now.
+    the policy as it is now. With `resume`, training continues from the newest checkpoint in
+    `args.out_dir`.
     """
     if not prompts:
         raise FinetuneError("grpo needs at least one prompt, got none")
@@ -190,6 +192,6 @@ def grpo(
         last.update(reward=float(r_t.mean()), kl=float(kl))
         return loss
 
-    metrics = run_trainer(policy, args, batch_fn=batch_fn, loss_fn=loss_fn)
+    metrics = run_trainer(policy, args, batch_fn=batch_fn, loss_fn=loss_fn, resume=resume)
     metrics.update(last)
     return GRPOResult(metrics)

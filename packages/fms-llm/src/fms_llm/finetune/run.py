@@ -263,9 +263,49 @@ def _atomic_json(path: Path, value: Any) -> None:
     _atomic_write_text(path, json.dumps(value, indent=1) + "\n")
 
 
-def run_finetune(method: str, cfg: FinetuneConfig) -> dict[str, Any]:
+# what may differ between a run and its resumption (how it is watched and where it runs)
+_RESUME_FREE = {("train", "progress"), ("train", "device"), ("train", "log_every")}
+
+
+def _check_run_dir(cfg: FinetuneConfig, method: str, out_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite another run; on resume, require the run's method and config."""
+    run_file = out_dir / "run.json"
+    now: dict[str, dict[str, Any]] = cfg.to_dict()
+    if not resume:
+        if run_file.exists() or (out_dir / "checkpoints").is_dir():
+            raise ConfigError(
+                f"train.out_dir={str(out_dir)!r} already holds a run; pass --resume to continue "
+                "it or choose another --out-dir (nothing was overwritten)"
+            )
+        return
+    if not run_file.is_file():
+        raise ConfigError(f"--resume: {run_file} does not exist; there is no run to resume")
+    if cfg.train.checkpoint_every is None:
+        raise ConfigError("--resume needs train.checkpoint_every (the run's checkpoint interval)")
+    saved = json.loads(run_file.read_text(encoding="utf-8"))
+    diffs = [] if saved.get("method") == method else ["method"]
+    for section, values in now.items():
+        old = saved.get("config", {}).get(section, {})
+        diffs += [
+            f"{section}.{k}"
+            for k, v in values.items()
+            if (section, k) not in _RESUME_FREE and old.get(k) != v
+        ]
+    if diffs:
+        raise ConfigError(
+            f"--resume: the config differs from the run in {out_dir} in {', '.join(diffs)}; "
+            "resume with the same settings"
+        )
+
+
+def run_finetune(method: str, cfg: FinetuneConfig, *, resume: bool = False) -> dict[str, Any]:
     """Run `method` (`"sft"`, `"dpo"` or `"grpo"`) as `cfg` says; returns the metrics written
-    to `out_dir/metrics.json`."""
+    to `out_dir/metrics.json`.
+
+    The run directory gets `run.json` (the method and config) first. With `resume`, a run killed
+    in `out_dir` continues from its newest checkpoint (`train.checkpoint_every`) and ends with
+    the same weights as an uninterrupted run; without it, an existing run is never overwritten.
+    """
     from fms_llm.finetune.dpo import dpo
     from fms_llm.finetune.grpo import grpo
     from fms_llm.finetune.sft import accuracy, sft
@@ -281,6 +321,7 @@ def run_finetune(method: str, cfg: FinetuneConfig) -> dict[str, Any]:
     if cfg.train.out_dir is None:
         raise ConfigError("train.out_dir must be set (where the fine-tuned model goes)")
     out_dir = Path(cfg.train.out_dir)
+    _check_run_dir(cfg, method, out_dir, resume)
     base = load_pretrained(model_dir, map_location=cfg.train.device)
     model, tok = add_chat_tokens(base, BPETokenizer.load(model_dir / "tokenizer.json"))
     train, test = _examples(cfg)
@@ -306,15 +347,18 @@ def run_finetune(method: str, cfg: FinetuneConfig) -> dict[str, Any]:
             targets=tuple(t.strip() for t in cfg.lora.targets.split(",") if t.strip()),
             dropout=cfg.lora.dropout,
         )
+        torch.manual_seed(cfg.train.seed)  # the adapters' initialisation: the same run twice
         apply_lora(model, lcfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        _atomic_json(out_dir / "run.json", {"method": method, "config": cfg.to_dict()})
     if method == "sft":
-        result = sft(model, tok, _conversations(cfg, train), cfg.train).metrics
+        result = sft(model, tok, _conversations(cfg, train), cfg.train, resume=resume).metrics
     elif method == "dpo":
         assert reference is not None
         result = dpo(
             model, tok, preference_pairs(train, seed=cfg.data.seed), cfg.train,
-            beta=cfg.method.beta, reference=reference,
+            beta=cfg.method.beta, reference=reference, resume=resume,
         ).metrics  # fmt: skip
     else:
         assert reference is not None
@@ -322,7 +366,7 @@ def run_finetune(method: str, cfg: FinetuneConfig) -> dict[str, Any]:
             model, tok, train, cfg.train, group_size=cfg.method.group_size,
             beta=cfg.method.beta, clip_eps=cfg.method.clip_eps,
             temperature=cfg.method.temperature, max_new_tokens=cfg.method.max_new_tokens,
-            reference=reference,
+            reference=reference, resume=resume,
         ).metrics  # fmt: skip
     metrics["train"] = result
     if cfg.lora.enabled:
