@@ -360,10 +360,10 @@ def test_serve_cli_answers_on_its_port(model_dir: Path) -> None:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # importing torch on a loaded 2-core machine is slow
         while True:
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            assert time.monotonic() < deadline, "fms-llm serve did not answer /health in 60 s"
+            assert time.monotonic() < deadline, "fms-llm serve did not answer /health in 180 s"
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                     break

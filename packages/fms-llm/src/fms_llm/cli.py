@@ -148,20 +148,10 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _load(model_dir: str, device: str | None) -> tuple[object, object, int | None]:
-    from fms_llm.models.hf import ModelFileError, load_pretrained
-    from fms_llm.tokenizer import BPETokenizer
+    from fms_llm.models.hf import load_with_tokenizer
     from fms_llm.train.pretrain import EOS_TOKEN
 
-    tok_path = Path(model_dir) / "tokenizer.json"
-    model = load_pretrained(model_dir, map_location=device).eval()  # checks the device first
-    if not tok_path.is_file():
-        raise ModelFileError(f"{tok_path} does not exist: the model directory has no tokenizer")
-    tokenizer = BPETokenizer.load(tok_path)
-    if tokenizer.vocab_size != model.config.vocab_size:
-        raise ModelFileError(
-            f"tokenizer {tok_path} has vocab_size={tokenizer.vocab_size} but the model in "
-            f"{model_dir} has vocab_size={model.config.vocab_size}: they do not belong together"
-        )
+    model, tokenizer = load_with_tokenizer(model_dir, map_location=device)
     eos = tokenizer.special_tokens.get(EOS_TOKEN)
     return model, tokenizer, eos
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fms_llm.inference.paged import PagedKVCache, slots_for
-from fms_llm.models.gpt import GPT
+from fms_llm.models.gpt import GPT, _RotaryTable
 from fms_transformer.attention import MultiHeadAttention
 from fms_transformer.blocks import DecoderBlock
 
@@ -122,18 +122,27 @@ class PagedModel:
         x = m.tok_emb(tokens)[None]  # (1, N, d)
         if m.pos_emb is not None:
             x = x + m.pos_emb.weight[positions]
+        n = x.shape[1]
+        # the rotary angles of this step's positions, looked up once for every layer
+        tables = _rope_tables(m, positions)
         for i, module in enumerate(m.blocks):
             block = cast(DecoderBlock, module)
             attn = block.self_attn
             h = block.attn_norm(x)
-            n = h.shape[1]
-            q = attn.q_proj(h).view(1, n, attn.n_heads, attn.head_dim).transpose(1, 2)
-            k = attn.k_proj(h).view(1, n, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(1, n, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
-            if attn.rope is not None:
-                q, k = attn.rope(q, positions), attn.rope(k, positions)
-            self.cache.write(i, write_slots, k[0].transpose(0, 1), v[0].transpose(0, 1))
-            out = plan.attend(self.cache, i, q[0], attn.n_heads != attn.n_kv_heads)  # (N, H*D)
+            q = attn.q_proj(h).view(n, attn.n_heads, attn.head_dim)  # (N, H, D)
+            k = attn.k_proj(h).view(n, attn.n_kv_heads, attn.head_dim)
+            v = attn.v_proj(h).view(n, attn.n_kv_heads, attn.head_dim)
+            if tables is not None:  # x cos + rotate_half(x) sin, as _RotaryTable.rotate_at
+                cos, sin = tables
+                half = attn.head_dim // 2
+                q = torch.addcmul(q * cos, q.roll(half, -1), sin)
+                k = torch.addcmul(k * cos, k.roll(half, -1), sin)
+            elif attn.rope is not None:
+                q = attn.rope(q.transpose(0, 1), positions).transpose(0, 1)
+                k = attn.rope(k.transpose(0, 1), positions).transpose(0, 1)
+            self.cache.write(i, write_slots, k, v)
+            gqa = attn.n_heads != attn.n_kv_heads
+            out = plan.attend(self.cache, i, q.transpose(0, 1), gqa)  # (N, H*D)
             x = x + attn.out_proj(out[None])
             x = x + block.ffn(block.ffn_norm(x))
         want = [
@@ -149,6 +158,18 @@ class PagedModel:
             out_list.append(logits[at : at + c.n_logits])
             at += c.n_logits
         return out_list
+
+
+def _rope_tables(model: GPT, positions: Tensor) -> tuple[Tensor, Tensor] | None:
+    """`cos` and signed `sin` `(N, 1, head_dim)` at `positions` when every layer shares one
+    precomputed split-half rotary table (our GPT/Llama's), else `None` (each layer's own rope
+    is called)."""
+    ropes = {id(cast(DecoderBlock, b).self_attn.rope) for b in model.blocks}
+    rope = cast(DecoderBlock, model.blocks[0]).self_attn.rope
+    if len(ropes) != 1 or not isinstance(rope, _RotaryTable) or not rope.fast:
+        return None
+    dtype = _activation_dtype(model)
+    return rope.cos_table[positions].to(dtype), rope.signed_sin_table[positions].to(dtype)
 
 
 def _activation_dtype(model: nn.Module) -> torch.dtype:

@@ -56,6 +56,7 @@ __all__ = [
     "config_to_hf",
     "from_hf_state_dict",
     "load_pretrained",
+    "load_with_tokenizer",
     "read_safetensors_header",
     "save_pretrained",
     "to_hf_state_dict",
@@ -512,6 +513,31 @@ def save_pretrained(
             settings |= {"bos_token": eos_token, "eos_token": eos_token, "pad_token": eos_token}
         update_tokenizer_config(directory, settings)
     return directory
+
+
+def load_with_tokenizer(
+    directory: str | Path, *, map_location: str | torch.device | None = "cpu"
+) -> tuple[GPT, BPETokenizer]:
+    """The model ([load_pretrained][fms_llm.models.hf.load_pretrained], in eval mode) and the
+    `tokenizer.json` of a saved directory, checked to belong together.
+
+    Raises:
+        ModelFileError: no `tokenizer.json`, or a tokenizer whose vocabulary size is not the
+            model's (and everything `load_pretrained` raises).
+    """
+    from fms_llm.tokenizer import BPETokenizer
+
+    tok_path = Path(directory) / "tokenizer.json"
+    model = load_pretrained(directory, map_location=map_location).eval()  # checks the device first
+    if not tok_path.is_file():
+        raise ModelFileError(f"{tok_path} does not exist: the model directory has no tokenizer")
+    tokenizer = BPETokenizer.load(tok_path)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ModelFileError(
+            f"tokenizer {tok_path} has vocab_size={tokenizer.vocab_size} but the model in "
+            f"{directory} has vocab_size={model.config.vocab_size}: they do not belong together"
+        )
+    return model, tokenizer
 
 
 def read_config(directory: str | Path) -> ModelConfig:

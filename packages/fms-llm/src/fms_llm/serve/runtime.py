@@ -78,20 +78,11 @@ def load_served_model(
         ModelFileError: (a `ValueError`) a missing or malformed file, a tokenizer that does not
             match the model, or a saved chat template that is not ChatML.
     """
-    from fms_llm.models.hf import ModelFileError, load_pretrained
+    from fms_llm.models.hf import ModelFileError, load_with_tokenizer
     from fms_llm.train.pretrain import EOS_TOKEN
 
     directory = Path(model_dir)
-    model = load_pretrained(directory, map_location=device).eval()
-    tok_path = directory / "tokenizer.json"
-    if not tok_path.is_file():
-        raise ModelFileError(f"{tok_path} does not exist: the model directory has no tokenizer")
-    tokenizer = BPETokenizer.load(tok_path)
-    if tokenizer.vocab_size != model.config.vocab_size:
-        raise ModelFileError(
-            f"tokenizer {tok_path} has vocab_size={tokenizer.vocab_size} but the model has "
-            f"vocab_size={model.config.vocab_size}: they do not belong together"
-        )
+    model, tokenizer = load_with_tokenizer(directory, map_location=device)
     saved = _read_json(directory / "tokenizer_config.json")
     generation = _read_json(directory / "generation_config.json")
     template: ChatTemplate | None = None
