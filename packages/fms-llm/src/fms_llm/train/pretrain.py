@@ -539,8 +539,10 @@ def _locked_pretrain(
         flops_per_token=model.flops_per_token(t.seq_len),
         peak_flops=peak,
     )
-    if resume and env.is_main:
-        _trim_log(out_dir / "log.jsonl", _checkpoint_step(trainer.resume_checkpoint()))
+    if resume:
+        found = trainer.resume_checkpoint()  # on every rank: under torchrun it is a broadcast
+        if env.is_main:
+            _trim_log(out_dir / "log.jsonl", _checkpoint_step(found))
     metrics = trainer.fit(resume=resume)
     if strategy.name in ("fsdp", "tp"):  # gather the shards (every rank) into one model (rank 0)
         weights = strategy.full_model_state(wrapped)
