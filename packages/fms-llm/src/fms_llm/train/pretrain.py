@@ -419,12 +419,17 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
 def _pretrain(config: RunConfig, resume: bool, env: DistEnv, strategy: Strategy) -> PretrainResult:
     out_dir = Path(config.train.out_dir)
     lock = RunDirLock(out_dir)
+    created = not out_dir.exists()
     if env.is_main:  # under torchrun rank 0 alone holds it, for the whole job
         lock.acquire()
     try:
         return _locked_pretrain(config, resume, env, strategy, out_dir)
     finally:
         lock.release()
+        if env.is_main and created and [p.name for p in out_dir.iterdir()] == [".lock"]:
+            # a run that failed before writing anything leaves no directory behind
+            lock.path.unlink(missing_ok=True)
+            out_dir.rmdir()
 
 
 def _locked_pretrain(
