@@ -76,6 +76,14 @@ def _make_tests_session(index: int, package: str) -> None:
             f"packages/{package}/pyproject.toml:test",
         )
         session.run("pytest", f"packages/{package}/tests", *session.posargs, env=TEST_ENV)
+        if package == "fms-llm" and not session.posargs:
+            # The C kernels again, required: where they cannot be built this fails, not skips.
+            session.run(
+                "pytest",
+                "packages/fms-llm/tests/test_cpu_kernels.py",
+                "-q",
+                env={**TEST_ENV, "FMS_LLM_CPU_KERNELS": "1"},
+            )
 
     tests.__doc__ = f"Install {package} alone (with the layers below it) and run its tests."
     nox.session(name=f"tests-{package}")(tests)

@@ -58,6 +58,37 @@ def test_generate_and_eval_on_a_saved_model(
     assert 0 < metrics["bits_per_byte"] < 8
 
 
+def test_eval_on_a_one_character_file_reports_all_three_figures(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file shorter than a window is scored as one window, with a note saying so; a single
+    byte still has its bits per byte (a rounded byte count of 0 dropped it: a KeyError)."""
+    text = tmp_path / "one.txt"
+    text.write_text("O")
+    assert main(["eval", str(tiny_run / "model"), "--file", str(text), "--json"]) == 0
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)
+    assert metrics["tokens"] >= 1
+    assert metrics["bits_per_byte"] > 0
+    assert "fewer than a window" in captured.err
+
+
+def test_a_text_corpus_without_blank_lines_is_explained(
+    tmp_path: Path, data_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One file without blank lines is one document, too few to split: the error says why and
+    what to do."""
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("".join(f"line {i} of a text without blank lines\n" for i in range(50)))
+    args = ["train", "--set", f"data.corpus={json.dumps(str(corpus))}",
+            "--set", f"data.cache_dir={json.dumps(str(data_cache))}",
+            "--set", "data.vocab_size=300", "--out-dir", str(tmp_path / "run")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 document(s)" in err
+    assert "a text file without blank lines is one document" in err
+
+
 def test_saved_run_loads_in_transformers(tiny_run: Path) -> None:
     ours = load_pretrained(tiny_run / "model").eval()
     hf = AutoModelForCausalLM.from_pretrained(tiny_run / "model").eval()

@@ -9,9 +9,13 @@ PyTorch's path, which the rest of the suite covers), and the fallback tests stil
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shlex
+import stat
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,10 +33,11 @@ TOL = 1e-5
 
 @pytest.fixture
 def fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """A clean slate: nothing loaded, an empty cache directory; restored afterwards."""
-    monkeypatch.setenv("FMS_LLM_CACHE", str(tmp_path))
+    """A clean slate: nothing loaded, an empty private kernel directory; restored afterwards."""
+    directory = tmp_path / "kernels"
+    monkeypatch.setenv("FMS_LLM_KERNEL_DIR", str(directory))
     cpu_kernels._reset()
-    yield tmp_path
+    yield directory
     cpu_kernels._reset()
 
 
@@ -239,7 +244,7 @@ def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch, fresh:
     assert not cpu_kernels.available()
     assert cpu_kernels.status() == "off (FMS_LLM_CPU_KERNELS=0)"
     assert not cpu_kernels.supports(torch.randn(2, requires_grad=True))
-    assert list(fresh.iterdir()) == []  # nothing compiled
+    assert not fresh.exists()  # nothing compiled
 
 
 def test_a_bad_setting_is_named(monkeypatch: pytest.MonkeyPatch, fresh: Path) -> None:
@@ -263,21 +268,211 @@ def test_without_a_working_compiler_training_falls_back_or_fails_clearly(
     monkeypatch.setenv("FMS_LLM_CPU_KERNELS", "1")
     with pytest.raises(cpu_kernels.CPUKernelError, match="no-such-compiler"):
         cpu_kernels.available()
-    assert [p.name for p in fresh.iterdir()] == []  # no half-written library left behind
+    assert list(fresh.iterdir()) == []  # no half-written library left behind
 
 
-def test_built_once_into_the_cache_then_reused(
+def _built(directory: Path) -> tuple[Path, Path]:
+    """The library and its manifest in the kernel directory."""
+    (lib,) = directory.glob("cpu_kernels-*.so")
+    (manifest,) = directory.glob("cpu_kernels-*.sha256")
+    return lib, manifest
+
+
+def test_built_once_into_the_private_directory_then_reused(
     kernels: None, monkeypatch: pytest.MonkeyPatch, fresh: Path
 ) -> None:
+    """Mode 0700; the library named by its SHA-256, which the manifest records."""
     assert cpu_kernels.available()
-    (lib,) = fresh.iterdir()
-    assert lib.name.startswith("cpu_kernels-")
+    lib, manifest = _built(fresh)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+    digest = hashlib.sha256(lib.read_bytes()).hexdigest()
+    assert lib.name == f"cpu_kernels-{digest}.so"
+    assert manifest.read_text().strip() == digest
     mtime = lib.stat().st_mtime_ns
     cpu_kernels._reset()
     assert cpu_kernels.available()
     assert cpu_kernels.status() == f"on: loaded {lib}"
     assert lib.stat().st_mtime_ns == mtime  # loaded, not compiled again
-    assert list(fresh.iterdir()) == [lib]
+    assert sorted(fresh.iterdir()) == sorted([lib, manifest])
+
+
+def test_never_in_the_shared_data_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`$FMS_LLM_CACHE` (tokenizers and shards, which others may share) holds no native code."""
+    monkeypatch.delenv("FMS_LLM_KERNEL_DIR", raising=False)
+    monkeypatch.setenv("FMS_LLM_CACHE", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cpu_kernels._kernel_dir() == tmp_path / "xdg" / "fms_llm" / "cpu_kernels"
+
+
+def _planted_library(directory: Path, marker: Path) -> bytes:
+    """A shared library whose constructor writes `marker` when it is loaded: foreign code."""
+    compiler = cpu_kernels._compiler()
+    assert compiler is not None
+    source = directory.parent / "planted.c"
+    source.write_text(
+        "#include <stdio.h>\n"
+        "__attribute__((constructor)) static void planted(void) {\n"
+        f'  FILE *f = fopen("{marker}", "w"); if (f) {{ fputs("ran", f); fclose(f); }}\n'
+        "}\n"
+    )
+    out = directory.parent / "planted.so"
+    subprocess.run([*compiler, "-shared", "-fPIC", str(source), "-o", str(out)], check=True)
+    return out.read_bytes()
+
+
+def test_a_planted_library_is_refused_by_its_hash_and_never_runs(
+    kernels: None, fresh: Path
+) -> None:
+    """A library swapped in under the cached name: its constructor does not run, it is
+    rebuilt, and the status says so."""
+    assert cpu_kernels.available()
+    lib, _ = _built(fresh)
+    marker = fresh.parent / "planted-ran"
+    lib.write_bytes(_planted_library(fresh, marker))
+    cpu_kernels._reset()
+    assert cpu_kernels.available()
+    assert not marker.exists()  # the foreign code never ran
+    assert "refused the cached library" in cpu_kernels.status()
+    assert "does not match its SHA-256" in cpu_kernels.status()
+    rebuilt, manifest = _built(fresh)
+    assert hashlib.sha256(rebuilt.read_bytes()).hexdigest() == manifest.read_text().strip()
+
+
+def test_a_truncated_library_is_refused_and_rebuilt(kernels: None, fresh: Path) -> None:
+    """A half-written library (a killed copy, a full disk) is not loaded (loading one killed
+    the process with SIGBUS): refused by its hash, rebuilt, and the kernels work."""
+    assert cpu_kernels.available()
+    lib, _ = _built(fresh)
+    data = lib.read_bytes()
+    lib.write_bytes(data[: len(data) // 2])
+    cpu_kernels._reset()
+    assert cpu_kernels.available()
+    assert "refused the cached library" in cpu_kernels.status()
+    rebuilt, manifest = _built(fresh)
+    assert hashlib.sha256(rebuilt.read_bytes()).hexdigest() == manifest.read_text().strip()
+    x = _leaf(torch.randn(3, 8))
+    cpu_kernels.rms_norm(x, _leaf(torch.ones(8)), 1e-6).sum().backward()
+    assert x.grad is not None
+    assert torch.isfinite(x.grad).all()
+
+
+def test_a_library_without_its_manifest_is_not_loaded(kernels: None, fresh: Path) -> None:
+    """A file dropped into the directory under a library's name is never what is loaded."""
+    assert cpu_kernels.available()
+    lib, manifest = _built(fresh)
+    manifest.unlink()
+    marker = fresh.parent / "planted-ran"
+    lib.write_bytes(_planted_library(fresh, marker))
+    cpu_kernels._reset()
+    assert cpu_kernels.available()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("mode", ["auto", "1"])
+def test_a_directory_open_to_others_is_refused(
+    monkeypatch: pytest.MonkeyPatch, fresh: Path, mode: str
+) -> None:
+    """Mode 0755 (or any access for group or others): nothing is built or loaded from it."""
+    fresh.mkdir(mode=0o755)
+    os.chmod(fresh, 0o755)
+    monkeypatch.setenv("FMS_LLM_CPU_KERNELS", mode)
+    if mode == "auto":
+        assert not cpu_kernels.available()
+        assert "has mode 755, expected 700" in cpu_kernels.status()
+    else:
+        with pytest.raises(cpu_kernels.CPUKernelError, match="has mode 755, expected 700"):
+            cpu_kernels.available()
+    assert list(fresh.iterdir()) == []
+
+
+def test_a_directory_owned_by_another_user_is_refused(
+    monkeypatch: pytest.MonkeyPatch, fresh: Path
+) -> None:
+    monkeypatch.setenv("FMS_LLM_CPU_KERNELS", "auto")
+    fresh.mkdir(mode=0o700)
+    monkeypatch.setattr(cpu_kernels.os, "geteuid", lambda: fresh.stat().st_uid + 1)
+    assert not cpu_kernels.available()
+    assert "is owned by user" in cpu_kernels.status()
+    assert list(fresh.iterdir()) == []
+
+
+def test_a_symbolic_link_as_the_directory_is_refused(
+    monkeypatch: pytest.MonkeyPatch, fresh: Path
+) -> None:
+    monkeypatch.setenv("FMS_LLM_CPU_KERNELS", "auto")
+    target = fresh.parent / "elsewhere"
+    target.mkdir(mode=0o700)
+    fresh.symlink_to(target)
+    assert not cpu_kernels.available()
+    assert "is not a directory" in cpu_kernels.status()
+
+
+def test_an_unwritable_directory_falls_back_in_auto(
+    monkeypatch: pytest.MonkeyPatch, fresh: Path
+) -> None:
+    """`auto` trains on PyTorch's path and `status()` says why (this crashed with a
+    PermissionError before); `1` raises with the same reason."""
+    fresh.mkdir(mode=0o700)
+
+    def unwritable(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied", str(fresh))
+
+    monkeypatch.setattr(cpu_kernels.tempfile, "mkstemp", unwritable)
+    monkeypatch.setenv("FMS_LLM_CPU_KERNELS", "auto")
+    assert not cpu_kernels.available()
+    assert cpu_kernels.status().startswith("off: cannot build the library in")
+    assert "Permission denied" in cpu_kernels.status()
+    loss, _ = _llama_step(2)
+    assert math.isfinite(loss)
+    monkeypatch.setenv("FMS_LLM_CPU_KERNELS", "1")
+    with pytest.raises(cpu_kernels.CPUKernelError, match="Permission denied"):
+        cpu_kernels.available()
+
+
+def test_a_directory_path_that_cannot_be_created_falls_back(
+    monkeypatch: pytest.MonkeyPatch, fresh: Path
+) -> None:
+    monkeypatch.setenv("FMS_LLM_CPU_KERNELS", "auto")
+    blocker = fresh.parent / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("FMS_LLM_KERNEL_DIR", str(blocker / "kernels"))
+    assert not cpu_kernels.available()
+    assert "cannot create the kernel directory" in cpu_kernels.status()
+
+
+def test_the_library_is_flushed_to_disk_before_its_rename(
+    kernels: None, monkeypatch: pytest.MonkeyPatch, fresh: Path
+) -> None:
+    """fsync of the file, then the rename: a crash cannot leave a named but empty library."""
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        events.append(f"replace {Path(dst).suffix}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(cpu_kernels.os, "fsync", fsync)
+    monkeypatch.setattr(cpu_kernels.os, "replace", replace)
+    assert cpu_kernels.available()
+    assert events[:4] == ["fsync", "replace .so", "fsync", "replace .sha256"]
+
+
+def test_stale_temporary_files_are_cleaned(kernels: None, fresh: Path) -> None:
+    """A killed build's temporary file (over an hour old) goes; a fresh one (a build under way
+    in another process) stays."""
+    fresh.mkdir(mode=0o700)
+    old, new = fresh / ".tmp-old.so", fresh / ".tmp-new.so"
+    old.write_bytes(b"half")
+    new.write_bytes(b"half")
+    hours_ago = time.time() - 7200
+    os.utime(old, (hours_ago, hours_ago))
+    assert cpu_kernels.available()
+    assert not old.exists()
+    assert new.exists()
 
 
 def test_a_compiler_command_with_arguments_is_split_as_a_shell_would(

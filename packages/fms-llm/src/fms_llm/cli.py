@@ -275,7 +275,14 @@ def _eval(args: argparse.Namespace) -> int:
     seq_len = args.seq_len or model.config.max_seq_len  # type: ignore[attr-defined]
     if len(ids) < 2:
         raise CorpusError(f"{args.file} holds fewer than 2 tokens")
-    seq_len = min(seq_len, len(ids) - 1)
+    if len(ids) - 1 < seq_len:
+        print(
+            f"fms-llm eval: note: {', '.join(args.file)} holds {len(ids)} tokens, fewer than a "
+            f"window of {seq_len} + 1: scored as one window of {len(ids) - 1} predictions "
+            "(a loss over so few tokens is a rough figure)",
+            file=sys.stderr,
+        )
+        seq_len = len(ids) - 1
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
     metrics = window_loss(
         model,  # type: ignore[arg-type]

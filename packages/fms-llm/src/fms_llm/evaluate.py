@@ -36,13 +36,17 @@ __all__ = ["document_loss", "metrics_from_nats", "window_loss"]
 _IGNORE = -100  # the target id of padding, which no loss counts
 
 
-def metrics_from_nats(total_nats: float, n_tokens: int, n_bytes: int | None) -> dict[str, float]:
-    """`loss` (nats/token), `perplexity`, and with `n_bytes` `bits_per_byte`, from summed nats."""
+def metrics_from_nats(total_nats: float, n_tokens: int, n_bytes: float | None) -> dict[str, float]:
+    """`loss` (nats/token), `perplexity`, and with `n_bytes` `bits_per_byte`, from summed nats.
+
+    `n_bytes` may be fractional (tokens scored x bytes per token of the stream): rounding it
+    would make a one-token text zero bytes long and drop its bits per byte.
+    """
     if n_tokens <= 0:
         raise ValueError(f"n_tokens must be > 0, got {n_tokens}")
     loss = total_nats / n_tokens
     out = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": float(n_tokens)}
-    if n_bytes:
+    if n_bytes is not None and n_bytes > 0:
         out["bits_per_byte"] = total_nats / n_bytes / math.log(2)
     return out
 
@@ -101,7 +105,7 @@ def window_loss(
         yt = torch.from_numpy(y).to(device)
         total += _sum_nats(model, xt, yt)
         n += y.size
-    n_bytes = None if bytes_per_token is None else round(n * bytes_per_token)
+    n_bytes = None if bytes_per_token is None else n * bytes_per_token
     return metrics_from_nats(total, n, n_bytes)
 
 

@@ -51,7 +51,10 @@ def split_documents(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if n_docs < 2:
         raise CorpusError(
-            f"the corpus has {n_docs} document(s); at least 2 are needed to split train/val"
+            f"the corpus has {n_docs} document(s); at least 2 are needed to split train/val. "
+            "Documents are separated by blank lines (or are separate files): a text file "
+            "without blank lines is one document, so put a blank line between its documents "
+            "(paragraphs, chapters) or give a folder of files"
         )
     perm = np.random.default_rng([seed, 0x5EED]).permutation(n_docs)
     n_val = min(n_docs - 1, max(1, round(n_docs * val_fraction)))

@@ -31,18 +31,28 @@ a row (or an element) at a time while it is in the L1 cache:
   row while it is in cache, where PyTorch makes a log-softmax, a gather, an exponential and a
   scatter, each over the whole chunk.
 
-**How it is built.** The first call compiles the C file with the system's C compiler (`$CC`, else
-`cc`, `gcc` or `clang`) into a shared library in the user cache
-(`$FMS_LLM_CACHE`, else `$XDG_CACHE_HOME/fms_llm`, else `~/.cache/fms_llm`), named by a hash of
-the source, the compiler, its flags and this machine's CPU (the library is built for this CPU,
-`-march=native`), and loads it with `ctypes`. The file is written under a temporary name and
-renamed into place, so concurrent first runs cannot read a half-written library. No OpenMP
+**How it is built, and why loading it is safe.** The first call compiles the C file with the
+system's C compiler (`$CC`, else `cc`, `gcc` or `clang`) into a shared library and loads it with
+`ctypes`. Loading a shared library runs its code, so it comes only from a **private directory**:
+`$FMS_LLM_KERNEL_DIR`, else `$XDG_CACHE_HOME/fms_llm/cpu_kernels`, else
+`~/.cache/fms_llm/cpu_kernels`, never the data cache (`$FMS_LLM_CACHE`, which others may share).
+It is created with mode 0700 and refused (nothing built or loaded there) when it is a symbolic
+link, owned by another user, or open to the group or others. In it, a **manifest** named by a
+hash of the source, the compiler, its flags and this machine's CPU (the library is built for this
+CPU, `-march=native`) records the SHA-256 of the library, and the library's file is named by that
+SHA-256. Before loading, the file is opened, its bytes are hashed and compared with the manifest,
+and what is loaded is that open file (`/proc/self/fd/N`), so a library that was planted,
+truncated or damaged is refused and rebuilt, never run. A build writes under a temporary name,
+`fsync`s and renames (the library, then the manifest), so a crash never leaves a named
+half-written file, and a library in use is never rewritten in place (which killed later runs
+with SIGBUS); temporary files over an hour old, left by killed builds, are removed. No OpenMP
 runtime and no fast-math: NaN and infinity propagate, and the process's floating-point mode is
 untouched.
 
 **When it is used.** `FMS_LLM_CPU_KERNELS` chooses: `auto` (the default) uses the kernels when
-the library builds and quietly keeps PyTorch's path when it does not (no compiler; the reason
-is in [status][fms_llm.models.cpu_kernels.status]); `1` requires them (a build failure raises
+the library builds and quietly keeps PyTorch's path when it does not (no compiler, a refused or
+unwritable directory, a failed build; the reason is in
+[status][fms_llm.models.cpu_kernels.status]); `1` requires them (a build failure raises
 [CPUKernelError][fms_llm.models.cpu_kernels.CPUKernelError]); `0` never uses them. Each call
 also checks its tensors and takes PyTorch's path for anything else than float32, contiguous
 (or made so), on the CPU: bf16 autocast, a GPU and float64 never reach C. The kernels run on
@@ -56,6 +66,7 @@ and without the kernels. The model parity tests against transformers run through
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -63,10 +74,12 @@ import os
 import platform
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +101,7 @@ _log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("cpu_kernels.c")
 _ENV = "FMS_LLM_CPU_KERNELS"
+_DIR_ENV = "FMS_LLM_KERNEL_DIR"
 _FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
           "-fopenmp-simd"]  # fmt: skip
 _TIMEOUT_S = 120
@@ -142,11 +156,68 @@ def _cpu_id() -> str:
     return "\n".join(parts)
 
 
-def _cache_dir() -> Path:
-    if os.environ.get("FMS_LLM_CACHE"):
-        return Path(os.environ["FMS_LLM_CACHE"])
+def _kernel_dir() -> Path:
+    """The private directory of the compiled library: `$FMS_LLM_KERNEL_DIR`, else
+    `$XDG_CACHE_HOME/fms_llm/cpu_kernels`, else `~/.cache/fms_llm/cpu_kernels`.
+
+    Never the data cache (`$FMS_LLM_CACHE`, which several users or runs may share): whatever
+    can write this directory chooses the native code that training runs.
+    """
+    if os.environ.get(_DIR_ENV, "").strip():
+        return Path(os.environ[_DIR_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fms_llm"
+    return Path(base) / "fms_llm" / "cpu_kernels"
+
+
+class _Refused(Exception):
+    """The directory or a file in it is not safe to load native code from (the reason)."""
+
+
+def _private_dir(directory: Path) -> Path:
+    """Create `directory` (mode 0700) if needed, and check that it is private: a real directory
+    (not a symbolic link), owned by this user, with no access for the group or others.
+
+    Raises:
+        _Refused: it is not private (nothing in it is then built or loaded).
+        OSError: it cannot be created.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise _Refused(f"{directory} is not a directory (a symbolic link or a file)")
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        raise _Refused(
+            f"{directory} is owned by user {st.st_uid}, not by this user ({os.geteuid()})"
+        )
+    if os.name == "posix" and st.st_mode & 0o077:
+        raise _Refused(
+            f"{directory} has mode {stat.S_IMODE(st.st_mode):o}, expected 700 "
+            f"(`chmod 700 {directory}`)"
+        )
+    return directory
+
+
+def _clean_stale(directory: Path) -> None:
+    """Remove temporary files that a killed build left behind (older than an hour)."""
+    cutoff = time.time() - 3600
+    for tmp in directory.glob(".tmp-*"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+        except OSError:
+            continue  # another process removed or renamed it meanwhile
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _version(cc: list[str]) -> str:
@@ -157,11 +228,19 @@ def _version(cc: list[str]) -> str:
     return out.stdout
 
 
-def _build(cc: list[str], out: Path) -> str | None:
-    """Compile into `out` (atomically); return None, or why it failed."""
+def _build(cc: list[str], directory: Path, manifest: Path) -> str | None:
+    """Compile the library into `directory` and record its hash in `manifest`; return None, or
+    why it failed.
+
+    The library is written under a temporary name, flushed to disk (`fsync`) and renamed to
+    `cpu_kernels-<its SHA-256>.so`, a name that only its own bytes can have; then the manifest
+    (the key's file, naming that hash) is written the same way. Each rename is atomic, and a
+    file that is loaded is never written again, so a process that is using the library never
+    sees it change under it (rewriting a mapped library in place is what kills with SIGBUS).
+    """
     errors = []
     for arch in (["-march=native"], []):  # a compiler without -march=native gets the baseline
-        fd, tmp = tempfile.mkstemp(suffix=_SUFFIX, dir=out.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=_SUFFIX, dir=directory)
         os.close(fd)
         cmd = [*cc, *_FLAGS, *arch, str(_SOURCE), "-o", tmp, "-lm"]
         try:
@@ -170,12 +249,73 @@ def _build(cc: list[str], out: Path) -> str | None:
             errors.append(f"{' '.join(cmd)}: {exc}")
             Path(tmp).unlink(missing_ok=True)
             continue
-        if result.returncode == 0:
-            os.replace(tmp, out)
-            return None
-        Path(tmp).unlink(missing_ok=True)
-        errors.append(f"{' '.join(cmd)} exited with {result.returncode}: {result.stderr[-500:]}")
+        if result.returncode != 0:
+            Path(tmp).unlink(missing_ok=True)
+            errors.append(
+                f"{' '.join(cmd)} exited with {result.returncode}: {result.stderr[-500:]}"
+            )
+            continue
+        with open(tmp, "rb+") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / f"cpu_kernels-{digest}{_SUFFIX}")
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".sha256", dir=directory)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(digest + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, manifest)
+        _fsync_dir(directory)
+        return None
     return "; ".join(errors)
+
+
+def _open_verified(directory: Path, manifest: Path) -> tuple[int, Path]:
+    """Open the library that `manifest` names and check its bytes against the hash there.
+
+    Returns the open file descriptor (what is loaded is the file that was checked, not whatever
+    the path names a moment later) and the library's path.
+
+    Raises:
+        _Refused: no manifest, a library that is missing, not a regular file of this user, or
+            whose content does not hash to the manifest's value (planted, truncated, damaged).
+    """
+    try:
+        digest = manifest.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Refused(f"no readable manifest {manifest.name} ({exc})") from None
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise _Refused(f"the manifest {manifest.name} does not hold a SHA-256")
+    path = directory / f"cpu_kernels-{digest}{_SUFFIX}"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise _Refused(f"cannot open {path.name} ({exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused(f"{path.name} is not a regular file")
+        if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+            raise _Refused(f"{path.name} is owned by user {st.st_uid}, not by this user")
+        h = hashlib.sha256()
+        with os.fdopen(os.dup(fd), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != digest:
+            raise _Refused(f"{path.name}'s content does not match its SHA-256 (planted or damaged)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, path
+
+
+def _dlopen(fd: int, path: Path) -> ctypes.CDLL:
+    """Load the checked file: through its descriptor where the OS names one (`/proc/self/fd`)."""
+    proc = Path(f"/proc/self/fd/{fd}")
+    try:
+        return ctypes.CDLL(str(proc) if proc.exists() else str(path))
+    finally:
+        os.close(fd)
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -195,25 +335,41 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 def _load() -> tuple[ctypes.CDLL | None, str]:
+    """Build (once) and load the library; never raises: `(None, why)` where it cannot."""
     cc = _compiler()
     if cc is None:
         return None, "no C compiler found (set $CC, or install cc, gcc or clang)"
     source = _SOURCE.read_bytes()
     identity = [source, " ".join(cc).encode(), _version(cc).encode(), " ".join(_FLAGS).encode()]
     key = hashlib.sha256(b"\0".join([*identity, _cpu_id().encode()])).hexdigest()[:20]
-    directory = _cache_dir()
+    directory = _kernel_dir()
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        _private_dir(directory)
+    except _Refused as exc:
+        return None, f"refused the kernel directory: {exc}"
     except OSError as exc:
-        return None, f"cannot create the cache directory {directory}: {exc}"
-    path = directory / f"cpu_kernels-{key}{_SUFFIX}"
-    if not path.is_file():
-        _log.info("fms_llm: compiling the CPU kernels into %s", path)
-        failure = _build(cc, path)
-        if failure is not None:
-            return None, f"compiling {_SOURCE.name} failed: {failure}"
+        return None, f"cannot create the kernel directory {directory}: {exc}"
+    manifest = directory / f"cpu_kernels-{key}.sha256"
+    note = ""
     try:
-        return _bind(ctypes.CDLL(str(path))), f"loaded {path}"
+        _clean_stale(directory)
+        try:
+            fd, path = _open_verified(directory, manifest)
+        except _Refused as exc:
+            if manifest.exists():  # a library was there, and it failed the check
+                note = f" (refused the cached library: {exc}; rebuilt it)"
+                _log.warning("fms_llm: %s", note.strip(" ()"))
+            _log.info("fms_llm: compiling the CPU kernels into %s", directory)
+            failure = _build(cc, directory, manifest)
+            if failure is not None:
+                return None, f"compiling {_SOURCE.name} failed: {failure}"
+            fd, path = _open_verified(directory, manifest)
+    except _Refused as exc:
+        return None, f"the library just built failed its check: {exc}"
+    except OSError as exc:  # an unwritable or full directory: PyTorch's path, and why
+        return None, f"cannot build the library in {directory}: {exc}"
+    try:
+        return _bind(_dlopen(fd, path)), f"loaded {path}{note}"
     except (OSError, AttributeError) as exc:
         return None, f"loading {path} failed: {exc}"
 

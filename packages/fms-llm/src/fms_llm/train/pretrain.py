@@ -73,7 +73,9 @@ from fms_llm.generate import generate_text
 from fms_llm.models import cpu_kernels
 from fms_llm.models.gpt import GPT, GPTConfig, Llama, LlamaConfig, ModelConfig
 from fms_llm.tokenizer import BPETokenizer
+from fms_llm.tokenizer.formats import _atomic_write_text
 from fms_llm.train.config import ConfigError, RunConfig
+from fms_llm.train.locks import FileLock, RunDirLock
 
 __all__ = [
     "EOS_TOKEN",
@@ -183,6 +185,15 @@ def prepare_data(config: RunConfig, *, progress: bool = True) -> PreparedData:
         key["tokenizer"] = hashlib.sha256(tok_path.read_bytes()).hexdigest()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     root = cache_dir(config) / "data" / digest
+    # one process fills a cold cache entry; the others wait for it, then read what it wrote
+    with FileLock(root.parent / f"{digest}.lock", blocking=True):
+        return _prepare_data(config, key, digest, root, progress)
+
+
+def _prepare_data(
+    config: RunConfig, key: dict[str, Any], digest: str, root: Path, progress: bool
+) -> PreparedData:
+    d = config.data
     tok_file, shard_dir = root / "tokenizer.json", root / "shards"
     docs: list[str] | None = None
     stories: list[Story] = []
@@ -406,9 +417,26 @@ def pretrain(config: RunConfig, *, resume: bool = False) -> PretrainResult:
 
 
 def _pretrain(config: RunConfig, resume: bool, env: DistEnv, strategy: Strategy) -> PretrainResult:
+    out_dir = Path(config.train.out_dir)
+    lock = RunDirLock(out_dir)
+    created = not out_dir.exists()
+    if env.is_main:  # under torchrun rank 0 alone holds it, for the whole job
+        lock.acquire()
+    try:
+        return _locked_pretrain(config, resume, env, strategy, out_dir)
+    finally:
+        lock.release()
+        if env.is_main and created and [p.name for p in out_dir.iterdir()] == [".lock"]:
+            # a run that failed before writing anything leaves no directory behind
+            lock.path.unlink(missing_ok=True)
+            out_dir.rmdir()
+
+
+def _locked_pretrain(
+    config: RunConfig, resume: bool, env: DistEnv, strategy: Strategy, out_dir: Path
+) -> PretrainResult:
     t, m = config.train, config.model
     device = env.device
-    out_dir = Path(t.out_dir)
     _check_run_dir(config, out_dir, resume)
     if t.threads is not None:
         torch.set_num_threads(t.threads)
@@ -481,9 +509,7 @@ def _pretrain(config: RunConfig, resume: bool, env: DistEnv, strategy: Strategy)
     if env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     if not resume and env.is_main:
-        tmp = out_dir / "run.json.tmp"
-        tmp.write_text(json.dumps(config.to_dict(), indent=1), encoding="utf-8")
-        os.replace(tmp, out_dir / "run.json")
+        _atomic_write_text(out_dir / "run.json", json.dumps(config.to_dict(), indent=1))
     peak = t.peak_flops if t.peak_flops is not None else estimate_peak_flops(device)
     trainer = (
         functools.partial(DistributedTrainer, strategy=strategy) if env.distributed else Trainer
@@ -518,6 +544,10 @@ def _pretrain(config: RunConfig, resume: bool, env: DistEnv, strategy: Strategy)
         flops_per_token=model.flops_per_token(t.seq_len),
         peak_flops=peak,
     )
+    if resume:
+        found = trainer.resume_checkpoint()  # on every rank: under torchrun it is a broadcast
+        if env.is_main:
+            _trim_log(out_dir / "log.jsonl", _checkpoint_step(found))
     metrics = trainer.fit(resume=resume)
     if strategy.name in ("fsdp", "tp"):  # gather the shards (every rank) into one model (rank 0)
         weights = strategy.full_model_state(wrapped)
@@ -553,8 +583,34 @@ def _pretrain(config: RunConfig, resume: bool, env: DistEnv, strategy: Strategy)
         # which code ran the elementwise chains and the loss's softmax on a CPU: C or PyTorch
         "cpu_kernels": cpu_kernels.status() if device.type == "cpu" else None,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    _atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return PretrainResult(out_dir, model_dir, metrics, sample, model, data.tokenizer)
+
+
+def _checkpoint_step(path: Path | None) -> int:
+    """The step of a checkpoint directory `step-00000200` (0 when there is none)."""
+    if path is None:
+        return 0
+    digits = path.name.rpartition("-")[2]
+    if not digits.isdigit():
+        raise ConfigError(f"--resume: cannot read the step of the checkpoint {path}")
+    return int(digits)
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Before resuming at `step`: drop the log's records of later steps (the killed run logged
+    them, the resumed run logs them again) and a torn last line; rewritten atomically."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the half-written line of a killed run
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    _atomic_write_text(path, "".join(kept))
 
 
 def _windows(
