@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ import torch
 
 from fms_llm.models.gpt import GPT, Llama, LlamaConfig
 from fms_llm.models.hf import load_pretrained
+from fms_llm.tokenizer.formats import _atomic_write_bytes
 
 __all__ = [
     "GGML_TYPES",
@@ -274,19 +274,9 @@ def write_gguf(
         head += struct.pack("<IQ", GGML_TYPES[kind], offset)
         offset += len(blob) + (-len(blob)) % ALIGNMENT
     head += b"\0" * ((-len(head)) % ALIGNMENT)
+    body = b"".join(blob + b"\0" * ((-len(blob)) % ALIGNMENT) for _, _, _, blob in blobs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(head)
-            for _, _, _, blob in blobs:
-                f.write(blob + b"\0" * ((-len(blob)) % ALIGNMENT))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write_bytes(path, bytes(head) + body)
     return path
 
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from fms_llm.generate import _check as _check_sampling
 from fms_llm.generate import filter_logits
 from fms_llm.models.decode import DecodePlan
 from fms_transformer.kv_cache import KVCache
@@ -337,10 +338,8 @@ class SpeculativeDecoder:
             or max_new_tokens < 0
         ):
             raise SpeculativeError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-        if temperature < 0:
-            raise SpeculativeError(f"temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise SpeculativeError(f"top_k must be >= 1 or None, got {top_k}")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise SpeculativeError(f"top_p must be in (0, 1] or None, got {top_p}")
+        try:
+            _check_sampling(temperature, top_k, top_p)
+        except ValueError as exc:
+            raise SpeculativeError(str(exc)) from None
         return ids
