@@ -4,9 +4,9 @@ per format (float32, int8 per channel, int4 per group of 32, NF4 per block of 64
 A byte-level Llama (`--d` x `--layers`, `_story_lm.py`) is trained on the synthetic stories and
 saved; each format is loaded with `fms_llm.quantize.load_quantized` (every linear layer, the head
 included). Memory is the bytes of the linear layers' weights (codes and scales) against float32.
-Perplexity is $\exp$ of the mean next-byte loss over `--docs` held-out stories; its change is
-reported with a 95% bootstrap interval over the documents (paired: each document scored by both
-models). Decoding is greedy, `--new` bytes, the formats interleaved round by round (`_timing.py`);
+Perplexity is the exponential of the mean next-byte loss over `--docs` held-out stories; its
+change is reported with a 95% bootstrap interval over the documents (paired: each document scored
+by both models). Decoding is greedy, `--new` bytes, the formats interleaved round by round (`_timing.py`);
 the ratio is float32 time / format time, the median over rounds of the per-round ratio of process
 CPU times with a 95% bootstrap interval (>1: the format decodes faster).
 
@@ -35,16 +35,16 @@ from fms_ml.experiment import bootstrap_ci
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller model, fewer steps")
-    parser.add_argument("--rounds", type=rounds_arg, default=5, help="timed decoding rounds")
+    parser.add_argument("--rounds", type=rounds_arg, default=4, help="timed decoding rounds")
     parser.add_argument("--new", type=positive_int, default=64, help="new tokens per round")
-    parser.add_argument("--d", type=positive_int, default=256)
-    parser.add_argument("--layers", type=positive_int, default=8)
-    parser.add_argument("--steps", type=positive_int, default=300, help="training steps")
-    parser.add_argument("--docs", type=positive_int, default=200, help="held-out stories")
+    parser.add_argument("--d", type=positive_int, default=192)
+    parser.add_argument("--layers", type=positive_int, default=4)
+    parser.add_argument("--steps", type=positive_int, default=150, help="training steps")
+    parser.add_argument("--docs", type=positive_int, default=100, help="held-out stories")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.quick:
-        args.d, args.layers, args.steps, args.docs = 192, 2, 60, 40
+        args.d, args.layers, args.steps, args.docs = 192, 1, 40, 20
     model, _ = train_llama(args.d, args.layers, story_bytes(2000), args.steps, seed=0)
     held_out = story_bytes(args.docs, start=10_000)
     prompt = torch.tensor([list(held_out[0][:32])])

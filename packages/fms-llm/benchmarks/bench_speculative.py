@@ -9,7 +9,7 @@ to give the same tokens, interleaved round by round (`_timing.py`). The speed-up
 speculative time, the median over rounds of the per-round ratio of process CPU times with a 95%
 bootstrap interval; acceptance is accepted / proposed draft tokens over all rounds.
 
-    python packages/fms-llm/benchmarks/bench_speculative.py [--quick] [--rounds N] [--k 4]
+    python packages/fms-llm/benchmarks/bench_speculative.py [--quick] [--rounds 5] [--k 3 5]
 """
 
 from __future__ import annotations
@@ -30,18 +30,18 @@ from fms_llm.inference.speculative import SpeculativeDecoder
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller models, fewer steps")
-    parser.add_argument("--rounds", type=rounds_arg, default=6, help="timed rounds")
+    parser.add_argument("--rounds", type=rounds_arg, default=5, help="timed rounds")
     parser.add_argument("--new", type=positive_int, default=128, help="new tokens per prompt")
-    parser.add_argument("--k", type=positive_int, nargs="+", default=[2, 4, 6])
-    parser.add_argument("--target-d", type=positive_int, default=256)
-    parser.add_argument("--target-layers", type=positive_int, default=8)
+    parser.add_argument("--k", type=positive_int, nargs="+", default=[3, 5])
+    parser.add_argument("--target-d", type=positive_int, default=128)
+    parser.add_argument("--target-layers", type=positive_int, default=6)
     parser.add_argument("--draft-d", type=positive_int, default=64)
     parser.add_argument("--draft-layers", type=positive_int, default=1)
-    parser.add_argument("--steps", type=positive_int, default=400, help="target training steps")
+    parser.add_argument("--steps", type=positive_int, default=200, help="target training steps")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.quick:
-        args.target_d, args.target_layers, args.steps, args.new = 128, 4, 60, 48
+        args.target_d, args.target_layers, args.steps, args.new = 64, 2, 40, 32
     docs = story_bytes(2000)
     target, _ = train_llama(args.target_d, args.target_layers, docs, args.steps, seed=0)
     draft_steps = args.steps * 2
