@@ -36,6 +36,7 @@ the table published with QLoRA (bitsandbytes) to float32 precision.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -44,6 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fms_llm.models.gpt import GPT
+from fms_llm.models.hf import load_pretrained
+
 __all__ = [
     "FORMATS",
     "NF4_LEVELS",
@@ -51,6 +55,8 @@ __all__ = [
     "QuantizedLinear",
     "QuantizedWeight",
     "dequantize",
+    "linear_weight_bytes",
+    "load_quantized",
     "nf4_levels",
     "quantize",
     "quantize_linears",
@@ -363,3 +369,69 @@ def quantize_linears(
         linear = getattr(parent, child)
         setattr(parent, child, QuantizedLinear.from_linear(linear, format, group_size=group_size))
     return names
+
+
+def linear_weight_bytes(model: nn.Module) -> tuple[int, int]:
+    """Bytes of the weights of `model`'s linear layers as stored, and as float32.
+
+    Counts every `nn.Linear` and [QuantizedLinear][fms_llm.quantize.QuantizedLinear] weight
+    (biases and embeddings not included; a head tied to the embedding counts once, as a linear).
+
+    Returns:
+        `(stored, float32)`: their ratio is the memory saving of quantisation.
+    """
+    stored = float32 = 0
+    for m in model.modules():
+        if isinstance(m, QuantizedLinear):
+            stored += m.nbytes
+            float32 += 4 * m.in_features * m.out_features
+        elif isinstance(m, nn.Linear):
+            stored += m.weight.numel() * m.weight.element_size()
+            float32 += 4 * m.weight.numel()
+    return stored, float32
+
+
+def load_quantized(
+    model_dir: str | os.PathLike[str],
+    format: Format = "int8",
+    *,
+    group_size: int | None = None,
+    targets: str = r".*",
+    map_location: str | torch.device | None = "cpu",
+) -> GPT:
+    r"""Load a saved model with its linear layers quantised: weight-only inference in less memory.
+
+    The model is read by [load_pretrained][fms_llm.models.hf.load_pretrained] (float32) and every
+    linear layer matching `targets` becomes a
+    [QuantizedLinear][fms_llm.quantize.QuantizedLinear]; a head tied to the token embedding is
+    untied first (the embedding stays float, the head is quantised). The float weights of the
+    replaced layers are freed. The result decodes with [generate][fms_llm.generate.generate],
+    [SpeculativeDecoder][fms_llm.inference.speculative.SpeculativeDecoder] and the paged runner
+    unchanged.
+
+    Args:
+        model_dir: a directory written by `save_pretrained`.
+        format: `"int8"` (per channel), `"int4"` (per group, Q4_0's rule) or `"nf4"`.
+        group_size: inputs per scale of the 4-bit formats (default 32 for int4, 64 for NF4).
+        targets: a regular expression over the linear layers' names (default: all of them).
+        map_location: as in `load_pretrained`.
+
+    Returns:
+        the model, in eval mode.
+
+    Raises:
+        QuantizationError: an unknown format, or a group size that does not divide a layer's
+            input width.
+        fms_llm.models.ModelFileError: a missing or malformed model directory.
+    """
+    if format not in FORMATS:
+        raise QuantizationError(f"format must be one of {FORMATS}, got {format!r}")
+    model = load_pretrained(os.fspath(model_dir), map_location=map_location)
+    if model.lm_head.weight is model.tok_emb.weight:
+        head = nn.Linear(model.config.d_model, model.config.vocab_size, bias=False)
+        head = head.to(model.tok_emb.weight.device)
+        with torch.no_grad():
+            head.weight.copy_(model.tok_emb.weight)
+        model.lm_head = head
+    quantize_linears(model, format, targets=targets, group_size=group_size)
+    return model.eval()
