@@ -113,3 +113,16 @@ def test_maths_is_rendered_to_mathml(site: Path) -> None:
     ]
     assert not leftovers, leftovers
     assert any("<math" in p.read_text(encoding="utf-8") for p in site.rglob("*.html"))
+
+
+def test_every_snippet_include_was_expanded(site: Path) -> None:
+    """No `--8<--` include is left as text: one that is (say, mangled by a formatter into
+    `--8 < --`) puts the marker on the page instead of the code it names, and the strict build
+    does not notice."""
+    marker = re.compile(r"--8\s*(<|&lt;)\s*--")
+    leftovers = [
+        str(p.relative_to(site))
+        for p in site.rglob("*.html")
+        if marker.search(re.sub(r"<[^>]+>", "", p.read_text(encoding="utf-8")))
+    ]
+    assert not leftovers, leftovers
