@@ -8,6 +8,7 @@ models and used by every layer above:
 * [fms_dl.torch.optim][]: AdamW, SGD and Lion from scratch; schedules as pure functions;
   `set_lr` and `clip_grad_norm`.
 * [fms_dl.torch.checkpoint][]: atomic, hash-verified safetensors checkpoints (never pickle).
+* [fms_dl.torch.peak][]: the peak FLOP/s of a device, an upper bound, so MFU is at most 100%.
 * [fms_dl.torch.trainer][]: the training loop with accumulation, clipping, bf16, evaluation,
   JSON-lines logs, callbacks and bitwise-exact resume.
 """
@@ -30,6 +31,7 @@ from fms_dl.torch.optim import (
     set_lr,
     step_decay,
 )
+from fms_dl.torch.peak import peak_flops
 from fms_dl.torch.seed import (
     capture_rng_state,
     default_device,
@@ -56,6 +58,7 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "one_cycle",
+    "peak_flops",
     "resolve_device",
     "restore_rng_state",
     "save_checkpoint",

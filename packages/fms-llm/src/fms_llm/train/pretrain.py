@@ -33,8 +33,9 @@ run equals the one-process run of the same config (tested to 1e-6 in the loss).
 
 Model FLOPs utilisation (MFU) is achieved FLOP/s ($\text{tokens/s} \times$
 [flops_per_token][fms_llm.models.gpt.GPT.flops_per_token]) over the device's peak: on CUDA the
-datasheet bf16 peak of known GPUs, on CPU (no datasheet) the *measured* float32 matrix-multiply
-throughput of this machine, so CPU MFU reads "share of the best this CPU does on a large matmul".
+datasheet bf16 peak of known GPUs, on CPU the arithmetic bound cores x clock x SIMD FMA FLOPs per
+cycle ([fms_dl.torch.peak][]): upper bounds both, so MFU is at most 100% however loaded the
+machine is when it is measured.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import functools
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -58,6 +58,7 @@ from fms_dl.torch import (
     Trainer,
     TrainerConfig,
     cosine_with_warmup,
+    peak_flops,
     resolve_device,
     seed_everything,
 )
@@ -91,16 +92,6 @@ __all__ = [
 
 EOS_TOKEN = "<|endoftext|>"
 """The end-of-text special token that follows every document."""
-
-_KNOWN_GPU_BF16_PEAK = {  # dense bf16 tensor-core FLOP/s, datasheets
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "L4": 121e12,
-    "A10": 125e12,
-    "4090": 165e12,
-}
 
 
 def cache_dir(config: RunConfig | None = None) -> Path:
@@ -290,32 +281,10 @@ def configure_optimizer(model: nn.Module, config: RunConfig) -> AdamW:
     return AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=1e-8, weight_decay=t.weight_decay)
 
 
-def estimate_peak_flops(device: torch.device, *, seconds: float = 0.3) -> float:
-    """Peak FLOP/s for MFU: a datasheet bf16 figure for known GPUs, else a measured matmul rate.
-
-    On CPU (and unknown GPUs) a float32 $n \\times n$ matrix multiply is timed for about
-    `seconds`; the best rate is returned.
-    """
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in _KNOWN_GPU_BF16_PEAK.items():
-            if key in name:
-                return peak
-    n = 1024 if device.type == "cpu" else 4096
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    a @ b  # warm-up
-    while time.perf_counter() < deadline or best == 0.0:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
-    return best
+def estimate_peak_flops(device: torch.device) -> float:
+    """Peak FLOP/s for MFU on `device` over this process's threads: an upper bound on the
+    hardware ([fms_dl.torch.peak.peak_flops][]), so MFU never reads above 100%."""
+    return peak_flops(device, threads=torch.get_num_threads())
 
 
 # --------------------------------------------------------------------------------------------------
