@@ -125,13 +125,13 @@ def test_run_files_are_written_atomically(
     """run.json and summary.json go through the temp-file, fsync, rename writer (a run killed
     while writing leaves the old file or the new one, never half of one)."""
     written: list[str] = []
-    real = pretrain_module._atomic_write_text
+    real = pretrain_module.atomic_write_text
 
     def recording(path: str | os.PathLike[str], text: str) -> None:
         written.append(Path(path).name)
         real(path, text)
 
-    monkeypatch.setattr(pretrain_module, "_atomic_write_text", recording)
+    monkeypatch.setattr(pretrain_module, "atomic_write_text", recording)
     result = pretrain(load_config("tiny", overrides(tmp_path / "run", data_cache)))
     assert {"run.json", "summary.json"} <= set(written)
     assert json.loads((result.out_dir / "summary.json").read_text())["parameters"] > 0

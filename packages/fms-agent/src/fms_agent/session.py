@@ -22,7 +22,7 @@ from fms_agent.agent import Agent, RunResult
 from fms_agent.llm import Message
 
 # fms-llm's atomic text write (temp file in the same directory, fsync, rename), used as is
-from fms_llm.tokenizer.formats import _atomic_write_text
+from fms_dl.files import atomic_write_text
 
 __all__ = ["FORMAT", "VERSION", "Session", "SessionFileError"]
 
@@ -89,4 +89,4 @@ class Session:
         if self.path is None:
             return
         body = {"format": FORMAT, "version": VERSION, "messages": self.messages}
-        _atomic_write_text(self.path, json.dumps(body, ensure_ascii=False, indent=1))
+        atomic_write_text(self.path, json.dumps(body, ensure_ascii=False, indent=1))

@@ -9,21 +9,19 @@ The [safetensors](https://github.com/huggingface/safetensors) format is
    so that the buffer starts 8-byte aligned;
 3. the byte buffer: each tensor's elements, C-contiguous and little-endian, packed without gaps.
 
-Writes are atomic: the bytes go to a temporary file in the same directory, which is flushed,
-`fsync`ed and then renamed over the target (`os.replace` is atomic on POSIX and Windows), so a
-crash leaves either the old file or the new one, never half of one. Reads validate everything
+Writes are atomic ([fms_dl.files.atomic_write][]): the bytes go to a temporary file in the same
+directory, which is flushed, `fsync`ed and then renamed over the target, so a crash leaves
+either the old file or the new one, never half of one. Reads validate everything
 (sizes, JSON, dtypes, offsets that tile the buffer exactly) and raise `SafetensorsError` naming
 the file and what is wrong.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from fms_dl.engine import Array, Tensor
+from fms_dl.files import atomic_write
 
 __all__ = ["SafetensorsError", "load_file", "load_file_with_metadata", "save_file"]
 
@@ -112,27 +111,11 @@ def save_file(
         OSError: if the file cannot be written (the destination is then untouched).
     """
     header, arrays = _serialize(tensors, metadata)
-    path = Path(filename)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(header)))
-            f.write(header)
-            for arr in arrays:
-                f.write(arr.reshape(-1).data if arr.size else b"")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # persist the rename itself (POSIX; not possible on Windows)
-        dir_fd = os.open(path.parent or ".", os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    with atomic_write(filename) as f:
+        f.write(struct.pack("<Q", len(header)))
+        f.write(header)
+        for arr in arrays:
+            f.write(arr.reshape(-1).data if arr.size else b"")
 
 
 def _is_int(value: Any) -> bool:

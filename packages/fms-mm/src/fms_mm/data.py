@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import wave
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
+from fms_dl.files import atomic_write
 
 __all__ = [
     "COLOURS",
@@ -434,16 +435,8 @@ def _cache_dir() -> Path:
 
 def _atomic_save_npz(path: Path, arrays: dict[str, NDArray[np.generic]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
 
 
 def spoken_digits(

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from fms_llm.tokenizer.formats import _atomic_write_text
+from fms_dl.files import atomic_write_text
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -312,5 +312,5 @@ class ChatTemplate:
                 raise ChatError(f"{path}: expected a JSON object, got {type(config).__name__}")
         config["chat_template"] = self.jinja
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         return path

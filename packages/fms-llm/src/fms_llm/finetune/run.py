@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from fms_dl.files import atomic_write_text
 from fms_llm.finetune.chat import IM_END, IM_START, ChatTemplate
 from fms_llm.finetune.common import FinetuneError, TrainArgs
 from fms_llm.finetune.data import (
@@ -39,7 +40,6 @@ from fms_llm.finetune.data import (
 from fms_llm.finetune.lora import LoRAConfig, apply_lora, lora_state_dict, merge_lora
 from fms_llm.models import GPT, load_pretrained
 from fms_llm.tokenizer import BPETokenizer
-from fms_llm.tokenizer.formats import _atomic_write_text
 from fms_llm.train.config import ConfigError, _parse_value, _update
 
 __all__ = [
@@ -260,7 +260,7 @@ def _conversations(cfg: FinetuneConfig, train: list[Example]) -> list[list[dict[
 
 
 def _atomic_json(path: Path, value: Any) -> None:
-    _atomic_write_text(path, json.dumps(value, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(value, indent=1) + "\n")
 
 
 # what may differ between a run and its resumption (how it is watched and where it runs)

@@ -45,9 +45,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from fms_dl.files import atomic_write_bytes
 from fms_llm.models.gpt import GPT, Llama, LlamaConfig
 from fms_llm.models.hf import load_pretrained
-from fms_llm.tokenizer.formats import _atomic_write_bytes
 
 __all__ = [
     "GGML_TYPES",
@@ -276,7 +276,7 @@ def write_gguf(
     head += b"\0" * ((-len(head)) % ALIGNMENT)
     body = b"".join(blob + b"\0" * ((-len(blob)) % ALIGNMENT) for _, _, _, blob in blobs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, bytes(head) + body)
+    atomic_write_bytes(path, bytes(head) + body)
     return path
 
 

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from tqdm.auto import tqdm
 
+from fms_dl.files import atomic_write
 from fms_llm.tokenizer.bpe import CL100K_PATTERN, GPT2_PATTERN, BPETokenizer
 from fms_llm.tokenizer.train import chunk_boundaries, read_text_range
 
@@ -215,29 +216,23 @@ def _encode(args: argparse.Namespace) -> int:
         )
     total = sum(os.path.getsize(p) for p in args.input)
     workers = args.workers or os.cpu_count() or 1
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
     count = 0
-    try:
-        with (
-            tqdm(total=total, unit="B", unit_scale=True, desc="encode", disable=args.quiet) as bar,
-            open(tmp, "wb") as out,
-        ):
-            for path in args.input:
-                bounds = [0, os.path.getsize(path)]
-                if workers > 1 and bounds[1] > args.chunk_bytes:
-                    bounds = chunk_boundaries(
-                        path, list(tokenizer.special_tokens), tokenizer.pattern, args.chunk_bytes
-                    )
-                if len(bounds) > 2:
-                    count += _encode_file_parallel(args, path, bounds, code, workers, bar, out)
-                else:  # small file, one worker, or no safe cut (a custom pattern, no specials)
-                    count += _encode_file_streaming(path, tokenizer, code, bar, out)
-                if separator is not None:
-                    count += _flush(array(code, [separator]), out)
-        os.replace(tmp, args.out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with (
+        tqdm(total=total, unit="B", unit_scale=True, desc="encode", disable=args.quiet) as bar,
+        atomic_write(args.out) as out,  # a failed or interrupted encode leaves no partial file
+    ):
+        for path in args.input:
+            bounds = [0, os.path.getsize(path)]
+            if workers > 1 and bounds[1] > args.chunk_bytes:
+                bounds = chunk_boundaries(
+                    path, list(tokenizer.special_tokens), tokenizer.pattern, args.chunk_bytes
+                )
+            if len(bounds) > 2:
+                count += _encode_file_parallel(args, path, bounds, code, workers, bar, out)
+            else:  # small file, one worker, or no safe cut (a custom pattern, no specials)
+                count += _encode_file_streaming(path, tokenizer, code, bar, out)
+            if separator is not None:
+                count += _flush(array(code, [separator]), out)
     if not args.quiet:
         print(f"wrote {count} ids ({dtype}) to {args.out}", file=sys.stderr)
     return 0

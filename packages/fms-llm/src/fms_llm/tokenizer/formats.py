@@ -23,11 +23,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from fms_dl.files import atomic_write_text
 
 __all__ = [
     "MAX_PATTERN_LENGTH",
@@ -175,7 +176,7 @@ def write_hf_tokenizer_json(
             "merges": [[token_to_string(a), token_to_string(b)] for a, b in merges],
         },
     }
-    _atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=2))
+    atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=2))
 
 
 def update_tokenizer_config(directory: str | os.PathLike[str], updates: Mapping[str, Any]) -> Path:
@@ -199,32 +200,8 @@ def update_tokenizer_config(directory: str | os.PathLike[str], updates: Mapping[
         pass
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         pass  # unreadable or corrupt: rewritten whole below
-    _atomic_write_text(
-        path, json.dumps({**current, **updates}, ensure_ascii=False, indent=2) + "\n"
-    )
+    atomic_write_text(path, json.dumps({**current, **updates}, ensure_ascii=False, indent=2) + "\n")
     return path
-
-
-def _atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` atomically: a temp file beside it, fsync, rename."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class TokenizerFileError(ValueError):

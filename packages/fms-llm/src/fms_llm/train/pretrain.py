@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fms_dl.files import atomic_write_text
 from fms_dl.torch import (
     AdamW,
     Trainer,
@@ -74,7 +75,6 @@ from fms_llm.generate import generate_text
 from fms_llm.models import cpu_kernels
 from fms_llm.models.gpt import GPT, GPTConfig, Llama, LlamaConfig, ModelConfig
 from fms_llm.tokenizer import BPETokenizer
-from fms_llm.tokenizer.formats import _atomic_write_text
 from fms_llm.train.config import ConfigError, RunConfig
 from fms_llm.train.locks import FileLock, RunDirLock
 
@@ -478,7 +478,7 @@ def _locked_pretrain(
     if env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     if not resume and env.is_main:
-        _atomic_write_text(out_dir / "run.json", json.dumps(config.to_dict(), indent=1))
+        atomic_write_text(out_dir / "run.json", json.dumps(config.to_dict(), indent=1))
     peak = t.peak_flops if t.peak_flops is not None else estimate_peak_flops(device)
     trainer = (
         functools.partial(DistributedTrainer, strategy=strategy) if env.distributed else Trainer
@@ -552,7 +552,7 @@ def _locked_pretrain(
         # which code ran the elementwise chains and the loss's softmax on a CPU: C or PyTorch
         "cpu_kernels": cpu_kernels.status() if device.type == "cpu" else None,
     }
-    _atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return PretrainResult(out_dir, model_dir, metrics, sample, model, data.tokenizer)
 
 
@@ -579,7 +579,7 @@ def _trim_log(path: Path, step: int) -> None:
             continue  # the half-written line of a killed run
         if isinstance(record, dict) and record.get("step", 0) <= step:
             kept.append(line + "\n")
-    _atomic_write_text(path, "".join(kept))
+    atomic_write_text(path, "".join(kept))
 
 
 def _windows(
