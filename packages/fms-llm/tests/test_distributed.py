@@ -2,12 +2,12 @@
 one-process run; consolidated checkpoints resume at another world size; a 2-process run killed
 with SIGKILL resumes to the uninterrupted result; bad shapes fail before any work.
 
-The multi-process runs are forked from this process ([spawn][fms_llm.distributed.launch.spawn]
-with `start_method="fork"`): they inherit its imports and start at once. The command itself,
-`torchrun --nproc-per-node 2 -m fms_llm.cli train`, is run by the distributed benchmark and the
-GPU session script, not here: a fresh interpreter per rank costs tens of seconds on a CI core. The kill-and-resume test forks a launcher in its own process
-group and kills the group. Every run has a deadline, and every process a test starts is gone
-when it ends.
+Most multi-process runs are forked from this process ([spawn][fms_llm.distributed.launch.spawn]
+with `start_method="fork"`): they inherit its imports and start at once. One test runs the
+command users type, `torchrun --nproc-per-node 2 -m fms_llm.cli train` (fresh interpreters, a
+rendezvous on 127.0.0.1, gloo on the loopback interface), and checks it against the same
+one-process run. The kill-and-resume test forks a launcher in its own process group and kills
+the group. Every run has a deadline, and every process a test starts is gone when it ends.
 """
 
 from __future__ import annotations
@@ -85,6 +85,34 @@ def runs(
         argv = tiny_overrides(out[name], data_cache, **LLAMA, **{"train.parallel": name})
         spawn(_train, 2, argv, start_method="fork", timeout_s=120)
     return out
+
+
+def test_the_torchrun_command_equals_one_process(
+    runs: dict[str, Path], data_cache: Path, overrides: Overrides, tmp_path: Path
+) -> None:
+    """`torchrun --nproc-per-node 2 -m fms_llm.cli train --set train.parallel=ddp` (the real
+    launcher: two fresh interpreters, environment rendezvous, gloo) equals the one-process run
+    of the same config: every step's loss within 1e-6, the final weights within 1e-5."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:  # a free port on loopback for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "torchrun"
+    argv = overrides(out, data_cache, **LLAMA, **{"train.parallel": "ddp"})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
+           "2", "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "fms_llm.cli",
+           "train", *[a for kv in argv for a in ("--set", kv)]]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _losses(runs["one"]), _losses(out)
+    assert sorted(one) == sorted(two) == list(range(1, 21))
+    assert max(abs(one[s] - two[s]) for s in one) < 1e-6
+    assert _max_diff(_weights(runs["one"]), _weights(out)) < 1e-5
+    assert json.loads((out / "summary.json").read_text())["world_size"] == 2
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp", "tp"])
