@@ -17,6 +17,11 @@ The winner is then the default (`presets/tiny.toml`); its whole run is re-timed 
 
     python packages/fms-llm/experiments/preset_sweep.py [--budget-cpu-s 180] [--threads 2]
 
+On a shared machine, run it at a high scheduling priority (`nice -n -15`, as root) so that other
+processes do not stretch its steps: an OpenMP thread that waits for a descheduled sibling spins
+and bills CPU time, so contention inflates even process time. Each row records the 1-minute load
+average at its end.
+
 Writes `packages/fms-llm/experiments/preset_sweep.json` (every candidate's calibration and
 result). About (candidates x budget / threads) of wall time on an idle machine.
 """
@@ -105,6 +110,7 @@ def main() -> None:
             run = _run(overrides, steps, workdir, f"{tag}-{steps}", args.threads, args.seed)
             row = {
                 "name": name,
+                "load_average_1min": os.getloadavg()[0],  # what else ran on the machine
                 "overrides": overrides,
                 "parameters": run["parameters"],
                 "cpu_s_per_step": cpu_step,

@@ -29,13 +29,14 @@ def test_train_prints_validation_and_a_sample(
     tmp_path: Path, data_cache: Path, overrides: Overrides, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sets = [a for o in overrides(tmp_path / "run", data_cache) for a in ("--set", o)]
-    assert main(["train", "--family", "llama", "--max-steps", "4", *sets]) == 0
+    # the default preset is a Llama with grouped-query attention: --family gpt drops n_kv_heads
+    assert main(["train", "--family", "gpt", "--max-steps", "4", *sets]) == 0
     out = capsys.readouterr().out
     assert "validation: loss" in out
     assert "bits/byte" in out
     assert "synthetic floor" in out
     assert "sample: Once upon a time" in out
-    assert load_pretrained(tmp_path / "run" / "model").config.family == "llama"
+    assert load_pretrained(tmp_path / "run" / "model").config.family == "gpt"
 
 
 def test_generate_and_eval_on_a_saved_model(

@@ -58,7 +58,11 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--out-dir", help="run directory (train.out_dir)")
     p.add_argument("--corpus", help="'kjv', 'synthetic', or a text file/folder (data.corpus)")
-    p.add_argument("--family", choices=("gpt", "llama"), help="model.family")
+    p.add_argument(
+        "--family",
+        choices=("gpt", "llama"),
+        help="model.family; 'gpt' also drops the preset's Llama-only model.n_kv_heads",
+    )
     p.add_argument("--max-steps", type=int, help="train.max_steps")
     p.add_argument("--device", help="train.device, e.g. cpu or cuda")
     p.add_argument("--seed", type=int, help="train.seed")
@@ -92,6 +96,8 @@ def _train(args: argparse.Namespace) -> int:
         "train.parallel": args.parallel,
     }
     overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    if args.family == "gpt":  # GPT-2 has no grouped-query attention: the default preset's goes
+        overrides.append("model.n_kv_heads=none")
     if args.compile:
         overrides.append("train.compile=true")
     if args.quiet:
