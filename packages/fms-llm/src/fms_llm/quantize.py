@@ -60,6 +60,7 @@ __all__ = [
     "nf4_levels",
     "quantize",
     "quantize_linears",
+    "quantize_model",
 ]
 
 Format = Literal["int8", "int4", "nf4"]
@@ -427,6 +428,36 @@ def load_quantized(
     if format not in FORMATS:
         raise QuantizationError(f"format must be one of {FORMATS}, got {format!r}")
     model = load_pretrained(os.fspath(model_dir), map_location=map_location)
+    return quantize_model(model, format, group_size=group_size, targets=targets)
+
+
+def quantize_model(
+    model: GPT,
+    format: Format = "int8",
+    *,
+    group_size: int | None = None,
+    targets: str = r".*",
+) -> GPT:
+    r"""Quantise, in place, the linear layers of a loaded [GPT][fms_llm.models.GPT] or Llama
+    matching `targets` (what [load_quantized][fms_llm.quantize.load_quantized] does after
+    loading). A head tied to the token embedding is untied first: the embedding stays float, the
+    head is quantised.
+
+    Args:
+        model: the model to change.
+        format: `"int8"`, `"int4"` or `"nf4"`.
+        group_size: inputs per scale of the 4-bit formats.
+        targets: a regular expression over the linear layers' names.
+
+    Returns:
+        the same model, in eval mode.
+
+    Raises:
+        QuantizationError: an unknown format, or a group size that does not divide a layer's
+            input width.
+    """
+    if format not in FORMATS:
+        raise QuantizationError(f"format must be one of {FORMATS}, got {format!r}")
     if model.lm_head.weight is model.tok_emb.weight:
         head = nn.Linear(model.config.d_model, model.config.vocab_size, bias=False)
         head = head.to(model.tok_emb.weight.device)
