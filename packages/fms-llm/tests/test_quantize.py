@@ -167,3 +167,54 @@ def test_bad_input_names_the_argument() -> None:
         quantize(torch.full((2, 32), float("nan")), "int4")
     with pytest.raises(QuantizationError, match=r"matches no nn\.Linear"):
         quantize_linears(nn.Sequential(nn.Linear(4, 4)), targets="attn")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "group_size", "scale_dtype"),
+    [("int8", None, torch.float32), ("int8", None, torch.float16),
+     ("int4", 32, torch.float32), ("int4", 64, torch.float16), ("int4", 128, torch.float16),
+     ("nf4", 64, torch.float32)],
+)  # fmt: skip
+def test_matmul_on_the_codes_equals_the_dequantized_reference(
+    fmt: str, group_size: int | None, scale_dtype: torch.dtype
+) -> None:
+    """The forward multiplies from the codes (int8: scale on the output; int4: by nibble halves);
+    the reference is `F.linear(x, dequantize(q))`. In float64 the two differ only by summation
+    order (1e-12 relative to |x| |W|); in float32 within 2e-6 of it; decode (one row) and batched
+    3-D inputs alike."""
+    torch.manual_seed(1)
+    lin = nn.Linear(256, 96)
+    layer = QuantizedLinear.from_linear(lin, fmt, group_size=group_size, scale_dtype=scale_dtype)  # type: ignore[arg-type]
+    assert layer.scale.dtype == scale_dtype
+    for shape, dtype, tol in (((1, 256), torch.float64, 1e-12), ((3, 7, 256), torch.float64, 1e-12),
+                              ((1, 256), torch.float32, 2e-6), ((4, 5, 256), torch.float32, 2e-6)):  # fmt: skip
+        x = torch.randn(*shape, dtype=dtype)
+        w = layer.dequantized_weight(dtype)
+        ref = torch.nn.functional.linear(x, w, lin.bias.detach().to(dtype))
+        scale = float(x.abs().amax() * w.abs().sum(1).amax())  # a bound on every |y| and its terms
+        assert (layer(x) - ref).abs().max() <= tol * scale, (shape, dtype)
+
+
+def test_float16_scales_store_less_and_int4_g32_is_gguf_q4_0_exactly() -> None:
+    """float16 scales: bytes a weight int4 0.5 + 2/g, int8 1 + 2/k; the codes are those of the
+    float32 scale (GGUF's rule), so int4/32 with float16 scales dequantises to gguf's Q4_0."""
+    from gguf import GGMLQuantizationType, quants
+
+    w = _weight(24, 256)
+    for g in (32, 64, 128):
+        q32 = quantize(w, "int4", group_size=g)
+        q16 = quantize(w, "int4", group_size=g, scale_dtype=torch.float16)
+        assert torch.equal(q16.data, q32.data)
+        assert q16.nbytes == w.numel() // 2 + 2 * w.numel() // g
+        assert q32.nbytes == w.numel() // 2 + 4 * w.numel() // g
+    assert quantize(w, "int8", scale_dtype=torch.float16).nbytes == w.numel() + 2 * w.shape[0]
+    q = quantize(w, "int4", group_size=32, scale_dtype=torch.float16)
+    raw = quants.quantize(w.numpy(), GGMLQuantizationType.Q4_0)
+    ref = quants.dequantize(raw, GGMLQuantizationType.Q4_0)
+    assert np.array_equal(q.dequantize().numpy(), ref)
+    with pytest.raises(
+        QuantizationError, match=r"scale_dtype must be torch\.float32 or torch\.float16"
+    ):
+        quantize(w, "int4", scale_dtype=torch.bfloat16)
+    with pytest.raises(QuantizationError, match="overflows float16"):
+        quantize(torch.full((2, 32), 1e6), "int4", scale_dtype=torch.float16)

@@ -399,3 +399,157 @@ def test_without_the_extra_serve_names_pip_install(
         assert "import fastapi" not in text, path
         assert "from fastapi" not in text, path
         assert "import uvicorn" not in text, path
+
+
+# -- serving a quantised model, and speculative decoding with a draft ---------------------------
+
+
+@pytest.fixture(scope="module")
+def draft_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A draft: the target's weights with a little noise (it agrees often but not always), saved
+    with the target's tokenizer."""
+    served = load_served_model(model_dir, device="cpu")
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in served.model.parameters():
+            p.add_(0.15 * torch.randn_like(p))
+    return served.model.save_pretrained(
+        tmp_path_factory.mktemp("draft") / "draft", served.tokenizer
+    )
+
+
+def _greedy_completion(
+    model: Any, tok: BPETokenizer, prompt: str, n: int, stops: tuple[int, ...]
+) -> str:
+    ids = tok.encode(prompt)
+    out = generate(model, torch.tensor([ids]), n, temperature=0)[0, len(ids) :].tolist()
+    for k, t in enumerate(out):
+        if t in stops:
+            return tok.decode(out[:k])
+    return tok.decode(out)
+
+
+def _served_app(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> Any:
+    """Run `fms-llm serve ARGV` in-process with uvicorn replaced: returns the app it would serve."""
+    import fms_llm.serve
+    from fms_llm.cli import main
+
+    apps: list[Any] = []
+    monkeypatch.setattr(fms_llm.serve, "serve", lambda app, **kw: apps.append(app))
+    assert main(["serve", *argv, "--device", "cpu", "--block-size", "8"]) == 0
+    return apps[0]
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_serve_quantize_answers_as_the_in_process_quantized_model(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """`fms-llm serve DIR --quantize FMT`: the openai client's greedy answers (plain and
+    streamed) equal `generate` on `load_quantized(DIR, FMT)`, token for token."""
+    from fms_llm.quantize import QuantizedLinear, load_quantized
+
+    app = _served_app(monkeypatch, [str(model_dir), "--quantize", fmt])
+    served = app.state.served
+    assert served.quantization == fmt
+    assert all(not isinstance(m, torch.nn.Linear) for m in served.model.modules())
+    assert any(isinstance(m, QuantizedLinear) for m in served.model.modules())
+    reference = load_quantized(model_dir, fmt)  # type: ignore[arg-type]
+    tok = served.tokenizer
+    prompt = "Ada went to the"
+    want = _greedy_completion(reference, tok, prompt, 16, served.stop_token_ids)
+    srv = _Server(app)
+    try:
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0, timeout=60)
+        r = c.completions.create(model="tiny", prompt=prompt, max_tokens=16, temperature=0)
+        assert r.choices[0].text == want
+        s = c.completions.create(
+            model="tiny", prompt=prompt, max_tokens=16, temperature=0, stream=True
+        )
+        assert "".join(ch.choices[0].text for ch in s if ch.choices) == want
+    finally:
+        srv.close()
+
+
+def test_serve_draft_answers_as_the_target_alone_and_reports_acceptance(
+    model_dir: Path, draft_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fms-llm serve DIR --draft DRAFT`: greedy chat and completion answers, plain and streamed,
+    and 8 concurrent streams equal the target decoded alone; /metrics reports the draft tokens
+    proposed and accepted and the acceptance rate, which lies strictly between 0 and 1 for this
+    noisy copy of the target."""
+    app = _served_app(monkeypatch, [str(model_dir), "--draft", str(draft_dir),
+                                    "--num-speculative-tokens", "3"])  # fmt: skip
+    engine = app.state.runtime.engine
+    assert engine.draft_runner is not None
+    assert engine.num_speculative_tokens == 3
+    served = app.state.served
+    tok = served.tokenizer
+    prompts = [f"Bob {i} went to the" for i in range(8)]
+    want = [_greedy_completion(served.model, tok, p, 24, served.stop_token_ids) for p in prompts]
+    chat_prompt = _chat_prompt(app, MESSAGES)
+    want_chat, _ = _reference(app, chat_prompt, 20, served.chat_stop_ids)
+    srv = _Server(app)
+    try:
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0, timeout=60)
+        r = c.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=20, temperature=0)  # type: ignore[arg-type]
+        assert r.choices[0].message.content == want_chat
+        r2 = c.completions.create(model="tiny", prompt=prompts[0], max_tokens=24, temperature=0)
+        assert r2.choices[0].text == want[0]
+
+        async def one(ac: openai.AsyncOpenAI, p: str) -> str:
+            stream = await ac.completions.create(model="tiny", prompt=p, max_tokens=24,
+                                                 temperature=0, stream=True)  # fmt: skip
+            return "".join([ch.choices[0].text async for ch in stream if ch.choices])
+
+        async def main() -> list[str]:
+            async with openai.AsyncOpenAI(base_url=srv.url + "/v1", api_key="none",
+                                          max_retries=0, timeout=60) as ac:  # fmt: skip
+                return await asyncio.gather(*(one(ac, p) for p in prompts))
+
+        assert asyncio.run(asyncio.wait_for(main(), 120)) == want
+        text = httpx.get(srv.url + "/metrics", timeout=10).text
+        values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                  if line and not line.startswith("#")}  # fmt: skip
+        proposed = values["fms_speculative_draft_tokens_total"]
+        accepted = values["fms_speculative_accepted_tokens_total"]
+        assert proposed > 0
+        assert 0 < accepted < proposed
+        assert values["fms_speculative_acceptance_rate"] == pytest.approx(accepted / proposed)
+    finally:
+        srv.close()
+
+
+def test_serve_refuses_a_bad_draft_a_missing_directory_and_an_unknown_format(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fms_llm.cli import main
+
+    served = load_served_model(model_dir, device="cpu")
+    cfg = LlamaConfig(vocab_size=served.model.config.vocab_size + 4, n_layers=1, d_model=16,
+                      n_heads=4, n_kv_heads=2, max_seq_len=1024)  # fmt: skip
+    other = Llama(cfg).save_pretrained(tmp_path / "other-vocab")
+    assert main(["serve", str(model_dir), "--draft", str(other), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"has vocab_size={cfg.vocab_size} but the target 'tiny' has vocab_size=" in err
+    # same size, another tokenizer: its ids mean other tokens
+    tok2 = BPETokenizer.train([line[::-1] for line in CORPUS], served.tokenizer.vocab_size,
+                              special_tokens=[EOT, IM_START, IM_END], progress=False)  # fmt: skip
+    assert tok2.vocab_size == served.tokenizer.vocab_size
+    same = served.model.save_pretrained(tmp_path / "other-tok", tok2)
+    assert main(["serve", str(model_dir), "--draft", str(same), "--device", "cpu"]) == 2
+    assert "is not the target's" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "nowhere"), "--device", "cpu"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert (
+        main(["serve", str(model_dir), "--draft", str(tmp_path / "nodraft"), "--device", "cpu"])
+        == 2
+    )
+    assert f"draft directory {tmp_path / 'nodraft'} does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", str(model_dir), "--quantize", "int3"])
+    assert exit_info.value.code == 2
+    assert "argument --quantize: invalid choice: 'int3'" in capsys.readouterr().err
+    assert main(["serve", str(model_dir), "--group-size", "64", "--device", "cpu"]) == 2
+    assert "--group-size needs --quantize int4 or nf4" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        load_served_model(model_dir, quantize="fp8")

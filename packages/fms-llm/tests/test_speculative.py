@@ -10,6 +10,7 @@ import torch
 from scipy.stats import chisquare
 
 from fms_llm.generate import generate
+from fms_llm.inference.engine import Engine, SamplingParams
 from fms_llm.inference.speculative import SpeculativeDecoder, SpeculativeError, verify
 from fms_llm.models import GPT, GPTConfig, Llama, LlamaConfig
 from fms_llm.quantize import quantize_linears
@@ -176,3 +177,119 @@ def test_verify_checks_shapes() -> None:
     # all-accept path returns k, and k = 0 draws from p directly
     p = torch.tensor([[0.0, 1.0, 0.0]])
     assert verify(p, p.new_empty(0, 3), torch.tensor([], dtype=torch.long)) == (0, 1)
+
+
+# -- speculative decoding inside the continuous-batching engine ---------------------------------
+
+
+def _engine_run(
+    engine: Engine, arrivals: list[tuple[int, list[int], SamplingParams]]
+) -> dict[str, list[int]]:
+    """Add each prompt at its step number and step until done; the outputs by request id."""
+    got: dict[str, list[int]] = {}
+    pending = sorted(arrivals, key=lambda a: a[0])
+    for step in range(2000):
+        while pending and pending[0][0] <= step:
+            _, prompt, params = pending.pop(0)
+            got[engine.add_request(prompt, params)] = []
+        if not pending and not engine.has_unfinished():
+            break
+        for out in engine.step():
+            got[out.request_id].extend(out.new_token_ids)
+    assert not engine.has_unfinished()
+    return got
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt"])
+@pytest.mark.parametrize("k", [1, 4])
+def test_engine_with_a_draft_equals_each_request_decoded_alone(family: str, k: int) -> None:
+    """Greedy, token for token against `generate(target)`: staggered arrivals, two prompts
+    sharing a prefix, a pool small enough to preempt; rejections and acceptances both happen."""
+    make = _llama if family == "llama" else _gpt
+    target, draft = make(0, std=0.3), make(1, layers=1, d=16, std=0.3)
+    g = torch.Generator().manual_seed(3)
+    shared = torch.randint(0, 64, (9,), generator=g).tolist()
+    prompts = [torch.randint(0, 64, (n,), generator=g).tolist() for n in (3, 11, 1, 6, 5)]
+    prompts[3], prompts[4] = shared + prompts[3], shared + prompts[4]
+    lengths = [20, 7, 33, 12, 25]
+    engine = Engine(target, block_size=4, num_blocks=24, max_num_seqs=4, draft=draft,
+                    num_speculative_tokens=k)  # fmt: skip
+    arrivals = [(2 * i, p, SamplingParams(max_tokens=m, temperature=0))
+                for i, (p, m) in enumerate(zip(prompts, lengths, strict=True))]  # fmt: skip
+    got = list(_engine_run(engine, arrivals).values())
+    for prompt, m, out in zip(prompts, lengths, got, strict=True):
+        ref = generate(target, torch.tensor([prompt]), m, temperature=0)[0, len(prompt) :]
+        assert out == ref.tolist()
+    s = engine.stats
+    assert 0 < s.accepted_tokens < s.draft_tokens
+    assert s.speculative_rounds > 0
+    assert 0 < s.acceptance_rate < 1
+    assert s.prefix_cached_tokens > 0  # the shared prefix was served from cached blocks
+    assert engine.num_blocks_in_use == 0
+
+
+def test_engine_with_the_target_as_draft_accepts_everything_and_stops_exactly() -> None:
+    """Draft = target: every draft accepted, k + 1 tokens a round; a stop token inside a round
+    ends the request there (not output), and every max_tokens is met exactly."""
+    target = _llama(0, std=0.3)
+    prompt = [5, 1, 7]
+    ref = generate(target, torch.tensor([prompt]), 30, temperature=0)[0, 3:].tolist()
+    engine = Engine(target, block_size=4, draft=target, num_speculative_tokens=4)
+    assert engine.generate([prompt], SamplingParams(max_tokens=30, temperature=0)) == [ref]
+    assert engine.stats.acceptance_rate == 1.0
+    # the prefill's token, 5 rounds of 4 drafts + 1, then a last round of 3 drafts + 1
+    assert engine.stats.steps == 1 + 5 + 1
+    assert engine.stats.draft_tokens == 5 * 4 + 3
+    stop = ref[12]
+    cut = engine.generate([prompt], SamplingParams(max_tokens=30, temperature=0,
+                                                   stop_token_ids=(stop,)))  # fmt: skip
+    assert cut == [ref[: ref.index(stop)]]
+    for m in range(1, 8):
+        assert engine.generate([prompt], SamplingParams(max_tokens=m, temperature=0)) == [ref[:m]]
+
+
+def _exact_marginal_23(model: Llama, prompt: list[int], temperature: float) -> np.ndarray:
+    """P(t2, t3 | prompt) under `model` sampled at `temperature` (t1 summed out), by enumeration."""
+    v = model.config.vocab_size
+    with torch.no_grad():
+        p1 = torch.softmax(model(torch.tensor([prompt]))[0, -1].double() / temperature, -1)
+        rows1 = torch.tensor([[*prompt, a] for a in range(v)])
+        p2 = torch.softmax(model(rows1)[:, -1].double() / temperature, -1)  # (t1, t2)
+        rows2 = torch.tensor([[*prompt, a, b] for a in range(v) for b in range(v)])
+        p3 = torch.softmax(model(rows2)[:, -1].double() / temperature, -1).reshape(v, v, v)
+    return (p1[:, None, None] * p2[:, :, None] * p3).sum(0).numpy()
+
+
+def test_engine_sampling_with_a_draft_follows_the_target_distribution_chi_square() -> None:
+    """Vocabulary 4, 1200 seeded requests of 3 tokens run together in batches of 32: the first
+    token is sampled from the prefill's logits, then one speculative round (k cut to 1) emits the
+    second and third. Their joint distribution (16 cells) matches the target's exact one
+    (chi-square at ALPHA); the draft's own is rejected by the same test."""
+    v, prompt, temp, n = 4, [1, 3, 2], 1.0, 1200
+    target, draft = _llama(0, vocab=v, std=0.5), _llama(5, vocab=v, layers=1, d=16, std=0.5)
+    engine = Engine(target, block_size=4, max_num_seqs=32, draft=draft, num_speculative_tokens=3)
+    params = [SamplingParams(max_tokens=3, temperature=temp, seed=s) for s in range(n)]
+    outs = engine.generate([prompt] * n, params)
+    counts = np.zeros((v, v))
+    for out in outs:
+        counts[out[1], out[2]] += 1
+    assert engine.stats.draft_tokens == n  # one draft per request
+    expected = _exact_marginal_23(target, prompt, temp)
+    assert chisquare(counts.ravel(), _expected(expected.ravel(), n)).pvalue > ALPHA
+    drafted = _exact_marginal_23(draft, prompt, temp)
+    assert chisquare(counts.ravel(), _expected(drafted.ravel(), n)).pvalue < ALPHA
+
+
+def test_engine_refuses_a_draft_it_cannot_pair() -> None:
+    target = _llama(0)
+    with pytest.raises(SpeculativeError, match=r"target vocab_size=64, draft vocab_size=32"):
+        Engine(target, draft=_llama(1, vocab=32))
+    torch.manual_seed(0)
+    short = Llama(LlamaConfig(vocab_size=64, n_layers=1, d_model=16, n_heads=4, n_kv_heads=2,
+                              max_seq_len=32))  # fmt: skip
+    with pytest.raises(
+        SpeculativeError, match=r"max_seq_len=32\) is shorter than the target's \(96\)"
+    ):
+        Engine(target, draft=short)
+    with pytest.raises(ValueError, match="num_speculative_tokens must be a positive int, got 0"):
+        Engine(target, draft=target, num_speculative_tokens=0)

@@ -221,6 +221,23 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=64,
         help="requests waiting beyond the batch before 429 (64)",
     )
+    p.add_argument(
+        "--quantize", choices=("int8", "int4", "nf4"), default=None,
+        help="serve with every linear layer quantised: int8 per channel, int4 per group "
+        "(Q4_0's rule), nf4 (default: the saved float weights)",
+    )  # fmt: skip
+    p.add_argument(
+        "--group-size", type=_positive_int, default=None,
+        help="inputs per scale for --quantize int4/nf4 (default 32 / 64)",
+    )  # fmt: skip
+    p.add_argument(
+        "--draft", default=None, metavar="DIR",
+        help="a saved draft model over the same tokenizer: speculative decoding",
+    )  # fmt: skip
+    p.add_argument(
+        "--num-speculative-tokens", type=_positive_int, default=4,
+        help="draft tokens proposed per request and step with --draft (4)",
+    )  # fmt: skip
     p.set_defaults(func=_serve)
 
 
@@ -231,19 +248,37 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"fms-llm serve: error: {exc}", file=sys.stderr)
         return 2
     from fms_llm.inference.engine import Engine
+    from fms_llm.serve import load_draft_model
 
     if args.max_queue < 0:
         raise ValueError(f"--max-queue must be >= 0, got {args.max_queue}")
-    served = load_served_model(args.model_dir, name=args.name, device=args.device)
+    if args.group_size is not None and args.quantize not in ("int4", "nf4"):
+        raise ValueError(
+            f"--group-size needs --quantize int4 or nf4, got --quantize {args.quantize}"
+        )
+    served = load_served_model(
+        args.model_dir,
+        name=args.name,
+        device=args.device,
+        quantize=args.quantize,
+        group_size=args.group_size,
+    )
+    if args.draft is not None:
+        served.draft = load_draft_model(args.draft, served, device=args.device)
     engine = Engine(
         served.model,
         block_size=args.block_size,
         num_blocks=args.num_blocks,
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
+        draft=served.draft,
+        num_speculative_tokens=args.num_speculative_tokens,
     )
     app = create_app(served, engine=engine, max_queue=args.max_queue)
-    print(f"fms-llm serve: {served.name!r} on http://{args.host}:{args.port}/v1", flush=True)
+    extras = [f"quantised {served.quantization}"] if served.quantization else []
+    extras += [f"draft {args.draft}, k={args.num_speculative_tokens}"] if args.draft else []
+    how = f" ({'; '.join(extras)})" if extras else ""
+    print(f"fms-llm serve: {served.name!r}{how} on http://{args.host}:{args.port}/v1", flush=True)
     serve(app, host=args.host, port=args.port)
     return 0
 

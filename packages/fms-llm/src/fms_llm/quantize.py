@@ -23,11 +23,27 @@ Both 4-bit formats pack two codes into a byte, `Q4_0`'s way: in a group of $g$ c
 holds code $j$ in its low nibble and code $j + g/2$ in its high nibble. So the packed codes of
 `"int4"` are byte for byte the `qs` of a GGUF `Q4_0` block (whose scale GGUF stores in float16).
 
+The scales are float32 by default, or float16 (`scale_dtype=torch.float16`, what GGUF stores):
+the codes are always computed from the float32 scale and only the stored scale is rounded, so
+int4 with float16 scales is GGUF's `Q4_0` block exactly (for `group_size=32`).
+
 [QuantizedLinear][fms_llm.quantize.QuantizedLinear] holds a quantised weight as buffers (frozen:
 no gradient, never touched by an optimiser) and computes $x \hat W^\top + b$ in the input's
 floating-point dtype. Gradients flow to $x$, which is all a LoRA adapter on top of it needs
 (QLoRA: the base in 4 bits, the low-rank update in float). Memory of the weight, in bytes per
-parameter: float32 4, int8 $1 + 4/k$, int4 and NF4 $0.5 + 4/g$.
+parameter, with $b_s$ the bytes of a scale (4 for float32, 2 for float16): float32 4, int8
+$1 + b_s/k$, int4 and NF4 $0.5 + b_s/g$. No format with a scale reaches 8x less than float32
+for 4 bits: int4 per group of 128 with float16 scales is $4 / (0.5 + 2/128) = 7.76$x.
+
+**The matmuls work on the codes.** int8 applies its per-row scale to the output,
+$x \hat W^\top = (x\, q^\top) \operatorname{diag}(s)$, so the codes are only converted to the
+input's dtype (one pass) and the $n \times k$ scaled weight is never formed. int4 splits each group
+by nibble: byte $j$ of a group holds codes $j$ and $j + g/2$, so with $x_{lo}$, $x_{hi}$ the first
+and second halves of each group of $x$'s inputs and $W_{lo}$, $W_{hi}$ the weight's,
+$x \hat W^\top = x_{lo} W_{lo}^\top + x_{hi} W_{hi}^\top$; each half is dequantised straight from
+the bytes (`data & 15`, `data >> 4`) by one conversion and one multiply by its scale, the
+offset $-8 s$ applied to the output through the input's group sums, and never unpacked into a
+full code tensor. NF4 looks its codes up in its table and multiplies as before.
 
 Tested against the references users trust: int8 codes equal `torch.quantize_per_channel`'s, the
 int4 codes and dequantised values equal the `gguf` package's `Q4_0`, and the NF4 code values equal
@@ -60,6 +76,7 @@ __all__ = [
     "nf4_levels",
     "quantize",
     "quantize_linears",
+    "quantize_model",
 ]
 
 Format = Literal["int8", "int4", "nf4"]
@@ -102,7 +119,8 @@ class QuantizedWeight:
         format: `"int8"`, `"int4"` or `"nf4"`.
         data: the codes: `int8 (out, in)` for int8; `uint8 (out, in // 2)` packed nibbles for
             the 4-bit formats.
-        scale: float32 scales, `(out,)` for int8, `(out, in // group_size)` for the 4-bit formats.
+        scale: the scales (float32, or float16 to save memory), `(out,)` for int8,
+            `(out, in // group_size)` for the 4-bit formats.
         shape: the original `(out_features, in_features)`.
         group_size: inputs sharing a scale (`in_features` for int8).
     """
@@ -116,7 +134,10 @@ class QuantizedWeight:
     @property
     def nbytes(self) -> int:
         """Bytes held by the codes and the scales (what the weight costs in memory)."""
-        return self.data.numel() * self.data.element_size() + self.scale.numel() * 4
+        return (
+            self.data.numel() * self.data.element_size()
+            + self.scale.numel() * self.scale.element_size()
+        )
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """The weight $\\hat W$ `(out, in)` in `dtype`."""
@@ -167,9 +188,35 @@ def _unpack(data: Tensor, g: int) -> Tensor:
     return torch.cat([b & 0x0F, b >> 4], dim=2).reshape(n, 2 * half).long()
 
 
+_SCALE_DTYPES = (torch.float32, torch.float16)
+
+
+def _check_scale_dtype(scale_dtype: torch.dtype) -> None:
+    if scale_dtype not in _SCALE_DTYPES:
+        raise QuantizationError(
+            f"scale_dtype must be torch.float32 or torch.float16, got {scale_dtype!r}"
+        )
+
+
+def _store_scale(scale: Tensor, scale_dtype: torch.dtype) -> Tensor:
+    """The float32 scales in `scale_dtype`; float16 must hold them (no overflow to inf)."""
+    if scale_dtype == torch.float32:
+        return scale
+    big = float(scale.abs().max()) if scale.numel() else 0.0
+    if big > float(torch.finfo(torch.float16).max):
+        raise QuantizationError(
+            f"a scale of {big:.3g} overflows float16 (max 65504); use scale_dtype=torch.float32"
+        )
+    return scale.to(scale_dtype)
+
+
 @torch.no_grad()
 def quantize(
-    weight: Tensor, format: Format = "nf4", *, group_size: int | None = None
+    weight: Tensor,
+    format: Format = "nf4",
+    *,
+    group_size: int | None = None,
+    scale_dtype: torch.dtype = torch.float32,
 ) -> QuantizedWeight:
     r"""Quantise a 2-D weight `(out_features, in_features)`.
 
@@ -179,14 +226,18 @@ def quantize(
             `"nf4"` (per block, QLoRA's NormalFloat).
         group_size: inputs per scale for the 4-bit formats (default 32 for int4, as `Q4_0`; 64
             for NF4, as QLoRA); must divide `in_features`. Not used by int8.
+        scale_dtype: dtype the scales are stored in, `torch.float32` or `torch.float16` (the
+            codes are computed from the float32 scales either way).
 
     Returns:
         a [QuantizedWeight][fms_llm.quantize.QuantizedWeight].
 
     Raises:
         QuantizationError: a weight that is not 2-D floating point and finite, an unknown format,
-            or a group size that does not divide `in_features`.
+            a group size that does not divide `in_features`, or a scale dtype other than float32
+            and float16 (or a scale float16 cannot hold).
     """
+    _check_scale_dtype(scale_dtype)
     g = _check_weight(weight, format, group_size)
     w = weight.detach().to(torch.float32)
     n, k = w.shape
@@ -194,7 +245,7 @@ def quantize(
         scale = w.abs().amax(dim=1) / 127.0
         safe = torch.where(scale == 0, torch.ones_like(scale), scale)
         q = torch.round(w / safe[:, None]).clamp_(-127, 127).to(torch.int8)
-        return QuantizedWeight("int8", q, scale, (n, k), k)
+        return QuantizedWeight("int8", q, _store_scale(scale, scale_dtype), (n, k), k)
     groups = w.reshape(n, k // g, g)
     if format == "int4":
         idx = groups.abs().argmax(dim=-1, keepdim=True)
@@ -209,7 +260,8 @@ def quantize(
         levels = NF4_LEVELS.to(w.device)
         # nearest code value: the midpoints between neighbouring levels are the decision bounds
         codes = torch.bucketize(x, (levels[1:] + levels[:-1]) / 2)
-    return QuantizedWeight(format, _pack(codes.reshape(n, k), g), scale, (n, k), g)
+    packed = _pack(codes.reshape(n, k), g)
+    return QuantizedWeight(format, packed, _store_scale(scale, scale_dtype), (n, k), g)
 
 
 def dequantize(q: QuantizedWeight, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -217,22 +269,56 @@ def dequantize(q: QuantizedWeight, dtype: torch.dtype = torch.float32) -> Tensor
 
     Args:
         q: the quantised weight.
-        dtype: the floating dtype of the result.
+        dtype: the floating dtype of the result (computed in float32, or float64 for float64).
 
     Returns:
         $\\hat W$ `(out_features, in_features)`.
     """
     n, k = q.shape
+    work = torch.float64 if dtype == torch.float64 else torch.float32  # float32 at least
+    scale = q.scale.to(work)
     if q.format == "int8":
-        return (q.data.to(torch.float32) * q.scale[:, None]).to(dtype)
+        return (q.data.to(work) * scale[:, None]).to(dtype)
     codes = _unpack(q.data, q.group_size)
     if q.format == "int4":
-        values = codes.to(torch.float32) - 8.0
+        values = codes.to(work) - 8.0
     else:
-        values = NF4_LEVELS.to(q.data.device)[codes]
+        values = NF4_LEVELS.to(device=q.data.device, dtype=work)[codes]
     g = q.group_size
-    w = values.reshape(n, k // g, g) * q.scale[..., None]
+    w = values.reshape(n, k // g, g) * scale[..., None]
     return w.reshape(n, k).to(dtype)
+
+
+def _int8_linear(x: Tensor, data: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor:
+    r"""$x \hat W^\top + b = (x\, q^\top) \operatorname{diag}(s) + b$ for int8 codes `data` `(n, k)`."""
+    y = F.linear(x, data.to(x.dtype)) * scale.to(x.dtype)
+    return y if bias is None else y + bias
+
+
+def _int4_linear(x: Tensor, data: Tensor, scale: Tensor, g: int, bias: Tensor | None) -> Tensor:
+    r"""$x \hat W^\top + b$ for int4 bytes `data` `(n, k/2)` in Q4_0's order, by nibble halves.
+
+    With $c$ the codes (`data & 15` for the first half of each group, `data >> 4` for the
+    second) and $X_G = \sum_{j \in G} x_j$ the group sums of the input,
+
+    $$
+    (x \hat W^\top)_i = \sum_G s_{iG} \sum_{j \in G} x_j (c_{ij} - 8)
+    = x_{lo} (s \odot c_{lo})^\top_i + x_{hi} (s \odot c_{hi})^\top_i - 8 \sum_G s_{iG} X_G,
+    $$
+
+    so each half is converted and scaled once (no full code tensor, no per-element subtraction)
+    and the offset is one small matmul of the group sums."""
+    n, half = data.shape
+    groups = 2 * half // g
+    s = scale.to(x.dtype)
+    lead = x.shape[:-1]
+    xv = x.reshape(*lead, groups, 2, g // 2)
+    x_lo = xv[..., 0, :].reshape(*lead, half)
+    x_hi = xv[..., 1, :].reshape(*lead, half)
+    w_lo = ((data & 0x0F).to(x.dtype).view(n, groups, g // 2) * s[..., None]).view(n, half)
+    w_hi = ((data >> 4).to(x.dtype).view(n, groups, g // 2) * s[..., None]).view(n, half)
+    offset = F.linear(xv.sum(dim=(-2, -1)), s * 8.0)  # (..., n): 8 * sum_G s_iG X_G
+    return F.linear(x_lo, w_lo, bias) + F.linear(x_hi, w_hi) - offset
 
 
 class QuantizedLinear(nn.Module):
@@ -240,8 +326,11 @@ class QuantizedLinear(nn.Module):
 
     The codes, scales and bias are buffers, so the layer has no parameters (nothing for an
     optimiser, nothing for `requires_grad`), and they save and load with the `state_dict`
-    (safetensors-friendly: plain uint8/int8/float32 tensors). The weight is dequantised to the
-    input's dtype at each forward; the gradient with respect to the input is exact for $\hat W$.
+    (safetensors-friendly: plain uint8/int8/float32/float16 tensors). The forward multiplies
+    from the codes in the input's dtype (int8: scale on the output; int4: by nibble halves; NF4:
+    dequantised first; see the module's docstring); the result equals $x \hat W^\top + b$ with
+    the dequantised $\hat W$ up to float rounding, and the gradient with respect to the input
+    is exact for $\hat W$.
 
     Args:
         weight: the quantised weight.
@@ -272,12 +361,18 @@ class QuantizedLinear(nn.Module):
 
     @classmethod
     def from_linear(
-        cls, linear: nn.Linear, format: Format = "nf4", *, group_size: int | None = None
+        cls,
+        linear: nn.Linear,
+        format: Format = "nf4",
+        *,
+        group_size: int | None = None,
+        scale_dtype: torch.dtype = torch.float32,
     ) -> QuantizedLinear:
         """Quantise an `nn.Linear` (its weight; the bias stays float)."""
         if not isinstance(linear, nn.Linear):
             raise QuantizationError(f"expected an nn.Linear, got {type(linear).__name__}")
-        return cls(quantize(linear.weight, format, group_size=group_size), linear.bias)
+        weight = quantize(linear.weight, format, group_size=group_size, scale_dtype=scale_dtype)
+        return cls(weight, linear.bias)
 
     @property
     def weight_q(self) -> QuantizedWeight:
@@ -316,14 +411,18 @@ class QuantizedLinear(nn.Module):
         return self.weight_q.nbytes
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.dequantized_weight(x.dtype)
         b = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, w, b)
+        if self.format == "int8":
+            return _int8_linear(x, self.data, self.scale, b)
+        if self.format == "int4":
+            return _int4_linear(x, self.data, self.scale, self.group_size, b)
+        return F.linear(x, self.dequantized_weight(x.dtype), b)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"format={self.format}, group_size={self.group_size}, bias={self.bias is not None}"
+            f"format={self.format}, group_size={self.group_size}, "
+            f"scale_dtype={self.scale.dtype}, bias={self.bias is not None}"
         )
 
 
@@ -333,6 +432,7 @@ def quantize_linears(
     *,
     targets: str = r".*",
     group_size: int | None = None,
+    scale_dtype: torch.dtype = torch.float32,
 ) -> list[str]:
     r"""Replace, in place, every `nn.Linear` whose qualified name matches `targets` by a
     [QuantizedLinear][fms_llm.quantize.QuantizedLinear].
@@ -343,6 +443,7 @@ def quantize_linears(
         targets: a regular expression matched (`re.fullmatch`) against each linear layer's name
             in `model.named_modules()`, e.g. `r"blocks\.\d+\..*"` to keep the head in float.
         group_size: as in [quantize][fms_llm.quantize.quantize].
+        scale_dtype: as in [quantize][fms_llm.quantize.quantize].
 
     Returns:
         the names of the replaced layers, in module order.
@@ -367,7 +468,10 @@ def quantize_linears(
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         linear = getattr(parent, child)
-        setattr(parent, child, QuantizedLinear.from_linear(linear, format, group_size=group_size))
+        layer = QuantizedLinear.from_linear(
+            linear, format, group_size=group_size, scale_dtype=scale_dtype
+        )
+        setattr(parent, child, layer)
     return names
 
 
@@ -398,6 +502,7 @@ def load_quantized(
     group_size: int | None = None,
     targets: str = r".*",
     map_location: str | torch.device | None = "cpu",
+    scale_dtype: torch.dtype = torch.float32,
 ) -> GPT:
     r"""Load a saved model with its linear layers quantised: weight-only inference in less memory.
 
@@ -415,6 +520,7 @@ def load_quantized(
         group_size: inputs per scale of the 4-bit formats (default 32 for int4, 64 for NF4).
         targets: a regular expression over the linear layers' names (default: all of them).
         map_location: as in `load_pretrained`.
+        scale_dtype: `torch.float32` or `torch.float16` scales.
 
     Returns:
         the model, in eval mode.
@@ -427,11 +533,46 @@ def load_quantized(
     if format not in FORMATS:
         raise QuantizationError(f"format must be one of {FORMATS}, got {format!r}")
     model = load_pretrained(os.fspath(model_dir), map_location=map_location)
+    return quantize_model(
+        model, format, group_size=group_size, targets=targets, scale_dtype=scale_dtype
+    )
+
+
+def quantize_model(
+    model: GPT,
+    format: Format = "int8",
+    *,
+    group_size: int | None = None,
+    targets: str = r".*",
+    scale_dtype: torch.dtype = torch.float32,
+) -> GPT:
+    r"""Quantise, in place, the linear layers of a loaded [GPT][fms_llm.models.GPT] or Llama
+    matching `targets` (what [load_quantized][fms_llm.quantize.load_quantized] does after
+    loading). A head tied to the token embedding is untied first: the embedding stays float, the
+    head is quantised.
+
+    Args:
+        model: the model to change.
+        format: `"int8"`, `"int4"` or `"nf4"`.
+        group_size: inputs per scale of the 4-bit formats.
+        targets: a regular expression over the linear layers' names.
+        scale_dtype: `torch.float32` or `torch.float16` scales.
+
+    Returns:
+        the same model, in eval mode.
+
+    Raises:
+        QuantizationError: an unknown format, or a group size that does not divide a layer's
+            input width.
+    """
+    if format not in FORMATS:
+        raise QuantizationError(f"format must be one of {FORMATS}, got {format!r}")
     if model.lm_head.weight is model.tok_emb.weight:
         head = nn.Linear(model.config.d_model, model.config.vocab_size, bias=False)
         head = head.to(model.tok_emb.weight.device)
         with torch.no_grad():
             head.weight.copy_(model.tok_emb.weight)
         model.lm_head = head
-    quantize_linears(model, format, targets=targets, group_size=group_size)
+    _check_scale_dtype(scale_dtype)
+    quantize_linears(model, format, targets=targets, group_size=group_size, scale_dtype=scale_dtype)
     return model.eval()

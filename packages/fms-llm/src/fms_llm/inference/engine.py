@@ -32,6 +32,20 @@ each request the tokens it gets decoded alone (up to floating-point summation or
 for token), and a seeded request draws the same tokens as
 [generate][fms_llm.generate.generate] with that seed.
 
+**Speculative decoding.** Given a `draft` model, every decoding request becomes a round of
+speculative sampling ([speculative][fms_llm.inference.speculative]) inside the same step: the
+draft proposes up to $k$ tokens for all of them together ($k$ batched draft passes over its own
+paged cache, which shares the target's block tables, so a block holds the draft's keys and values
+at the same slots as the target's), then the target scores each row's last token and its $k$
+drafts as one $(k + 1)$-token chunk of the packed forward, and the rejection rule
+([verify][fms_llm.inference.speculative.verify]) keeps a prefix of the drafts and adds one token.
+A row therefore gains 1 to $k + 1$ tokens per step. The output's distribution is the target's
+(greedy: the target's own tokens); a seeded request's draws differ from
+[generate][fms_llm.generate.generate]'s with that seed, since the draft consumes random numbers
+too. Rejected drafts leave stale keys and values past the accepted length; they are never read
+(attention stops at the sequence's length) and are overwritten next step, and only blocks that
+both models computed up to their end are shared as prefixes.
+
 **Stopping.** A request finishes with `finish_reason="stop"` on one of its stop token ids (the
 stop token is not part of its output), `"length"` after `max_tokens` tokens or at the model's
 context length, or `"abort"` when [abort][fms_llm.inference.engine.Engine.abort] is called.
@@ -48,11 +62,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fms_llm.generate import sample_next
 from fms_llm.inference.paged import BlockAllocator, NoFreeBlocks
 from fms_llm.inference.runner import Chunk, PagedModel
+from fms_llm.inference.speculative import SpeculativeError, _probs, _verify_greedy, _vocab, verify
 
 __all__ = ["Engine", "EngineStats", "FinishReason", "RequestOutput", "SamplingParams"]
 
@@ -134,6 +149,9 @@ class EngineStats:
         prefix_cached_tokens: Prompt tokens skipped because their blocks were shared.
         preemptions: Requests preempted for lack of blocks.
         aborts: Requests aborted (a client went away, a stop string was found).
+        draft_tokens: Draft tokens proposed (speculative decoding only).
+        accepted_tokens: Draft tokens the target accepted.
+        speculative_rounds: Rows decoded by a speculative round (one target pass each).
     """
 
     steps: int = 0
@@ -142,6 +160,14 @@ class EngineStats:
     prefix_cached_tokens: int = 0
     preemptions: int = 0
     aborts: int = 0
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+    speculative_rounds: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted over proposed draft tokens, $\\hat\\alpha$ (0 when none was proposed)."""
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
 
 
 @dataclass
@@ -155,6 +181,7 @@ class _Sequence:
     num_computed: int = 0  # positions whose keys and values are in the cache
     num_registered: int = 0  # full blocks indexed for prefix sharing
     num_generated: int = 0  # a stop token included
+    draft_computed: int = 0  # positions in the draft's cache (speculative decoding)
 
     @property
     def output(self) -> list[int]:
@@ -172,6 +199,14 @@ class Engine:
         max_num_seqs: Requests running at once at most.
         max_num_batched_tokens: New tokens fed in one step at most (the prefill chunk budget).
         prefix_caching: Share the full blocks of common prefixes between requests.
+        draft: A smaller model over the same vocabulary: decode by speculative sampling (see
+            above); `None` decodes one token a step.
+        num_speculative_tokens: Draft tokens proposed per request and step, $k$ (with `draft`).
+
+    Raises:
+        ValueError: a size that is not a positive int.
+        SpeculativeError: a draft whose vocabulary size differs from the target's, or whose
+            context is shorter.
 
     Thread safety: [add_request][fms_llm.inference.engine.Engine.add_request] and
     [abort][fms_llm.inference.engine.Engine.abort] may be called from any thread while another
@@ -187,6 +222,8 @@ class Engine:
         max_num_seqs: int = 32,
         max_num_batched_tokens: int = 512,
         prefix_caching: bool = True,
+        draft: nn.Module | None = None,
+        num_speculative_tokens: int = 4,
     ) -> None:
         _positive_int("block_size", block_size)
         _positive_int("max_num_seqs", max_num_seqs)
@@ -201,6 +238,25 @@ class Engine:
         self.max_seq_len = max_len
         self.max_num_seqs, self.max_num_batched_tokens = max_num_seqs, max_num_batched_tokens
         self.vocab_size = self.runner.model.config.vocab_size
+        self.draft_runner: PagedModel | None = None
+        self.num_speculative_tokens = _positive_int(
+            "num_speculative_tokens", num_speculative_tokens
+        )
+        if draft is not None:
+            v_draft = _vocab(draft)
+            if v_draft != self.vocab_size:
+                raise SpeculativeError(
+                    f"draft and target must share a vocabulary: target vocab_size="
+                    f"{self.vocab_size}, draft vocab_size={v_draft}"
+                )
+            draft_len = int(getattr(draft, "max_seq_len", 0))
+            if draft_len < max_len:
+                raise SpeculativeError(
+                    f"the draft's context (max_seq_len={draft_len}) is shorter than the "
+                    f"target's ({max_len}); it could not follow every request"
+                )
+            # the same pool geometry as the target's: a sequence's block table serves both
+            self.draft_runner = PagedModel(draft, num_blocks, block_size)
         self.stats = EngineStats()
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
@@ -294,40 +350,44 @@ class Engine:
         batch = self._schedule()
         if not batch:
             return outputs
+        proposals = self._propose(batch) if self.draft_runner is not None else {}
         chunks = []
         for seq, n in batch:
-            last = seq.num_computed + n == len(seq.tokens)
-            chunks.append(
-                Chunk(seq.tokens[seq.num_computed : seq.num_computed + n], seq.num_computed,
-                      seq.table, 1 if last else 0)
-            )  # fmt: skip
+            start = seq.num_computed
+            proposal = proposals.get(id(seq))
+            if proposal is not None:  # the last token and the drafts, all scored
+                fed = [seq.tokens[-1], *proposal[0]]
+                chunks.append(Chunk(fed, start, seq.table, len(fed)))
+            else:
+                last = start + n == len(seq.tokens)
+                chunks.append(
+                    Chunk(seq.tokens[start : start + n], start, seq.table, 1 if last else 0)
+                )
         logits = self.runner.forward(chunks)
         self.stats.steps += 1
-        bs = self.block_size
         for (seq, n), row in zip(batch, logits, strict=True):
             if seq.num_computed < seq.prompt_len:
                 self.stats.prompt_tokens += min(n, seq.prompt_len - seq.num_computed)
-            seq.num_computed += n
-            n_full = seq.num_computed // bs
-            if n_full > seq.num_registered:
-                self.allocator.register_full(seq.table, seq.tokens, n_full)
-                seq.num_registered = n_full
-            if row.shape[0] == 0:  # mid-prefill: nothing to sample yet
-                continue
-            token = self._sample(seq, row)
-            seq.num_generated += 1
-            self.stats.generated_tokens += 1
-            reason: FinishReason | None = None
-            new = [token]
-            if token in seq.params.stop_token_ids:
-                reason, new = "stop", []
+            proposal = proposals.get(id(seq))
+            if proposal is None:
+                seq.num_computed += n
+                if row.shape[0] == 0:  # mid-prefill: nothing to sample yet
+                    self._register(seq)
+                    continue
+                candidates = [self._sample(seq, row)]
             else:
-                seq.tokens.append(token)
-                if (
-                    seq.num_generated >= seq.params.max_tokens
-                    or len(seq.tokens) >= self.max_seq_len
-                ):
-                    reason = "length"
+                drafts, q_rows = proposal
+                n_accepted, token = self._verify(seq, row, drafts, q_rows)
+                # the cache holds the old last token and the accepted drafts; the draft's cache
+                # holds its fed tokens, of which those past the accepted ones are stale
+                seq.num_computed += 1 + n_accepted
+                seq.draft_computed = min(seq.draft_computed, seq.num_computed)
+                self.stats.speculative_rounds += 1
+                self.stats.draft_tokens += len(drafts)
+                self.stats.accepted_tokens += n_accepted
+                candidates = [*drafts[:n_accepted], token]
+            new, reason = self._commit(seq, candidates)
+            self._register(seq)
             if reason is not None:
                 self._retire(seq)
             outputs.append(self._output(seq, new, reason))
@@ -384,6 +444,7 @@ class Engine:
         self._running.remove(seq)
         self.allocator.release(seq.table)
         seq.table, seq.num_computed, seq.num_registered = [], 0, 0
+        seq.draft_computed = 0
         self._waiting.appendleft(seq)
         self.stats.preemptions += 1
 
@@ -407,6 +468,8 @@ class Engine:
         while i < len(self._running) and budget > 0:
             seq = self._running[i]
             n = min(len(seq.tokens) - seq.num_computed, budget)
+            if n == 1 and seq.num_computed == len(seq.tokens) - 1:
+                n += self._num_drafts(seq, budget)  # the last token and its drafts
             if not self._grow(seq, seq.num_computed + n):
                 continue  # seq was the newest and went back to the queue
             batch.append((seq, n))
@@ -426,6 +489,7 @@ class Engine:
             self._waiting.popleft()
             seq.table = shared + [self.allocator.allocate() for _ in range(need)]
             seq.num_computed, seq.num_registered = start, len(shared)
+            seq.draft_computed = start  # shared blocks hold the draft's entries too
             self.stats.prefix_cached_tokens += min(start, seq.prompt_len)
             self._running.append(seq)
             batch.append((seq, n))
@@ -442,3 +506,108 @@ class Engine:
             generator=seq.generator,
         )
         return int(token.item())
+
+    def _commit(
+        self, seq: _Sequence, candidates: list[int]
+    ) -> tuple[list[int], FinishReason | None]:
+        """Append the sampled tokens in order up to a stop token, `max_tokens` or the context;
+        returns the tokens output and the finish reason (`None`: still running)."""
+        new: list[int] = []
+        for token in candidates:
+            seq.num_generated += 1
+            self.stats.generated_tokens += 1
+            if token in seq.params.stop_token_ids:
+                return new, "stop"
+            seq.tokens.append(token)
+            new.append(token)
+            if seq.num_generated >= seq.params.max_tokens or len(seq.tokens) >= self.max_seq_len:
+                return new, "length"
+        return new, None
+
+    def _register(self, seq: _Sequence) -> None:
+        """Index the sequence's full blocks for prefix sharing: those whose positions every
+        model (the target, and the draft if any) has computed."""
+        done = min(seq.num_computed, len(seq.tokens))
+        if self.draft_runner is not None:
+            done = min(done, seq.draft_computed)
+        n_full = done // self.block_size
+        if n_full > seq.num_registered:
+            self.allocator.register_full(seq.table, seq.tokens, n_full)
+            seq.num_registered = n_full
+
+    def _num_drafts(self, seq: _Sequence, budget: int) -> int:
+        """Draft tokens to propose for a decoding `seq` this step: $k$, fewer near its
+        `max_tokens`, the context's end or the step's token budget (0: decode one token)."""
+        if self.draft_runner is None:
+            return 0
+        k = min(
+            self.num_speculative_tokens,
+            seq.params.max_tokens - seq.num_generated - 1,  # a round emits up to k + 1 tokens
+            self.max_seq_len - len(seq.tokens) - 1,
+            budget - 1,
+        )
+        return max(k, 0)
+
+    def _propose(
+        self, batch: list[tuple[_Sequence, int]]
+    ) -> dict[int, tuple[list[int], list[Tensor]]]:
+        """Run the draft: it catches up on every row's new tokens (prefill chunks included, so
+        its cache follows the target's) and proposes its tokens for the speculative rows, all
+        rows in one draft pass per draft position.
+
+        Returns, keyed by `id(seq)` of each speculative row, its draft tokens and (sampling
+        only) the draft distributions they were drawn from.
+        """
+        runner = self.draft_runner
+        assert runner is not None
+        spec = [
+            (seq, n - 1) for seq, n in batch if n > 1 and seq.num_computed == len(seq.tokens) - 1
+        ]
+        proposals: dict[int, tuple[list[int], list[Tensor]]] = {id(s): ([], []) for s, _ in spec}
+        spec_ids = set(proposals)
+        for j in range(max((k for _, k in spec), default=1)):
+            chunks: list[Chunk] = []
+            fed: list[tuple[_Sequence, bool]] = []
+            if j == 0:  # the other rows: the draft computes what the target computes this step
+                for seq, n in batch:
+                    end = seq.num_computed + n
+                    if id(seq) not in spec_ids and seq.draft_computed < end:
+                        toks = seq.tokens[seq.draft_computed : end]
+                        chunks.append(Chunk(toks, seq.draft_computed, seq.table, 0))
+                        fed.append((seq, False))
+            for seq, k in spec:
+                if k <= j:
+                    continue
+                drafts = proposals[id(seq)][0]
+                toks = seq.tokens[seq.draft_computed :] if j == 0 else [drafts[-1]]
+                chunks.append(Chunk(toks, seq.draft_computed, seq.table, 1))
+                fed.append((seq, True))
+            if not chunks:
+                break
+            logits = runner.forward(chunks)
+            for chunk, (seq, proposes), row in zip(chunks, fed, logits, strict=True):
+                seq.draft_computed = chunk.start + len(chunk.tokens)
+                if proposes:
+                    drafts, q_rows = proposals[id(seq)]
+                    p = seq.params
+                    if p.temperature == 0:
+                        drafts.append(int(torch.argmax(row[-1])))
+                    else:
+                        q = _probs(
+                            row[-1:], p.temperature, p.top_k, p.top_p if p.top_p < 1 else None
+                        )
+                        drafts.append(int(torch.multinomial(q[0], 1, generator=seq.generator)))
+                        q_rows.append(q[0])
+        return proposals
+
+    def _verify(
+        self, seq: _Sequence, logits: Tensor, drafts: list[int], q_rows: list[Tensor]
+    ) -> tuple[int, int]:
+        """The rejection rule on the target's logits `(k + 1, vocab)` of one row: the number of
+        drafts kept and the token after them."""
+        d = torch.tensor(drafts, dtype=torch.long, device=logits.device)
+        p = seq.params
+        if p.temperature == 0:
+            return _verify_greedy(logits, d)
+        probs = _probs(logits, p.temperature, p.top_k, p.top_p if p.top_p < 1 else None)
+        return verify(probs, torch.stack(q_rows), d, seq.generator)

@@ -1,6 +1,7 @@
 """An OpenAI-compatible server for fms_llm models (`pip install fms-llm[serve]`).
 
     fms-llm serve runs/tiny/model --port 8000
+    fms-llm serve runs/tiny/model --quantize int8 --draft runs/draft/model
 
     from openai import OpenAI
     client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")
@@ -26,9 +27,17 @@ except ImportError as exc:  # pragma: no cover - exercised by the CLI test with 
 
 from fms_llm.serve.app import create_app
 from fms_llm.serve.protocol import APIError
-from fms_llm.serve.runtime import AsyncEngine, ServedModel, load_served_model
+from fms_llm.serve.runtime import AsyncEngine, ServedModel, load_draft_model, load_served_model
 
-__all__ = ["APIError", "AsyncEngine", "ServedModel", "create_app", "load_served_model", "serve"]
+__all__ = [
+    "APIError",
+    "AsyncEngine",
+    "ServedModel",
+    "create_app",
+    "load_draft_model",
+    "load_served_model",
+    "serve",
+]
 
 
 def serve(

@@ -6,7 +6,7 @@
 | `POST /v1/completions` | a text continuation, same options, `prompt` as text or token ids |
 | `GET /v1/models` | the served model |
 | `GET /health` | `{"status": "ok"}` while the engine thread is alive |
-| `GET /metrics` | Prometheus text: requests, tokens, tokens/s, queue depth, KV blocks |
+| `GET /metrics` | Prometheus text: requests, tokens, tokens/s, queue depth, KV blocks, speculative acceptance |
 
 Every error is OpenAI's JSON error body with a 4xx status for bad input (malformed JSON, a
 field out of range, an unknown model, a prompt longer than the context) and 429 when the
@@ -73,12 +73,12 @@ def create_app(
     Args:
         served: The model, tokenizer and chat template.
         engine: The engine to drive (default: an [Engine][fms_llm.inference.engine.Engine] with
-            its defaults over `served.model`).
+            its defaults over `served.model`, speculative with `served.draft` when there is one).
         max_queue: Requests allowed to wait beyond the engine's `max_num_seqs` running ones;
             more get 429.
         max_n: The largest `n` (choices per prompt) accepted.
     """
-    runtime = AsyncEngine(engine or Engine(served.model), max_queue=max_queue)
+    runtime = AsyncEngine(engine or Engine(served.model, draft=served.draft), max_queue=max_queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -491,6 +491,24 @@ def create_app(
             ("fms_kv_blocks_in_use", "gauge", "KV cache blocks held.", e.num_blocks_in_use),
             ("fms_kv_blocks_total", "gauge", "KV cache blocks in the pool.", e.num_blocks),
             ("fms_engine_steps_total", "counter", "Forward passes run.", s.steps),
+            (
+                "fms_speculative_draft_tokens_total",
+                "counter",
+                "Draft tokens proposed (speculative decoding).",
+                s.draft_tokens,
+            ),
+            (
+                "fms_speculative_accepted_tokens_total",
+                "counter",
+                "Draft tokens the target accepted.",
+                s.accepted_tokens,
+            ),
+            (
+                "fms_speculative_acceptance_rate",
+                "gauge",
+                "Accepted over proposed draft tokens since start (0 without a draft).",
+                s.acceptance_rate,
+            ),
         ]
         lines = []
         for name, kind, text, value in rows:

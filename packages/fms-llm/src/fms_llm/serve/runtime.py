@@ -29,7 +29,7 @@ from fms_llm.models.gpt import GPT
 from fms_llm.serve.protocol import APIError
 from fms_llm.tokenizer import BPETokenizer
 
-__all__ = ["AsyncEngine", "ServedModel", "load_served_model"]
+__all__ = ["AsyncEngine", "ServedModel", "load_draft_model", "load_served_model"]
 
 
 @dataclass
@@ -46,6 +46,10 @@ class ServedModel:
             chats).
         supports_tools: The chat template renders tool calls (`<tool_call>`).
         created: Unix time the model was loaded (for `/v1/models`).
+        quantization: The weight format of the model's linear layers (`"int8"`, `"int4"`,
+            `"nf4"`), or `None` for the saved float weights.
+        draft: A draft model for speculative decoding (see
+            [load_draft_model][fms_llm.serve.runtime.load_draft_model]), or `None`.
     """
 
     name: str
@@ -55,6 +59,8 @@ class ServedModel:
     stop_token_ids: tuple[int, ...]
     supports_tools: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
+    quantization: str | None = None
+    draft: GPT | None = None
 
     @property
     def chat_stop_ids(self) -> tuple[int, ...]:
@@ -64,10 +70,20 @@ class ServedModel:
 
 
 def load_served_model(
-    model_dir: str | Path, *, name: str | None = None, device: str | None = None
+    model_dir: str | Path,
+    *,
+    name: str | None = None,
+    device: str | None = None,
+    quantize: str | None = None,
+    group_size: int | None = None,
 ) -> ServedModel:
     """Load a saved model directory (config.json, model.safetensors, tokenizer.json and, when
     present, tokenizer_config.json / generation_config.json).
+
+    With `quantize` (`"int8"`, `"int4"` or `"nf4"`) every linear layer, the head included, is
+    replaced by its [QuantizedLinear][fms_llm.quantize.QuantizedLinear] as
+    [quantize_model][fms_llm.quantize.quantize_model] does (`group_size`: inputs per scale of
+    the 4-bit formats); the engine runs the quantised model as it is.
 
     The chat template is the saved `chat_template` when it is ChatML (what
     [ChatTemplate.save][fms_llm.finetune.chat.ChatTemplate.save] writes), and ChatML by default
@@ -77,12 +93,19 @@ def load_served_model(
     Raises:
         ModelFileError: (a `ValueError`) a missing or malformed file, a tokenizer that does not
             match the model, or a saved chat template that is not ChatML.
+        QuantizationError: (a `ValueError`) an unknown format, or a group size that does not
+            divide a layer's input width.
     """
     from fms_llm.models.hf import ModelFileError, load_with_tokenizer
+    from fms_llm.quantize import FORMATS, QuantizationError, quantize_model
     from fms_llm.train.pretrain import EOS_TOKEN
 
+    if quantize is not None and quantize not in FORMATS:
+        raise QuantizationError(f"quantize must be one of {FORMATS} or None, got {quantize!r}")
     directory = Path(model_dir)
     model, tokenizer = load_with_tokenizer(directory, map_location=device)
+    if quantize is not None:
+        quantize_model(model, quantize, group_size=group_size)  # type: ignore[arg-type]
     saved = _read_json(directory / "tokenizer_config.json")
     generation = _read_json(directory / "generation_config.json")
     template: ChatTemplate | None = None
@@ -106,7 +129,53 @@ def load_served_model(
         chat_template=template,
         stop_token_ids=tuple(int(i) for i in eos_ids),
         supports_tools=template is not None and "tool_call" in template.jinja,
+        quantization=quantize,
     )
+
+
+def load_draft_model(
+    draft_dir: str | Path, served: ServedModel, *, device: str | None = None
+) -> GPT:
+    """Load a draft model for speculative decoding of `served` and check that it can be paired.
+
+    The draft must predict the same tokens: its vocabulary size must be the target's and, when
+    its directory holds a `tokenizer.json`, that tokenizer must be the target's (same tokens,
+    same ids, same special tokens). Its context must be at least the target's.
+
+    Raises:
+        ModelFileError: (a `ValueError`) a missing or malformed draft directory.
+        SpeculativeError: (a `ValueError`) a draft whose vocabulary, tokenizer or context does
+            not match the target's.
+    """
+    from fms_llm.inference.speculative import SpeculativeError
+    from fms_llm.models.hf import ModelFileError, load_pretrained
+
+    directory = Path(draft_dir)
+    if not directory.is_dir():
+        raise ModelFileError(f"draft directory {directory} does not exist")
+    draft = load_pretrained(directory, map_location=device).eval()
+    target = served.model.config
+    if draft.config.vocab_size != target.vocab_size:
+        raise SpeculativeError(
+            f"the draft in {directory} has vocab_size={draft.config.vocab_size} but the target "
+            f"{served.name!r} has vocab_size={target.vocab_size}: a draft must share the "
+            "target's vocabulary"
+        )
+    tok_path = directory / "tokenizer.json"
+    if tok_path.is_file():
+        tok = BPETokenizer.load(tok_path)
+        mine = served.tokenizer
+        if tok.vocab != mine.vocab or tok.special_tokens != mine.special_tokens:
+            raise SpeculativeError(
+                f"the draft's tokenizer {tok_path} is not the target's: same vocabulary size "
+                f"({target.vocab_size}) but different tokens or ids"
+            )
+    if draft.config.max_seq_len < target.max_seq_len:
+        raise SpeculativeError(
+            f"the draft in {directory} has max_seq_len={draft.config.max_seq_len}, shorter "
+            f"than the target's {target.max_seq_len}"
+        )
+    return draft
 
 
 def _read_json(path: Path) -> dict[str, Any]:
