@@ -15,7 +15,9 @@ Mean and 95% t-interval over the seeds (fms-ml's `t_ci`). The figure is seed 0's
 matrix between 12 held-out test scenes and their captions.
 
     uv run python packages/fms-mm/experiments/clip_scenes.py [--steps 1500] [--seeds 0 1 2]
-    # writes packages/fms-mm/experiments/results/clip_scenes.json, docs/figures/fms-mm/clip_similarity.png
+    # writes experiments/results/clip_scenes/seed<N>.json, the summary of every seed run with
+    # the same settings in experiments/results/clip_scenes.json, docs/figures/fms-mm/clip_similarity.png
+    # (seeds may run as parallel processes; `--seeds` with no seed only re-summarizes)
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -33,15 +34,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-from fms_ml.experiment import t_ci
 from fms_ml.linear_model import LogisticRegression
 from fms_mm.clip import CLIP
 from fms_mm.data import COLOURS, SHAPES, SceneSet, Vocab, make_scenes
 from fms_mm.train import CONTEXT, TrainSettings, train_clip
 
+from _seeds import save_row, summarize  # isort: skip
+
 ROOT = Path(__file__).resolve().parents[3]
-RESULTS = Path(__file__).resolve().parent / "results" / "clip_scenes.json"
 FIGURE = ROOT / "docs" / "figures" / "fms-mm" / "clip_similarity.png"
 PAIRS = [(c, s) for c in COLOURS for s in SHAPES]
 
@@ -84,29 +86,33 @@ def figure(model: CLIP, seed: int) -> None:
         u = F.normalize(model.image_features(torch.from_numpy(images)), dim=-1)
         v = F.normalize(model.text_features(ids, mask), dim=-1)
     sim = (u @ v.T).numpy()
-    fig = plt.figure(figsize=(11, 8.2), dpi=100)
-    gs = fig.add_gridspec(2, 13, height_ratios=[1, 12], width_ratios=[6] + [1] * 12)
-    for j in range(12):
-        ax = fig.add_subplot(gs[0, 1 + j])
-        ax.imshow(images[j].transpose(1, 2, 0))
-        ax.axis("off")
-    ax = fig.add_subplot(gs[1, 1:])
+    fig, ax = plt.subplots(figsize=(10.5, 8.6), dpi=100)
     im = ax.imshow(sim.T, cmap="viridis", vmin=-1, vmax=1)
     ax.set_yticks(range(12), caps, fontsize=8)
     ax.set_xticks(range(12), [str(j + 1) for j in range(12)], fontsize=8)
-    ax.set_xlabel("held-out test scene (pictured above)")
+    ax.set_xlabel("held-out test scene (pictured above its column)")
     for j in range(12):
+        thumb = OffsetImage(images[j].transpose(1, 2, 0), zoom=1.4)
+        ax.add_artist(
+            AnnotationBbox(thumb, (j, -0.5), xybox=(0, 4), xycoords="data",
+                           boxcoords="offset points", box_alignment=(0.5, 0), pad=0.1)
+        )  # fmt: skip
         for k in range(12):
             ax.text(j, k, f"{sim[j, k]:.2f}", ha="center", va="center", fontsize=6,
                     color="black" if sim[j, k] > 0.3 else "white")  # fmt: skip
     fig.colorbar(im, ax=ax, fraction=0.03, label="cosine similarity")
-    fig.suptitle(
-        "CLIP on scenes, seed 0: cosine similarity of 12 scenes of held-out colour-shape pairs "
+    ax.set_title(
+        "CLIP on scenes, seed 0: cosine similarity of 12 scenes of held-out colour-shape pairs\n"
         "(columns) and their captions (rows); the diagonal holds the true pairs",
         fontsize=9,
+        pad=62,
     )
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURE, bbox_inches="tight")
+
+
+KEYS = ["zero_shot_accuracy", "linear_probe_accuracy", "recall_at_1", "recall_at_5",
+        "text_recall_at_1", "text_recall_at_5"]  # fmt: skip
 
 
 def main() -> None:
@@ -114,18 +120,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON to write")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--no-figure", action="store_true", help="skip the figure (trial runs)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows: list[dict[str, Any]] = []
+    settings = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size}
     for seed in args.seeds:
         c0, t0 = time.process_time(), time.perf_counter()
-        settings = TrainSettings(
-            steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed
-        )
-        model, m = train_clip(settings)
+        model, m = train_clip(TrainSettings(seed=seed, **settings))
         cpu, wall = time.process_time() - c0, time.perf_counter() - t0
         test = make_scenes(1000, seed=seed + 10_000, split="test")  # train_clip's test scenes
         row = {
@@ -138,25 +140,11 @@ def main() -> None:
             "train_wall_s": wall,
         }
         print(row, flush=True)
-        rows.append(row)
-        if seed == args.seeds[0] and not args.no_figure:
+        save_row("clip_scenes", settings, row)
+        if seed == 0 and not args.no_figure:
             figure(model, seed)
-    keys = ["zero_shot_accuracy", "linear_probe_accuracy", "recall_at_1", "recall_at_5",
-            "text_recall_at_1", "text_recall_at_5"]  # fmt: skip
-    summary = {}
-    for k in keys:
-        values = [r[k] for r in rows]
-        ci = t_ci(values) if len(values) > 1 else None
-        summary[k] = {
-            "mean": float(np.mean(values)),
-            "low": ci.low if ci else None,
-            "high": ci.high if ci else None,
-        }
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "no_figure")}
-    out = {"settings": settings, "chance": 1 / 16, "rows": rows, "summary": summary}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(summary, indent=2))
+    out = summarize("clip_scenes", settings, KEYS, {"chance": 1 / 16})
+    print(json.dumps(out["summary"], indent=2))
 
 
 if __name__ == "__main__":

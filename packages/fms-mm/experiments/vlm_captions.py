@@ -12,7 +12,9 @@ scores zero on all). Mean and 95% t-interval over the seeds (fms-ml's `t_ci`); t
 seed 0's captions of eight scenes of each kind.
 
     uv run python packages/fms-mm/experiments/vlm_captions.py [--steps 1500] [--seeds 0 1 2]
-    # writes packages/fms-mm/experiments/results/vlm_captions.json, docs/figures/fms-mm/vlm_captions.png
+    # writes experiments/results/vlm_captions/seed<N>.json, the summary of every seed run with
+    # the same settings in experiments/results/vlm_captions.json, docs/figures/fms-mm/vlm_captions.png
+    # (seeds may run as parallel processes; `--seeds` with no seed only re-summarizes)
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from fms_ml.experiment import t_ci
-from fms_mm.data import COUNTS, SHAPES, Vocab, make_scenes
+from fms_mm.data import SHAPES, Vocab, make_scenes
 from fms_mm.train import TrainSettings, generate_captions, train_vlm
 
+from _seeds import save_row, summarize  # isort: skip
+
 ROOT = Path(__file__).resolve().parents[3]
-RESULTS = Path(__file__).resolve().parent / "results" / "vlm_captions.json"
 FIGURE = ROOT / "docs" / "figures" / "fms-mm" / "vlm_captions.png"
 ATTRIBUTES = ("count", "size", "colour", "shape", "position")
 SPLITS = {"new_scenes": "train", "held_out_pairs": "test"}
@@ -65,7 +67,7 @@ def score(generated: list[str], truth: list[str]) -> dict[str, float]:
 
 
 def figure(examples: dict[str, tuple[np.ndarray, list[str], list[str]]]) -> None:
-    fig, axes = plt.subplots(2, 8, figsize=(15, 4.8), dpi=100)
+    fig, axes = plt.subplots(2, 8, figsize=(15, 5.4), dpi=100)
     for row, (name, (images, gen, truth)) in enumerate(examples.items()):
         for j in range(8):
             ax = axes[row, j]
@@ -78,7 +80,8 @@ def figure(examples: dict[str, tuple[np.ndarray, list[str], list[str]]]) -> None
                 color="darkgreen" if ok else "firebrick",
             )
             if not ok:
-                ax.set_xlabel(f"true: {truth[j]}", fontsize=6)
+                t = truth[j].split()
+                ax.set_xlabel(f"true: {' '.join(t[:3])}\n{' '.join(t[3:])}", fontsize=6)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row, 0].set_ylabel(name.replace("_", " "), fontsize=8)
@@ -97,17 +100,20 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lm-steps", type=int, default=400)
     parser.add_argument("--lora-rank", type=int, default=0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON to write")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--no-figure", action="store_true", help="skip the figure (trial runs)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     vocab = Vocab.for_scenes()
-    rows: list[dict[str, Any]] = []
+    settings = {"steps": args.steps, "lr": args.lr, "lm_steps": args.lm_steps,
+                "lora_rank": args.lora_rank}  # fmt: skip
     for seed in args.seeds:
         c0, t0 = time.process_time(), time.perf_counter()
-        settings = TrainSettings(steps=args.steps, lr=args.lr, seed=seed)
-        vlm, m = train_vlm(settings, lora_rank=args.lora_rank, lm_steps=args.lm_steps)
+        vlm, m = train_vlm(
+            TrainSettings(steps=args.steps, lr=args.lr, seed=seed),
+            lora_rank=args.lora_rank,
+            lm_steps=args.lm_steps,
+        )
         cpu, wall = time.process_time() - c0, time.perf_counter() - t0
         row: dict[str, Any] = {"seed": seed, "final_loss": m["loss"], "train_cpu_s": cpu}
         row["train_wall_s"] = wall
@@ -120,24 +126,12 @@ def main() -> None:
             assert row[f"{name}_exact"] == m[f"caption_accuracy_{name}"]
             examples[name] = (scenes.images[:8], gen[:8], scenes.captions[:8])
         print(row, flush=True)
-        rows.append(row)
-        if seed == args.seeds[0] and not args.no_figure:
+        save_row("vlm_captions", settings, row)
+        if seed == 0 and not args.no_figure:
             figure(examples)
-    summary = {}
-    for k in rows[0]:
-        if k.startswith(tuple(SPLITS)):
-            values = [r[k] for r in rows]
-            ci = t_ci(values) if len(values) > 1 else None
-            summary[k] = {
-                "mean": float(np.mean(values)),
-                "low": ci.low if ci else None,
-                "high": ci.high if ci else None,
-            }
-    settings_out = {k: v for k, v in vars(args).items() if k not in ("out", "no_figure")}
-    out = {"settings": settings_out, "counts": list(COUNTS), "rows": rows, "summary": summary}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(summary, indent=2))
+    keys = [f"{name}_{k}" for name in SPLITS for k in ("exact", *ATTRIBUTES)]
+    out = summarize("vlm_captions", settings, keys)
+    print(json.dumps(out["summary"], indent=2))
 
 
 if __name__ == "__main__":
