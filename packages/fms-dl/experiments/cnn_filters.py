@@ -17,41 +17,19 @@ import numpy as np
 from _common import FIGURES, digits, single_thread
 
 import fms_dl
-from fms_dl import nn, optim
-from fms_dl.data import DataLoader, TensorDataset
-from fms_dl.nn import functional as F
+from fms_dl import nn
+from fms_dl.recipes import accuracy, fit_digits_cnn
 from fms_ml.experiment import t_ci
 
 SEEDS = list(range(5))
 
 
-def build() -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 5, padding=2), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(128, 10),
-    )  # fmt: skip
-
-
 def train(seed: int) -> tuple[nn.Sequential, float, np.ndarray]:
+    """The network and recipe of `fms_dl.recipes` (shared with fms-mm's ViT comparison)."""
     xtr, xte, ytr, yte = digits()
     xtr, xte = xtr.reshape(-1, 1, 8, 8), xte.reshape(-1, 1, 8, 8)
-    fms_dl.manual_seed(seed)
-    model = build()
-    opt = optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    loader = DataLoader(TensorDataset(xtr, ytr), batch_size=64, shuffle=True, seed=seed)
-    sched = optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=20 * len(loader))
-    for _ in range(20):
-        model.train()
-        for xb, yb in loader:
-            opt.zero_grad()
-            F.cross_entropy(model(xb), yb).backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    with fms_dl.no_grad():
-        acc = float((model(fms_dl.Tensor(xte)).argmax(-1).data == yte).mean())
-    return model, acc, xte
+    model = fit_digits_cnn(xtr, ytr, seed=seed)
+    return model, accuracy(model, xte, yte), xte
 
 
 def main() -> None:

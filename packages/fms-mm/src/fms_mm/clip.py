@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fms_mm._files import load_renamed, read_model_dir, renamed_state, write_model_dir
+from fms_mm._fused import use_fused_kernels
 from fms_mm.vision import PatchEmbedding, check_images
 from fms_transformer.blocks import EncoderBlock
 from fms_transformer.norm import LayerNorm
@@ -374,6 +375,11 @@ class CLIPOutput:
 class CLIP(nn.Module):
     """Image tower, text tower, their projections into one space and the learned temperature.
 
+    Args:
+        config: Both towers and the shared space.
+        fused: Compute the LayerNorms and activations with fused kernels (the same function and
+            parameters, fewer kernels); `False` runs fms-transformer's reference modules.
+
     Example:
         >>> cfg = CLIPConfig(CLIPTextConfig(vocab_size=10, max_position_embeddings=4,
         ...                                 hidden_size=16, intermediate_size=32,
@@ -388,7 +394,7 @@ class CLIP(nn.Module):
         torch.Size([2, 2])
     """
 
-    def __init__(self, config: CLIPConfig) -> None:
+    def __init__(self, config: CLIPConfig, fused: bool = True) -> None:
         super().__init__()
         if not isinstance(config, CLIPConfig):
             raise TypeError(f"config must be a CLIPConfig, got {type(config).__name__}")
@@ -402,6 +408,8 @@ class CLIP(nn.Module):
             config.text_config.hidden_size, config.projection_dim, bias=False
         )
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        if fused:
+            use_fused_kernels(self)
         self.reset_parameters()
 
     @torch.no_grad()

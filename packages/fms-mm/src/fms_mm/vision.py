@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from fms_mm._files import load_renamed, read_model_dir, renamed_state, write_model_dir
+from fms_mm._fused import use_fused_kernels
 from fms_transformer.blocks import EncoderBlock
 from fms_transformer.norm import LayerNorm
 
@@ -189,6 +190,12 @@ class PatchEmbedding(nn.Module):
 class ViT(nn.Module):
     """The vision transformer: patch embedding, class token, learned positions, encoder, LayerNorm.
 
+    Args:
+        config: The shape.
+        fused: Compute the LayerNorms and GELUs with PyTorch's fused kernels (the same function
+            and parameters, fewer kernels: faster to train); `False` runs fms-transformer's
+            readable reference modules.
+
     Example:
         >>> vit = ViT(ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16,
         ...                     num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
@@ -196,7 +203,7 @@ class ViT(nn.Module):
         torch.Size([2, 5, 16])
     """
 
-    def __init__(self, config: ViTConfig) -> None:
+    def __init__(self, config: ViTConfig, fused: bool = True) -> None:
         super().__init__()
         if not isinstance(config, ViTConfig):
             raise TypeError(f"config must be a ViTConfig, got {type(config).__name__}")
@@ -224,6 +231,8 @@ class ViT(nn.Module):
         )
         self.norm = LayerNorm(c.hidden_size, c.layer_norm_eps)
         self.classifier = nn.Linear(c.hidden_size, c.num_labels) if c.num_labels else None
+        if fused:
+            use_fused_kernels(self)
         self.reset_parameters()
 
     @torch.no_grad()
