@@ -101,6 +101,49 @@ def test_bad_audio_is_named() -> None:
         stft(torch.zeros(100), 400, 160)
 
 
+@pytest.mark.parametrize(
+    ("audio", "kwargs", "match"),
+    [
+        (torch.zeros(0, 1000), {}, r"batch of audio is empty, shape \(0, 1000\)"),
+        (torch.zeros(2, 0), {}, "0 samples"),
+        (torch.zeros(3, 2, 100), {}, r"got shape \(3, 2, 100\)"),
+        (torch.tensor([0.0, float("nan"), 0.1]), {}, "NaN or infinite"),
+        (torch.tensor([0.0, float("-inf"), 0.1]), {}, "NaN or infinite"),
+        (
+            torch.zeros(1000),
+            {"sample_rate": 0},
+            "sample_rate must be a positive number of samples a second, got 0",
+        ),
+        (torch.zeros(1000), {"sample_rate": -8000, "convention": "librosa"}, "got -8000"),
+        (torch.zeros(1000), {"sample_rate": "16000"}, "got '16000'"),
+        (torch.zeros(1000), {"sample_rate": 8000}, "sample_rate=8000; resample first"),
+        (torch.zeros(1000), {"pad_to": -1}, "pad_to must be a non-negative int"),
+        (torch.zeros(1000), {"filters": torch.zeros(80, 200)}, r"\(80, 201\), got \(80, 200\)"),
+    ],
+)
+def test_bad_audio_arguments_are_named(audio: torch.Tensor, kwargs: dict, match: str) -> None:  # type: ignore[type-arg]
+    kw = {"sample_rate": 16000, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        log_mel_spectrogram(audio, **kw)
+
+
+def test_clipped_row_of_a_batch_is_named_and_full_scale_speech_passes() -> None:
+    """A clip whose peaks touch full scale a few times is fine; one flattened at full scale
+    for over 1% of its samples is named with its row."""
+    t = torch.linspace(0, 200, 16000)
+    loud = torch.sin(t) * 0.5
+    loud[::4000] = 1.0  # 4 samples at full scale: 0.025%
+    log_mel_spectrogram(torch.stack([loud, loud]), 16000)
+    clipped = (torch.sin(t) * 1.5).clamp(-1, 1)  # flat tops: about half the samples
+    with pytest.raises(AudioInputError, match=r"clipped \(row 1 of the batch\): \d+\.\d% "):
+        log_mel_spectrogram(torch.stack([loud, clipped]), 16000)
+    pcm = torch.from_numpy((np.clip(np.sin(np.arange(8000.0)) * 2, -1, 1) * 32767).astype(np.int16))
+    with pytest.raises(AudioInputError, match="clipped"):
+        log_mel_spectrogram(pcm.float() / 32768, 16000)
+    with pytest.raises(AudioInputError, match="peaks at 3277, expected samples in"):
+        log_mel_spectrogram(pcm.float() / 10, 16000)  # int16 PCM not divided by 32768
+
+
 def test_audio_encoder_halves_frames_and_round_trips(tmp_path: Path) -> None:
     enc = AudioEncoder(
         AudioConfig(n_mels=16, d_model=32, n_layers=1, n_heads=4, d_ff=64, num_labels=3)

@@ -149,3 +149,22 @@ def test_spoken_digits_without_espeak_names_the_package(monkeypatch: pytest.Monk
     monkeypatch.setattr(data.shutil, "which", lambda _name: None)
     with pytest.raises(DataError, match="apt-get install espeak-ng"):
         spoken_digits(voices=["en-us"], words=("one",))
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((np.zeros(100, np.float32), 0, 16000), "rate_in must be a positive int of Hz, got 0"),
+        ((np.zeros(100, np.float32), 22050, 16000.0), "rate_out must be a positive int"),
+        ((np.zeros(0, np.float32), 22050, 16000), r"non-empty 1-d waveform, got shape \(0,\)"),
+        ((np.zeros((2, 100), np.float32), 22050, 16000), r"got shape \(2, 100\)"),
+    ],
+)
+def test_resample_names_a_bad_rate_or_waveform(args: tuple, match: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(DataError, match=match):
+        resample(*args)
+
+
+def test_spoken_digits_names_a_bad_sample_rate() -> None:
+    with pytest.raises(DataError, match="sample_rate must be a positive int of Hz, got 0"):
+        spoken_digits(voices=["en-us"], words=("one",), sample_rate=0)

@@ -88,19 +88,39 @@ def check_audio(audio: Tensor, owner: str, *, min_samples: int = 1) -> None:
         raise AudioInputError(
             f"{owner}: audio has {audio.shape[-1]} samples, expected at least {min_samples}"
         )
-    if not torch.isfinite(audio).all():
+    if audio.ndim == 2 and audio.shape[0] == 0:
+        raise AudioInputError(f"{owner}: the batch of audio is empty, shape {tuple(audio.shape)}")
+    lo, hi = torch.aminmax(audio)  # one pass; NaN propagates into both
+    peak = max(-float(lo), float(hi))
+    if not math.isfinite(peak):
         raise AudioInputError(f"{owner}: audio holds NaN or infinite samples")
-    peak = float(audio.abs().max())
     if peak > 1.0:
         raise AudioInputError(
             f"{owner}: audio peaks at {peak:.4g}, expected samples in [-1, 1] "
             "(16-bit PCM must be divided by 32768)"
         )
-    full_scale = float((audio.abs() >= 0.999).float().mean(-1).max())
-    if full_scale > 0.01:
+    if peak < 0.999:  # nothing at full scale: the clipping count below would find none
+        return
+    share = (audio.abs() >= 0.999).float().mean(-1).reshape(-1)  # per clip
+    worst = int(share.argmax())
+    if float(share[worst]) > 0.01:
+        where = f" (row {worst} of the batch)" if audio.ndim == 2 else ""
         raise AudioInputError(
-            f"{owner}: audio is clipped: {100 * full_scale:.1f}% of samples sit at full scale "
-            "(expected under 1%); lower the gain before recording or synthesis"
+            f"{owner}: audio is clipped{where}: {100 * float(share[worst]):.1f}% of samples sit "
+            "at full scale (expected under 1%); lower the gain before recording or synthesis"
+        )
+
+
+def _check_sample_rate(sample_rate: object, owner: str) -> None:
+    if (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, int | float)
+        or not math.isfinite(sample_rate)
+        or sample_rate <= 0
+    ):
+        raise AudioInputError(
+            f"{owner}: sample_rate must be a positive number of samples a second, "
+            f"got {sample_rate!r}"
         )
 
 
@@ -130,6 +150,22 @@ def stft(
     by `n_fft // 2` on both sides (`pad_mode` "reflect" as torch and Whisper, "constant" as
     librosa >= 0.10). Same output as `torch.stft(..., return_complex=True)`.
     """
+    spectrum = _stft_frames(x, n_fft, hop_length, window=window, center=center, pad_mode=pad_mode)
+    return spectrum.transpose(-1, -2)
+
+
+def _stft_frames(
+    x: Tensor,
+    n_fft: int,
+    hop_length: int | None = None,
+    *,
+    window: Tensor | None = None,
+    center: bool = True,
+    pad_mode: Literal["reflect", "constant"] = "reflect",
+) -> Tensor:
+    """[`stft`][fms_mm.audio.stft] frame-major: complex `(..., frames, n_fft // 2 + 1)`, each
+    frame's spectrum contiguous (the layout the real FFT writes, and the one the mel matmul
+    reads fastest)."""
     hop = n_fft // 4 if hop_length is None else hop_length
     if n_fft < 1 or hop < 1:
         raise ValueError(f"n_fft and hop_length must be >= 1, got {n_fft} and {hop}")
@@ -151,7 +187,7 @@ def stft(
         raise AudioInputError(f"stft: {x.shape[-1]} samples are fewer than n_fft={n_fft}")
     frames = x.unfold(-1, n_fft, hop) * win  # (..., frames, n_fft)
     spectrum: Tensor = torch.fft.rfft(frames, dim=-1)
-    return spectrum.transpose(-1, -2)
+    return spectrum
 
 
 def hz_to_mel(f: Tensor, *, htk: bool = False) -> Tensor:
@@ -190,6 +226,7 @@ def mel_filters(
 ) -> Tensor:
     """Triangular mel filters `(n_mels, n_fft // 2 + 1)`, computed in float64 (as librosa's
     `filters.mel`, whose defaults these are; Whisper's are `n_fft=400, n_mels=80` at 16 kHz)."""
+    _check_sample_rate(sample_rate, "mel_filters")
     fmax = sample_rate / 2 if fmax is None else fmax
     if not 0 <= fmin < fmax <= sample_rate / 2:
         raise ValueError(
@@ -239,6 +276,7 @@ def log_mel_spectrogram(
     $10^{-10}$ and to `top_db` below each example's maximum.
     """
     check_audio(audio, "log_mel_spectrogram")
+    _check_sample_rate(sample_rate, "log_mel_spectrogram")
     audio = audio if audio.dtype == torch.float64 else audio.float()
     if convention == "whisper":
         if sample_rate != WHISPER_SAMPLE_RATE:
@@ -248,6 +286,11 @@ def log_mel_spectrogram(
             )
         n_fft, hop, n_mels = n_fft or 400, hop_length or 160, n_mels or 80
         target = 30 * WHISPER_SAMPLE_RATE if pad_to is None else pad_to
+        if not isinstance(target, int) or isinstance(target, bool) or target < 0:
+            raise ValueError(
+                f"log_mel_spectrogram: pad_to must be a non-negative int of samples "
+                f"(0 for no padding), got {pad_to!r}"
+            )
         if target:
             length = audio.shape[-1]
             audio = F.pad(audio, (0, target - length)) if length < target else audio[..., :target]
@@ -257,20 +300,32 @@ def log_mel_spectrogram(
         pad_mode = "constant"
     else:
         raise ValueError(f"convention must be 'whisper' or 'librosa', got {convention!r}")
-    bank = mel_filters(sample_rate, n_fft, n_mels) if filters is None else filters
-    power = stft(audio, n_fft, hop, pad_mode=pad_mode).abs().pow(2)
+    if filters is None:
+        bank = mel_filters(sample_rate, n_fft, n_mels)
+    elif filters.shape != (n_mels, n_fft // 2 + 1):
+        raise ValueError(
+            f"log_mel_spectrogram: filters must be (n_mels, n_fft // 2 + 1) = "
+            f"({n_mels}, {n_fft // 2 + 1}), got {tuple(filters.shape)}"
+        )
+    else:
+        bank = filters
+    spectrum = _stft_frames(audio, n_fft, hop, pad_mode=pad_mode)  # (..., frames, freq)
+    # |X|^2 as re^2 + im^2: a complex abs takes a square root (hypot) only for .pow(2) to undo
+    # it, and was half the cost of the whole pipeline
+    power = spectrum.real.square() + spectrum.imag.square()
     if convention == "whisper":
-        power = power[..., :-1]
-    mel = bank.to(power.dtype) @ power
+        power = power[..., :-1, :]
+    # (frames, freq) @ (freq, mels) reads each frame's spectrum contiguously
+    mel = (power @ bank.to(power.dtype).T).transpose(-1, -2)
     peak_axes = (-2, -1)
     if convention == "whisper":
         log_spec = torch.clamp(mel, min=1e-10).log10()
         log_spec = torch.maximum(log_spec, log_spec.amax(dim=peak_axes, keepdim=True) - 8.0)
-        return (log_spec + 4.0) / 4.0
+        return ((log_spec + 4.0) / 4.0).contiguous()
     db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
     if top_db is not None:
         db = torch.maximum(db, db.amax(dim=peak_axes, keepdim=True) - top_db)
-    return db
+    return db.contiguous()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -342,6 +342,11 @@ def resample(x: NDArray[np.float32], rate_in: int, rate_out: int) -> NDArray[np.
     r"""Band-limited resampling by the Fourier method (scipy.signal.resample's): keep the
     spectrum below both Nyquist frequencies and transform back at $n \cdot r_{out} / r_{in}$
     samples."""
+    for name, rate in (("rate_in", rate_in), ("rate_out", rate_out)):
+        if not isinstance(rate, int | np.integer) or isinstance(rate, bool) or rate < 1:
+            raise DataError(f"resample: {name} must be a positive int of Hz, got {rate!r}")
+    if np.ndim(x) != 1 or len(x) == 0:
+        raise DataError(f"resample: x must be a non-empty 1-d waveform, got shape {np.shape(x)}")
     if rate_in == rate_out:
         return x.astype(np.float32)
     n_out = round(len(x) * rate_out / rate_in)
@@ -460,6 +465,8 @@ def spoken_digits(
     voices = list(default_voices() if voices is None else voices)
     if not voices or not words or not speeds or not pitches:
         raise DataError("voices, speeds, pitches and words must each be non-empty")
+    if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate < 1:
+        raise DataError(f"sample_rate must be a positive int of Hz, got {sample_rate!r}")
     for p in pitches:
         if not 0 <= p <= 99:
             raise DataError(f"pitches must be in [0, 99], got {p!r}")
