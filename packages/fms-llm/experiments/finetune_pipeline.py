@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import time
@@ -88,7 +89,7 @@ FULL: dict[str, Any] = {
     "dpo": 150,
     "dpo_lr": 2e-4,
     "grpo": 60,
-    "grpo_lr": 2e-5,
+    "grpo_lr": 5e-5,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -192,8 +193,14 @@ def pair_logp_margins(model: Llama, batch: tuple[torch.Tensor, torch.Tensor]) ->
     return lp[:half] - lp[half:]
 
 
-def run_seed(seed: int, tok: BPETokenizer, sizes: dict[str, Any]) -> dict[str, float]:
-    """Pretrain, SFT, DPO and GRPO for one seed; every measured figure of the run."""
+def run_seed(
+    seed: int, tok: BPETokenizer, sizes: dict[str, Any], base_cache: Path | None = None
+) -> dict[str, float]:
+    """Pretrain, SFT, DPO and GRPO for one seed; every measured figure of the run.
+
+    With `base_cache`, the pretrained base is saved there (keyed by its settings and seed) and
+    loaded instead of pretrained again by a later run with the same ones.
+    """
     torch.manual_seed(seed)
     stories = story_qa(sizes["n_story"], seed=seed)
     sums = arithmetic(sizes["n_math"], seed=seed, ops=("add", "sub"), max_operand=MAX_OPERAND)
@@ -217,19 +224,39 @@ def run_seed(seed: int, tok: BPETokenizer, sizes: dict[str, Any]) -> dict[str, f
     )
     out: dict[str, float] = {"load_start": os.getloadavg()[0]}
     t0, c0 = time.time(), time.process_time()
-    pretrain_base(
-        model,
-        tok,
-        pretrain_texts(sizes["n_pre_story"], sizes["n_pre_math"], seed),
-        TrainArgs(
-            steps=sizes["pretrain"],
-            batch_size=32,
-            lr=sizes["pretrain_lr"],
-            warmup_steps=20,
-            seed=seed,
-        ),
-    )
-    out["cpu_seconds_pretrain"] = time.process_time() - c0
+    pre_keys = ("n_pre_story", "n_pre_math", "n_tok", "n_layers", "d_model", "n_heads")
+    pre_key = {k: sizes[k] for k in (*pre_keys, "pretrain", "pretrain_lr")} | {"seed": seed}
+    cached, reused = None, 0.0
+    if base_cache is not None:
+        tag = hashlib.sha256(json.dumps(pre_key, sort_keys=True).encode()).hexdigest()[:16]
+        cached = base_cache / f"base_seed{seed}_{tag}.pt"
+    if cached is not None and cached.exists():
+        # the same base as a run with the same pretraining settings and seed; its CPU time is
+        # the one measured when it was trained, so per-seed totals stay what they cost
+        saved = torch.load(cached)
+        if saved["key"] != pre_key:
+            raise SystemExit(f"{cached}: made with {saved['key']}, not {pre_key}")
+        model.load_state_dict(saved["state"])
+        out["cpu_seconds_pretrain"] = saved["cpu_seconds"]
+        reused = saved["cpu_seconds"]
+    else:
+        pretrain_base(
+            model,
+            tok,
+            pretrain_texts(sizes["n_pre_story"], sizes["n_pre_math"], seed),
+            TrainArgs(
+                steps=sizes["pretrain"],
+                batch_size=32,
+                lr=sizes["pretrain_lr"],
+                warmup_steps=20,
+                seed=seed,
+            ),
+        )
+        out["cpu_seconds_pretrain"] = time.process_time() - c0
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            state = {"key": pre_key, "state": model.state_dict()}
+            torch.save(state | {"cpu_seconds": out["cpu_seconds_pretrain"]}, cached)
     out.update(chat_scores(model, tok, test, "base_acc"))
     out.update(scores(test, plain_answers(model, tok, test), "base_plain_acc"))
     out.update(scores(seen, plain_answers(model, tok, seen), "base_plain_seen_acc"))
@@ -299,7 +326,7 @@ def run_seed(seed: int, tok: BPETokenizer, sizes: dict[str, Any]) -> dict[str, f
     out["grpo_last_reward"] = r.metrics["reward"]
     out["load_end"] = os.getloadavg()[0]
     out["seconds"] = time.time() - t0
-    out["cpu_seconds"] = time.process_time() - c0
+    out["cpu_seconds"] = time.process_time() - c0 + reused
     print(f"seed {seed}: {json.dumps(out)}", flush=True)
     return out
 
@@ -314,6 +341,12 @@ def main() -> None:
         type=int,
         help="run this one seed and write its result to --out/finetune_pipeline_seed<N>.json "
         "(seeds can then run as separate processes)",
+    )
+    ap.add_argument(
+        "--base-cache",
+        type=Path,
+        help="save each seed's pretrained base here and reuse it in runs with the same "
+        "pretraining settings (changing only SFT, DPO or GRPO then skips pretraining)",
     )
     ap.add_argument(
         "--combine",
@@ -347,12 +380,12 @@ def main() -> None:
     tok = train_tokenizer(sizes["n_tok"])
     a.out.mkdir(parents=True, exist_ok=True)
     if a.only_seed is not None:
-        one = run_seed(a.only_seed, tok, sizes)
+        one = run_seed(a.only_seed, tok, sizes, a.base_cache)
         (a.out / f"finetune_pipeline_seed{a.only_seed}.json").write_text(
             json.dumps({"sizes": sizes, "run": one}) + "\n"
         )
         return
-    runs = [run_seed(s, tok, sizes) for s in range(a.seeds)]
+    runs = [run_seed(s, tok, sizes, a.base_cache) for s in range(a.seeds)]
     report(runs, sizes, a.out, a.quick)
 
 
@@ -369,7 +402,7 @@ def train_tokenizer(n: int) -> BPETokenizer:
     )
 
 
-def report(runs: list[dict[str, float]], sizes: dict[str, int], out: Path, quick: bool) -> None:
+def report(runs: list[dict[str, float]], sizes: dict[str, Any], out: Path, quick: bool) -> None:
     """Means and 95% t intervals over the seeds' runs; the JSON and the figure."""
     keys = [k for k in runs[0] if all(k in r for r in runs)]  # a kind can miss in a tiny run
     summary = {}
@@ -384,22 +417,62 @@ def report(runs: list[dict[str, float]], sizes: dict[str, int], out: Path, quick
         }
     result = {"sizes": sizes, "seeds": len(runs), "summary": summary, "quick": quick}
     (out / "finetune_pipeline.json").write_text(json.dumps(result, indent=1) + "\n")
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    stages = [("base", "base_acc"), ("SFT", "sft_acc"), ("DPO", "dpo_acc")]
-    for ax, items, title in (
-        (axes[0], stages, "held-out questions (template split)"),
-        (axes[1], [("SFT", "sft_math_acc"), ("GRPO", "grpo_math_acc")], "held-out arithmetic"),
-    ):
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), gridspec_kw={"width_ratios": [4, 6, 2, 2]})
+
+    def bars(ax: Any, items: list[tuple[str, str]], title: str, ylabel: str, **kw: Any) -> None:
+        items = [(n, k) for n, k in items if k in summary]
         means = [summary[k]["mean"] for _, k in items]
         err = [
             [summary[k]["mean"] - summary[k]["lo"] for _, k in items],
             [summary[k]["hi"] - summary[k]["mean"] for _, k in items],
         ]
-        ax.bar([n for n, _ in items], means, yerr=err, capsize=4, color="#4c72b0")
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("exact-match accuracy")
+        ax.bar([n for n, _ in items], means, yerr=err, capsize=4, color="#4c72b0", **kw)
+        ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
-    fig.suptitle(f"fine-tuning a 4-layer Llama, {len(runs)} seeds, 95% t intervals", fontsize=10)
+
+    acc = "exact-match accuracy"
+    stages = [
+        ("base\n(chat)", "base_acc"),
+        ("base\n(plain)", "base_plain_acc"),
+        ("SFT", "sft_acc"),
+        ("DPO", "dpo_acc"),
+    ]
+    bars(axes[0], stages, "held-out phrasings (template split)", acc)
+    axes[0].axhline(0.8, color="grey", ls="--", lw=1)
+    kinds = [k for k in (*STORY_KINDS, "add", "sub") if f"sft_acc_{k}" in summary]
+    x = np.arange(len(kinds))
+    for dx, prefix, label, color in (
+        (-0.2, "sft_acc", "held-out phrasing", "#4c72b0"),
+        (0.2, "sft_seen_acc", "seen phrasing", "#dd8452"),
+    ):
+        keys = [f"{prefix}_{k}" for k in kinds]
+        ok = [k in summary for k in keys]
+        if not all(ok):
+            continue
+        means = [summary[k]["mean"] for k in keys]
+        err = [
+            [summary[k]["mean"] - summary[k]["lo"] for k in keys],
+            [summary[k]["hi"] - summary[k]["mean"] for k in keys],
+        ]
+        axes[1].bar(x + dx, means, 0.4, yerr=err, capsize=3, color=color, label=label)
+    axes[1].set_xticks(x, kinds)
+    axes[1].set_ylabel(acc)
+    axes[1].set_title("after SFT, by question kind", fontsize=10)
+    axes[1].legend(fontsize=8, loc="lower left")
+    bars(
+        axes[2],
+        [("SFT", "sft_logp_margin"), ("DPO", "dpo_logp_margin")],
+        "held-out pairs",
+        "log p(chosen) - log p(rejected)",
+    )
+    bars(axes[3], [("SFT", "sft_math_acc"), ("GRPO", "grpo_math_acc")], "held-out arithmetic", acc)
+    for ax in (axes[0], axes[1], axes[3]):
+        ax.set_ylim(0, 1.05)
+    fig.suptitle(
+        f"fine-tuning a {sizes['n_layers']}-layer Llama (d={sizes['d_model']}), "
+        f"{len(runs)} seeds, 95% t intervals",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(out / "finetune_pipeline.png", dpi=120)
     print(json.dumps(summary, indent=1))
