@@ -15,6 +15,7 @@ from fms_llm.finetune.data import (
     exact_match_reward,
     preference_pairs,
     split,
+    story_documents,
     story_qa,
 )
 from fms_llm.finetune.sft import accuracy, encode_conversations, pad_batch, sft
@@ -38,6 +39,25 @@ def test_answers_are_exact_and_in_the_story() -> None:
         assert e.answer not in e.wrong
         assert e.messages[-1] == {"role": "assistant", "content": e.answer}
     assert story_qa(20, seed=5) == story_qa(20, seed=5)
+
+
+def test_story_documents_ask_every_kind_about_one_story() -> None:
+    docs = story_documents(200, seed=4)
+    assert story_documents(5, seed=4) == docs[:5]
+    templates = set()
+    for doc in docs:
+        assert sorted(e.kind for e in doc) == ["found", "met", "next", "where"]
+        stories = {e.messages[1]["content"].split("\n")[0] for e in doc}
+        assert len(stories) == 1
+        for e in doc:
+            assert e.answer in e.messages[1]["content"].split("\n")[0]
+            assert e.answer not in e.wrong
+            templates.add((e.kind, e.template))
+    assert len(templates) == sum(
+        len(QUESTION_TEMPLATES[k]) for k in ("where", "found", "met", "next")
+    )
+    with pytest.raises(DataError, match="n must be >= 0"):
+        story_documents(-1)
 
 
 def test_held_out_splits_share_no_template_or_entity() -> None:

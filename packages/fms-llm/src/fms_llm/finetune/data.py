@@ -43,6 +43,7 @@ __all__ = [
     "normalize_answer",
     "preference_pairs",
     "split",
+    "story_documents",
     "story_qa",
 ]
 
@@ -148,6 +149,33 @@ def _story(rng: np.random.Generator, names: Sequence[str]) -> tuple[str, str, li
     return " ".join(events), hero, places, obj, friend
 
 
+def _question(
+    rng: np.random.Generator,
+    kind: str,
+    text: str,
+    hero: str,
+    places: list[str],
+    obj: str,
+    friend: str,
+) -> Example:
+    """A question of `kind` about a story (its phrasing drawn from `rng`), with its answers."""
+    t = int(rng.integers(len(QUESTION_TEMPLATES[kind])))
+    fill: dict[str, str] = {"name": hero}
+    wrong: list[str]
+    if kind == "where":
+        answer, wrong = places[0], places[1:]
+    elif kind == "found":
+        answer, wrong = obj, [o for o in _OBJECTS if o != obj][:2]
+    elif kind == "met":
+        answer, wrong = friend, [hero]
+    else:
+        i = int(rng.integers(len(places) - 1))
+        fill["place"] = places[i]
+        answer, wrong = places[i + 1], [p for p in places if p != places[i + 1]]
+    question = QUESTION_TEMPLATES[kind][t].format(**fill)
+    return Example(_chat(question, answer, text), answer, kind, t, hero, tuple(wrong))
+
+
 def story_qa(n: int, *, seed: int = 0, names: Sequence[str] | None = None) -> list[Example]:
     """`n` story questions (kinds and phrasings uniformly mixed), reproducible from `seed`.
 
@@ -165,20 +193,29 @@ def story_qa(n: int, *, seed: int = 0, names: Sequence[str] | None = None) -> li
     for _ in range(n):
         text, hero, places, obj, friend = _story(rng, pool)
         kind = kinds[rng.integers(len(kinds))]
-        t = int(rng.integers(len(QUESTION_TEMPLATES[kind])))
-        fill: dict[str, str] = {"name": hero}
-        if kind == "where":
-            answer, wrong = places[0], places[1:]
-        elif kind == "found":
-            answer, wrong = obj, [o for o in _OBJECTS if o != obj][:2]
-        elif kind == "met":
-            answer, wrong = friend, [hero]
-        else:
-            i = int(rng.integers(len(places) - 1))
-            fill["place"] = places[i]
-            answer, wrong = places[i + 1], [p for p in places if p != places[i + 1]]
-        question = QUESTION_TEMPLATES[kind][t].format(**fill)
-        out.append(Example(_chat(question, answer, text), answer, kind, t, hero, tuple(wrong)))
+        out.append(_question(rng, kind, text, hero, places, obj, friend))
+    return out
+
+
+def story_documents(
+    n: int, *, seed: int = 0, names: Sequence[str] | None = None
+) -> list[list[Example]]:
+    """`n` stories, each with one question of every kind (`where`, `found`, `met`, `next`, in a
+    random order, each in a random phrasing): the material of pretraining text in the task's
+    shape, several answers per story instead of one.
+
+    Each inner list shares one story (the user turn's first line); reproducible from `seed`, and
+    independent of [story_qa][fms_llm.finetune.data.story_qa]'s stream for the same seed.
+    """
+    if n < 0:
+        raise DataError(f"n must be >= 0, got {n}")
+    rng = np.random.default_rng([seed, 19])
+    pool = list(names) if names is not None else [*_NAMES_HE, *_NAMES_SHE]
+    out: list[list[Example]] = []
+    for _ in range(n):
+        text, hero, places, obj, friend = _story(rng, pool)
+        kinds = rng.permutation(["where", "found", "met", "next"]).tolist()
+        out.append([_question(rng, k, text, hero, places, obj, friend) for k in kinds])
     return out
 
 
