@@ -24,6 +24,7 @@ with tempfile.TemporaryDirectory() as tmp:
             "data.val_fraction=0.1",
             f'data.cache_dir="{Path(tmp) / "cache"}"',
             'model.family="gpt"',
+            "model.n_kv_heads=none",  # GPT-2 has no grouped-query attention (the preset's Llama has)
             "model.n_layers=2",
             "model.d_model=64",
             "model.n_heads=4",
