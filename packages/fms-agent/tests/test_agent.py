@@ -169,3 +169,23 @@ def test_against_the_fake_endpoint(fake: Any) -> None:
         "content": "42",
     }
     assert fake.requests[0]["tools"][0]["function"]["strict"] is True
+
+
+def test_a_tool_call_in_text_that_does_not_parse_is_reported_back() -> None:
+    """A text-protocol model (the fms-llm server, LocalBackend) whose `<tool_call>` block is not
+    valid JSON gets a user turn saying so, not a final answer; without tools on offer the same
+    text is an answer."""
+    broken = 'Let me add. <tool_call>{"name": "add", "arguments": {"a": 2,</tool_call>'
+    backend = ScriptedBackend([broken, call("add", {"a": 2, "b": 40}), "42"])
+    result = Agent(backend, [add]).run("What is 2 + 40?")
+    assert result.answer == "42"
+    assert result.steps[0].feedback is not None
+    assert result.steps[0].observations == ()
+    turn = result.messages[2]
+    assert turn["role"] == "user"
+    assert turn == {"role": "user", "content": result.steps[0].feedback}
+    assert "not valid JSON" in turn["content"]
+    assert "add" in turn["content"]
+    assert '<tool_call>{"name": "add"' in turn["content"]
+    assert result.n_tool_calls == 1
+    assert Agent(ScriptedBackend([broken])).run("hi").answer == broken

@@ -1,6 +1,6 @@
 """`fms_agent.llm`: the scripted back end, the http.client OpenAI back end against a fake endpoint
 on 127.0.0.1 (compared with the official openai client on the same replies), its errors, and the
-Hermes `<tool_call>` text protocol of the local back end."""
+local back end: the fms-llm server's ChatML template and tools' prompt, its `<tool_call>` parser."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from fms_agent.llm import (
     OpenAIBackend,
     ScriptedBackend,
     ToolCall,
-    parse_tool_calls,
-    render_chatml,
 )
 
 CALL = {
@@ -185,59 +183,95 @@ def test_bad_constructor_arguments(kwargs: dict[str, Any], message: str) -> None
         OpenAIBackend(**args)
 
 
-def test_hermes_protocol_round_trip() -> None:
-    """A tool call rendered into ChatML parses back to the same call; tools sit in <tools>."""
-    tools = [{"type": "function", "function": {"name": "add", "parameters": {}}}]
+def _chat_model_dir(path: Any, *, chat: bool = True, max_seq_len: int = 512) -> Any:
+    """A tiny random GPT saved with its tokenizer (with ChatML's special tokens when `chat`)."""
+    import torch
+
+    from fms_llm.finetune.chat import IM_END, IM_START
+    from fms_llm.models import GPT, GPTConfig
+    from fms_llm.tokenizer import BPETokenizer
+    from fms_llm.train.pretrain import EOS_TOKEN
+
+    specials = [EOS_TOKEN, IM_START, IM_END] if chat else [EOS_TOKEN]
+    tok = BPETokenizer.train(
+        ['hello <tool_call> world </tool_call> {"name": "add"} 42'] * 4,
+        300,
+        special_tokens=specials,
+        progress=False,
+    )
+    torch.manual_seed(0)
+    config = GPTConfig(
+        vocab_size=tok.vocab_size, n_layers=1, d_model=16, n_heads=2, max_seq_len=max_seq_len
+    )
+    return GPT(config).save_pretrained(path, tok)
+
+
+TOOLS = [{"type": "function", "function": {"name": "add", "parameters": {}}}]
+
+
+def test_local_backend_prompts_with_the_servers_template_and_tools_prompt(tmp_path: Any) -> None:
+    """The prompt is fms_llm's ChatML with the tools' prompt of fms_llm.finetune.chat in the
+    system turn (what `fms_llm.serve` renders), special tokens as their ids."""
+    from fms_agent.llm import LocalBackend
+    from fms_llm.finetune.chat import ChatTemplate, add_tools_prompt, tools_system_prompt
+
+    backend = LocalBackend(_chat_model_dir(tmp_path), max_new_tokens=8)
     convo = [
         {"role": "system", "content": "Be brief."},
         *MESSAGES,
         {"role": "assistant", "content": None, "tool_calls": [CALL]},
         {"role": "tool", "tool_call_id": "call_7", "content": "42"},
     ]
-    prompt = render_chatml(convo, tools)
-    assert prompt.startswith("<|im_start|>system\nBe brief.\n\nYou may call tools")
-    assert '<tools>\n{"name": "add", "parameters": {}}\n</tools>' in prompt
-    assert "<tool_response>42</tool_response>" in prompt
-    assert prompt.endswith("<|im_start|>assistant\n")
-    body = prompt.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
-    parsed = parse_tool_calls(body)
-    assert parsed.tool_calls[0].name == "add"
-    assert json.loads(parsed.tool_calls[0].arguments) == {"a": 2, "b": 40}
-
-
-def test_parse_tool_calls_keeps_malformed_blocks() -> None:
-    msg = parse_tool_calls(
-        'Let me add. <tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call><tool_call>{oops</tool_call>'
+    ids = backend.prompt_ids(convo, TOOLS)
+    expected, _ = ChatTemplate().encode(
+        backend.tokenizer,
+        add_tools_prompt(convo, TOOLS),
+        add_generation_prompt=True,
+        require_assistant=False,
     )
-    assert msg.content == "Let me add."
-    assert msg.tool_calls[0] == ToolCall("call_0", "add", '{"a": 1}')
-    assert msg.tool_calls[1] == ToolCall("call_1", "", "{oops")
-    assert parse_tool_calls("plain").tool_calls == ()
+    assert ids == expected
+    text = backend.tokenizer.decode(ids)
+    assert text.startswith(f"<|im_start|>system\nBe brief.\n\n{tools_system_prompt(TOOLS)}")
+    assert '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 40}}\n</tool_call>' in text
+    assert "<|im_start|>tool\n42<|im_end|>" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    assert ids[0] == backend.tokenizer.special_tokens["<|im_start|>"]
 
 
-def test_local_backend_runs_a_saved_fms_llm_model(tmp_path: Any) -> None:
-    """A tiny random GPT saved with save_pretrained: LocalBackend loads it, renders the ChatML
-    prompt, generates greedily (the same reply twice) and parses the result."""
-    import torch
-
+def test_local_backend_generates_greedily_and_reads_tool_calls(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fms_agent.llm import LocalBackend
-    from fms_llm.models import GPT, GPTConfig
-    from fms_llm.tokenizer import BPETokenizer
-    from fms_llm.train.pretrain import EOS_TOKEN
 
-    tok = BPETokenizer.train(
-        ["hello <tool_call> world </tool_call> 42"] * 4,
-        300,
-        special_tokens=[EOS_TOKEN],
-        progress=False,
-    )
-    torch.manual_seed(0)
-    GPT(
-        GPTConfig(vocab_size=tok.vocab_size, n_layers=1, d_model=16, n_heads=2, max_seq_len=512)
-    ).save_pretrained(tmp_path)
-    tok.save(tmp_path / "tokenizer.json")
-    backend = LocalBackend(tmp_path, max_new_tokens=8)
+    backend = LocalBackend(_chat_model_dir(tmp_path), max_new_tokens=8)
     first = backend.complete(MESSAGES)
-    assert first == backend.complete(MESSAGES)
     assert isinstance(first, AssistantMessage)
-    assert backend.stream(MESSAGES).__next__().message in (None, first)
+    assert first == backend.complete(MESSAGES)
+    assert list(backend.stream(MESSAGES))[-1].message == first
+    # the reply's <tool_call> blocks are read only when tools are on offer, as the server does
+    reply = 'Adding. <tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>'
+    monkeypatch.setattr(backend, "generate", lambda ids: reply)
+    assert backend.complete(MESSAGES) == AssistantMessage(reply)
+    msg = backend.complete(MESSAGES, TOOLS)
+    assert msg.content == "Adding."
+    assert [(c.name, json.loads(c.arguments)) for c in msg.tool_calls] == [("add", {"a": 1})]
+    assert msg.tool_calls[0].id.startswith("call_")
+
+
+def test_local_backend_refuses_what_the_server_refuses(tmp_path: Any) -> None:
+    from fms_agent.llm import LocalBackend
+    from fms_llm.models.hf import ModelFileError
+
+    with pytest.raises(ModelFileError, match="lacks the chat special tokens"):
+        LocalBackend(_chat_model_dir(tmp_path / "base", chat=False))
+    foreign = _chat_model_dir(tmp_path / "foreign")
+    (foreign / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    with pytest.raises(ModelFileError, match="not fms_llm's ChatML"):
+        LocalBackend(foreign)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        LocalBackend(tmp_path / "missing")
+    short = LocalBackend(_chat_model_dir(tmp_path / "short", max_seq_len=8))
+    with pytest.raises(BackendError, match="the model's context is 8"):
+        short.complete(MESSAGES)
+    with pytest.raises(ValueError, match="max_new_tokens must be an int >= 1, got 0"):
+        LocalBackend(foreign.parent / "short", max_new_tokens=0)

@@ -1,14 +1,27 @@
-"""ChatTemplate against transformers' apply_chat_template: same text, same ids, same assistant mask."""
+"""ChatTemplate against transformers' apply_chat_template: same text, same ids, same assistant
+mask; the tool-call text protocol (the tools' prompt and the `<tool_call>` parser) it shares with
+the server."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from transformers import PreTrainedTokenizerFast
 
-from fms_llm.finetune.chat import CHATML_TEMPLATE, IM_END, IM_START, ChatError, ChatTemplate
+from fms_llm.finetune.chat import (
+    CHATML_TEMPLATE,
+    IM_END,
+    IM_START,
+    ChatError,
+    ChatTemplate,
+    add_tools_prompt,
+    parse_tool_calls,
+    tools_system_prompt,
+)
 from fms_llm.tokenizer import BPETokenizer
 
 CONVERSATIONS = [
@@ -122,3 +135,68 @@ def test_bad_conversations_are_clear_errors(
     plain = BPETokenizer.train(["hello world"] * 5, vocab_size=260, progress=False)
     with pytest.raises(ChatError, match="lacks the chat special tokens"):
         t.encode(plain, CONVERSATIONS[0])
+
+
+# -- tools as text: the prompt and the parser the server and in-process clients share ----------
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "calculator",
+            "description": "Evaluate an arithmetic expression.",
+            "parameters": {"type": "object", "properties": {"expr": {"type": "string"}}},
+        },
+    }
+]
+
+
+def test_a_rendered_tool_call_parses_back_to_the_same_call() -> None:
+    """ChatTemplate's `<tool_call>` layout is what parse_tool_calls reads (name, arguments as a
+    JSON string), with text around the calls kept as the content."""
+    conv = CONVERSATIONS[2]
+    body = ChatTemplate().render(conv[:2]).split(f"{IM_START}assistant\n")[1].split(IM_END)[0]
+    content, calls = parse_tool_calls("Let me see. " + body)
+    assert content == "Let me see."
+    assert [c["function"]["name"] for c in calls] == ["calculator", "note"]
+    assert json.loads(calls[0]["function"]["arguments"]) == {"expr": "123 * 45"}
+    assert json.loads(calls[1]["function"]["arguments"]) == {"text": "ok", "n": 2}
+    assert all(c["type"] == "function" and c["id"].startswith("call_") for c in calls)
+    assert calls[0]["id"] != calls[1]["id"]
+
+
+def test_parse_tool_calls_leaves_what_is_not_a_call_as_text() -> None:
+    assert parse_tool_calls("plain answer") == ("plain answer", [])
+    bad = 'x <tool_call>{oops</tool_call> <tool_call>{"arguments": {}}</tool_call>'
+    assert parse_tool_calls(bad) == (bad, [])
+    content, calls = parse_tool_calls('<tool_call>{"name": "f", "arguments": "{}"}</tool_call>')
+    assert content is None
+    assert calls[0]["function"]["arguments"] == "{}"
+
+
+def test_tools_prompt_lists_the_schemas_and_joins_the_system_turn() -> None:
+    prompt = tools_system_prompt(TOOLS)
+    assert f"<tools>\n{json.dumps(TOOLS[0]['function'])}\n</tools>" in prompt
+    assert prompt.endswith(
+        '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+    )
+    user = [{"role": "user", "content": "hi"}]
+    assert add_tools_prompt(user, TOOLS) == [{"role": "system", "content": prompt}, *user]
+    system = [{"role": "system", "content": "Be brief."}, *user]
+    joined = add_tools_prompt(system, TOOLS)
+    assert joined[0] == {"role": "system", "content": f"Be brief.\n\n{prompt}"}
+    assert system[0]["content"] == "Be brief."  # the input is not modified
+    assert add_tools_prompt(system, []) == system
+
+
+def test_the_tool_protocol_imports_without_fastapi() -> None:
+    """fms_llm.finetune.chat holds the protocol so that in-process clients need no web
+    framework: it imports with FastAPI blocked."""
+    code = (
+        "import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
+        "from fms_llm.finetune.chat import add_tools_prompt, parse_tool_calls\n"
+        "print(parse_tool_calls('hi')[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "hi"

@@ -236,6 +236,17 @@ def test_tool_calls_in_the_openai_format(model_dir: Path) -> None:
         srv.close()
 
 
+def test_the_server_uses_the_chat_modules_tool_protocol() -> None:
+    """protocol.py re-exports the tools' prompt and the `<tool_call>` parser of
+    fms_llm.finetune.chat (one protocol, importable without FastAPI), it does not redefine them."""
+    from fms_llm.finetune import chat
+    from fms_llm.serve import protocol
+
+    assert protocol.tools_system_prompt is chat.tools_system_prompt
+    assert protocol.parse_tool_calls is chat.parse_tool_calls
+    assert protocol.TOOL_CALL_START == chat.TOOL_CALL_START == "<tool_call>"
+
+
 def test_bad_input_gets_openai_4xx_errors(
     server: tuple[_Server, Any], client: openai.OpenAI
 ) -> None:

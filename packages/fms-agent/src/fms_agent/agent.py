@@ -12,8 +12,13 @@ The loop is the easy part; what makes an agent dependable is that *nothing the m
 crash it*. A call to a tool that does not exist, arguments that are not JSON, arguments that do
 not fit the schema, a tool that raises, returns a value JSON cannot encode or runs past its
 timeout: each becomes an observation that says what went wrong (naming the tool and the
-argument), so that the model can correct itself on the next step. Only a failing *back end* (an
-endpoint that is down) ends the run, with a [BackendError][fms_agent.llm.BackendError].
+argument), so that the model can correct itself on the next step. A model that calls tools in
+text (the `<tool_call>{json}</tool_call>` protocol of [fms_llm.finetune.chat][]) can also write a
+block that does not parse; the server and [LocalBackend][fms_agent.llm.LocalBackend] leave such a
+block in the reply's text, so a reply that still holds `<tool_call>` while tools are on offer is
+not taken as the final answer: the agent tells the model, in a user turn, that its call did not
+parse and how to write one. Only a failing *back end* (an endpoint that is down) ends the run,
+with a [BackendError][fms_agent.llm.BackendError].
 
 A timeout runs the tool on a worker thread and stops *waiting* after `timeout` seconds; Python
 cannot kill a thread, so a tool that must be stopped for real belongs in a separate process:
@@ -34,6 +39,7 @@ from fms_agent.tools import Tool, ToolArgumentError
 __all__ = ["Agent", "Observation", "RunResult", "Step"]
 
 _MAX_OBSERVATION = 8000  # characters of one observation shown to the model
+TOOL_CALL_START = "<tool_call>"  # the text protocol's call marker (fms_llm.finetune.chat)
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,12 @@ class Observation:
 
 @dataclass(frozen=True)
 class Step:
-    """One model call and the observations of the tool calls it made."""
+    """One model call and the observations of the tool calls it made; `feedback` is the user
+    turn sent back when the reply held a `<tool_call>` block that did not parse."""
 
     message: AssistantMessage
     observations: tuple[Observation, ...] = ()
+    feedback: str | None = None
 
 
 @dataclass
@@ -187,6 +195,17 @@ class Agent:
             content = content[:_MAX_OBSERVATION] + f"... [{len(content) - _MAX_OBSERVATION} more]"
         return Observation(call.id, call.name, content, error)
 
+    def _unparsed_call(self, content: str) -> str:
+        """The user turn answering a reply whose `<tool_call>` block did not parse."""
+        at = content.find(TOOL_CALL_START)
+        shown = content[at : at + 200]
+        known = ", ".join(sorted(self.tools))
+        return (
+            f"error: your reply holds a tool call that is not valid JSON with a string name: "
+            f'{shown!r}. Write each call as <tool_call>{{"name": NAME, "arguments": '
+            f"{{...}}}}</tool_call> with NAME one of {known}, or answer without <tool_call>."
+        )
+
     # -- the loop --------------------------------------------------------------------------
 
     def run(self, task: str, history: Sequence[Message] = ()) -> RunResult:
@@ -203,6 +222,11 @@ class Agent:
         for _ in range(self.max_steps):
             reply = self.backend.complete(messages, self._schemas)
             messages.append(reply.to_dict())
+            if not reply.tool_calls and self.tools and TOOL_CALL_START in (reply.content or ""):
+                feedback = self._unparsed_call(reply.content or "")
+                messages.append({"role": "user", "content": feedback})
+                result.steps.append(Step(reply, (), feedback))
+                continue
             if not reply.tool_calls:
                 result.steps.append(Step(reply))
                 result.answer, result.stopped = reply.content or "", "answer"

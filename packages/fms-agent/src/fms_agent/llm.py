@@ -16,12 +16,14 @@ message answers one call by its `tool_call_id`.
   `index` (the id and name in the first, the arguments string in pieces). Connection failures,
   HTTP 429 and 5xx are retried a bounded number of times with exponential back-off; other 4xx
   fail at once with the server's body in the message.
-- [LocalBackend][fms_agent.llm.LocalBackend] runs a saved fms-llm model in process. Its tool
-  calls follow the text protocol of the Hermes/Qwen chat templates: the tools' schemas sit in the
-  system prompt between `<tools>` and `</tools>`, and the model calls a tool by writing
-  `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`; results come back inside
-  `<tool_response>...</tool_response>`. [render_chatml][fms_agent.llm.render_chatml] and
-  [parse_tool_calls][fms_agent.llm.parse_tool_calls] are that protocol's two halves.
+- [LocalBackend][fms_agent.llm.LocalBackend] runs a saved fms-llm model in process, with the
+  fms-llm server's own tool-call text protocol (the Hermes/Qwen convention, in
+  [fms_llm.finetune.chat][]): the tools' schemas sit in the system turn between `<tools>` and
+  `</tools>` ([tools_system_prompt][fms_llm.finetune.chat.tools_system_prompt]), the model calls
+  a tool by writing `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`
+  ([parse_tool_calls][fms_llm.finetune.chat.parse_tool_calls] reads it), and a result comes
+  back as a `tool` turn. One format, whichever way the model runs: what the server would answer
+  is what runs in process.
 """
 
 from __future__ import annotations
@@ -45,8 +47,6 @@ __all__ = [
     "OpenAIBackend",
     "ScriptedBackend",
     "ToolCall",
-    "parse_tool_calls",
-    "render_chatml",
 ]
 
 JSON = dict[str, Any]
@@ -375,106 +375,33 @@ class OpenAIBackend:
 
 # -- in-process fms-llm model ------------------------------------------------------------------
 
-IM_START, IM_END = "<|im_start|>", "<|im_end|>"
-_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
-
-
-def render_chatml(messages: Sequence[Message], tools: Sequence[JSON] = ()) -> str:
-    """The conversation as a ChatML prompt with Hermes-style tools, ending where the assistant
-    speaks next.
-
-    The tools' `function` objects go into the system turn, one JSON per line between `<tools>`
-    and `</tools>`; an assistant's tool calls are written as `<tool_call>{json}</tool_call>`;
-    a `tool` message becomes a `tool` turn holding `<tool_response>...</tool_response>`.
-    """
-    parts: list[str] = []
-    system = [str(m.get("content") or "") for m in messages if m.get("role") == "system"]
-    if tools:
-        listing = "\n".join(json.dumps(t.get("function", t)) for t in tools)
-        system.append(
-            "You may call tools. Their signatures are given in <tools></tools>:\n"
-            f"<tools>\n{listing}\n</tools>\n"
-            'Call one by writing <tool_call>{"name": NAME, "arguments": {...}}</tool_call>.'
-        )
-    if system:
-        parts.append(f"{IM_START}system\n" + "\n\n".join(s for s in system if s) + f"{IM_END}\n")
-    for m in messages:
-        role = m.get("role")
-        if role == "system":
-            continue
-        content = str(m.get("content") or "")
-        if role == "assistant":
-            for c in m.get("tool_calls") or []:
-                fn = c["function"]
-                try:
-                    args: Any = json.loads(fn.get("arguments") or "{}")
-                except json.JSONDecodeError:
-                    args = fn.get("arguments")
-                call = json.dumps({"name": fn["name"], "arguments": args})
-                content += ("\n" if content else "") + f"<tool_call>{call}</tool_call>"
-        elif role == "tool":
-            content = f"<tool_response>{content}</tool_response>"
-        parts.append(f"{IM_START}{role}\n{content}{IM_END}\n")
-    parts.append(f"{IM_START}assistant\n")
-    return "".join(parts)
-
-
-def parse_tool_calls(text: str) -> AssistantMessage:
-    """Split a model's text into content and `<tool_call>` blocks.
-
-    A block whose JSON does not parse, or lacks `name`, is kept as a call named `""` with the raw
-    text as its arguments, so that the agent can tell the model what was wrong with it.
-    """
-    calls: list[ToolCall] = []
-    for i, m in enumerate(_CALL.finditer(text)):
-        raw = m.group(1)
-        try:
-            obj = json.loads(raw)
-            name = obj["name"]
-            args = obj.get("arguments", {})
-            if not isinstance(name, str):
-                raise TypeError(name)
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            calls.append(ToolCall(f"call_{i}", "", raw))
-            continue
-        calls.append(
-            ToolCall(f"call_{i}", name, args if isinstance(args, str) else json.dumps(args))
-        )
-    content = _CALL.sub("", text).strip()
-    return AssistantMessage(content or None, tuple(calls))
-
-
-class _ChatMLTokenizer:
-    """The model's tokenizer with ChatML's `<|im_start|>` and `<|im_end|>` read as their special
-    ids (as the fms-llm chat template and server encode them) when the tokenizer has them, and as
-    text otherwise; every other special token's text stays refused."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.allowed = {s for s in (IM_START, IM_END) if s in tokenizer.special_tokens}
-
-    def encode(self, text: str) -> list[int]:
-        if not self.allowed:
-            return list(self.tokenizer.encode(text))
-        return list(self.tokenizer.encode(text, allowed_special=self.allowed))
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(ids))
-
 
 class LocalBackend:
-    """A saved fms-llm model (`config.json`, `model.safetensors`, `tokenizer.json`) in process.
+    """A saved fms-llm chat model (`config.json`, `model.safetensors`, `tokenizer.json`) in process,
+    prompted and read exactly as the fms-llm server prompts and reads it.
+
+    The conversation goes through the directory's chat template (the `chat_template` saved in
+    `tokenizer_config.json`, which must be fms-llm's ChatML; ChatML when none is saved), with the
+    tools' prompt of [add_tools_prompt][fms_llm.finetune.chat.add_tools_prompt] in its system
+    turn; generation stops at the model's end-of-text id (`generation_config.json`'s
+    `eos_token_id`, else `<|endoftext|>`) or `<|im_end|>`, or at the context's end; with tools on
+    offer, the reply's `<tool_call>` blocks are read by
+    [parse_tool_calls][fms_llm.finetune.chat.parse_tool_calls]. These are the server's own
+    functions (`fms_llm.serve` imports them from [fms_llm.finetune.chat][]), so greedy decoding
+    gives the same reply here as over HTTP; only the random tool-call ids differ.
 
     Args:
-        model_dir: the directory `GPT.save_pretrained` and `BPETokenizer.save` wrote.
-        max_new_tokens: tokens generated per reply at most.
+        model_dir: the directory `GPT.save_pretrained` and `BPETokenizer.save` wrote, with a
+            tokenizer that has `<|im_start|>` and `<|im_end|>` (as `fms-llm finetune` saves).
+        max_new_tokens: tokens generated per reply at most (fewer when the context ends first).
         temperature: 0 is greedy (deterministic); above 0 samples, seeded by `seed`.
         seed: the sampling seed.
         device: where to run the model; None picks CUDA when present.
 
     Raises:
-        fms_llm.models.hf.ModelFileError: the directory has no model or no tokenizer, or they
-            do not match.
+        fms_llm.models.hf.ModelFileError: the directory has no model or no tokenizer, they do
+            not match, the tokenizer lacks the ChatML special tokens, or the saved chat template
+            is not fms-llm's ChatML.
     """
 
     def __init__(
@@ -486,50 +413,106 @@ class LocalBackend:
         seed: int = 0,
         device: str | None = None,
     ) -> None:
-        from fms_llm.models import GPT
-        from fms_llm.models.hf import ModelFileError
-        from fms_llm.tokenizer import BPETokenizer
+        from fms_llm.finetune.chat import IM_END, ChatTemplate
+        from fms_llm.models.hf import ModelFileError, load_with_tokenizer
         from fms_llm.train.pretrain import EOS_TOKEN
 
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        if not temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         path = Path(model_dir)
-        tok_path = path / "tokenizer.json"
-        if not tok_path.is_file():
-            raise ModelFileError(f"{tok_path} does not exist: the model directory has no tokenizer")
-        self.model = GPT.from_pretrained(path, map_location=device)
+        self.model, self.tokenizer = load_with_tokenizer(path, map_location=device)
         self.model.eval()
-        self.tokenizer = BPETokenizer.load(tok_path)
-        if self.tokenizer.vocab_size != self.model.config.vocab_size:
+        specials = self.tokenizer.special_tokens
+        self.template = ChatTemplate()
+        missing = [s for s in self.template.special_tokens if s not in specials]
+        if missing:
             raise ModelFileError(
-                f"tokenizer {tok_path} has vocab_size={self.tokenizer.vocab_size} but the model in "
-                f"{path} has vocab_size={self.model.config.vocab_size}"
+                f"the tokenizer in {path} lacks the chat special tokens {missing}: LocalBackend "
+                "renders chats as the fms-llm server does, in ChatML; fine-tune the model with "
+                "fms-llm finetune (which adds them) first"
             )
-        self.eos_id = self.tokenizer.special_tokens.get(EOS_TOKEN)
+        saved = _read_json_object(path / "tokenizer_config.json")
+        jinja = saved.get("chat_template")
+        if isinstance(jinja, str) and jinja != self.template.jinja:
+            raise ModelFileError(
+                f"{path / 'tokenizer_config.json'} holds a chat_template that is not fms_llm's "
+                "ChatML template; LocalBackend (like the fms-llm server) renders ChatML only"
+            )
+        eos = _read_json_object(path / "generation_config.json").get("eos_token_id")
+        eos_ids = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
+        if not eos_ids and EOS_TOKEN in specials:
+            eos_ids = [specials[EOS_TOKEN]]
+        self.stop_ids = frozenset(int(i) for i in [*eos_ids, specials[IM_END]])
         self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
+        self.temperature = float(temperature)
         self.seed = seed
 
-    def generate(self, prompt: str) -> str:
-        """The model's continuation of `prompt`, cut at `<|im_end|>`."""
+    def prompt_ids(self, messages: Sequence[Message], tools: Sequence[JSON] = ()) -> list[int]:
+        """The token ids the model reads: the conversation with the tools' prompt, in ChatML,
+        ending with the assistant's header.
+
+        Raises:
+            BackendError: a malformed conversation.
+        """
+        from fms_llm.finetune.chat import ChatError, add_tools_prompt
+
+        try:
+            ids, _ = self.template.encode(
+                self.tokenizer,
+                add_tools_prompt(messages, tools),
+                add_generation_prompt=True,
+                require_assistant=False,
+            )
+        except ChatError as e:
+            raise BackendError(f"messages cannot be rendered: {e}") from e
+        return ids
+
+    def generate(self, ids: Sequence[int]) -> str:
+        """The model's continuation of the prompt `ids`, up to a stop id (not included).
+
+        Raises:
+            BackendError: the prompt fills the model's context.
+        """
         import torch
 
-        from fms_llm.generate import generate_text
+        from fms_llm.generate import generate
 
-        with torch.no_grad():
-            return generate_text(
-                self.model,
-                _ChatMLTokenizer(self.tokenizer),
-                prompt,
-                self.max_new_tokens,
-                temperature=self.temperature,
-                top_k=None,
-                seed=self.seed,
-                eos_id=self.eos_id,
-                stop=(IM_END,),
+        room = self.model.max_seq_len - len(ids)
+        if room < 1:
+            raise BackendError(
+                f"the prompt has {len(ids)} tokens; the model's context is "
+                f"{self.model.max_seq_len}: shorten the conversation"
             )
+        device = next(iter(self.model.parameters())).device
+        prompt = torch.tensor([list(ids)], dtype=torch.long, device=device)
+        out = generate(
+            self.model,
+            prompt,
+            min(self.max_new_tokens, room),
+            temperature=self.temperature,
+            top_k=None,
+            seed=self.seed,
+            on_token=lambda t: int(t[0]) in self.stop_ids,
+        )
+        new = [int(t) for t in out[0, len(ids) :]]
+        if new and new[-1] in self.stop_ids:
+            new = new[:-1]
+        return str(self.tokenizer.decode(new))
 
     def complete(self, messages: Sequence[Message], tools: Sequence[JSON] = ()) -> AssistantMessage:
-        """Render the conversation (ChatML), generate, and parse `<tool_call>` blocks."""
-        return parse_tool_calls(self.generate(render_chatml(messages, tools)))
+        """Render the conversation (with the tools' prompt), generate, and, when tools are on
+        offer, read the `<tool_call>` blocks."""
+        from fms_llm.finetune.chat import parse_tool_calls
+
+        text = self.generate(self.prompt_ids(messages, tools))
+        if not tools:
+            return AssistantMessage(text)
+        content, calls = parse_tool_calls(text)
+        return AssistantMessage.from_dict({"content": content, "tool_calls": calls})
 
     def stream(self, messages: Sequence[Message], tools: Sequence[JSON] = ()) -> Iterator[Chunk]:
         """The reply as one chunk of text, then the parsed message."""
@@ -537,3 +520,20 @@ class LocalBackend:
         if msg.content:
             yield Chunk(msg.content)
         yield Chunk("", msg)
+
+
+def _read_json_object(path: Path) -> JSON:
+    """A JSON object file's contents; `{}` when the file is absent or holds no object.
+
+    Raises:
+        fms_llm.models.hf.ModelFileError: the file is unreadable or not JSON.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        from fms_llm.models.hf import ModelFileError
+
+        raise ModelFileError(f"{path} is unreadable or not JSON ({e})") from None
+    return data if isinstance(data, dict) else {}

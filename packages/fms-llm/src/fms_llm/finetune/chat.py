@@ -28,12 +28,23 @@ The same layout is also written as a Hugging Face `chat_template` (Jinja, with
 `{% generation %}` around what the mask covers), saved into `tokenizer_config.json`, so
 `transformers`' `apply_chat_template` renders the same ids and its `assistant_masks` (what TRL's
 `assistant_only_loss` trains on) equal ours; both are tested.
+
+The tools on offer reach the model as text too, in the Hermes / Qwen 2.5 convention:
+[tools_system_prompt][fms_llm.finetune.chat.tools_system_prompt] lists their JSON schemas
+between `<tools>` and `</tools>` in the system turn
+([add_tools_prompt][fms_llm.finetune.chat.add_tools_prompt] puts it there), and
+[parse_tool_calls][fms_llm.finetune.chat.parse_tool_calls] reads the model's `<tool_call>`
+blocks back into OpenAI `tool_calls`. The server (`fms_llm.serve`) and in-process clients (the
+agent's `LocalBackend`) both use these, so a model sees the same prompt and its calls are read
+the same way whichever way it is run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,9 +55,13 @@ __all__ = [
     "CHATML_TEMPLATE",
     "IM_END",
     "IM_START",
+    "TOOL_CALL_START",
     "ChatError",
     "ChatTemplate",
     "Message",
+    "add_tools_prompt",
+    "parse_tool_calls",
+    "tools_system_prompt",
     "validate_messages",
 ]
 
@@ -314,3 +329,80 @@ class ChatTemplate:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         return path
+
+
+# -- tools as text ------------------------------------------------------------------------
+
+_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+TOOL_CALL_START = "<tool_call>"
+
+
+def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """Split an assistant answer into its text and its OpenAI `tool_calls`.
+
+    A call is `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, the layout the chat
+    template renders ([ChatTemplate][fms_llm.finetune.chat.ChatTemplate]). A block that is not
+    valid JSON with a string `name` stays text. Arguments are sent as a JSON string, as OpenAI
+    does.
+    """
+    calls: list[dict[str, Any]] = []
+    kept: list[str] = []
+    at = 0
+    for match in _TOOL_CALL.finditer(text):
+        try:
+            obj = json.loads(match.group(1))
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+            continue
+        args = obj.get("arguments", {})
+        kept.append(text[at : match.start()])
+        at = match.end()
+        calls.append(
+            {
+                "id": f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {
+                    "name": obj["name"],
+                    "arguments": args if isinstance(args, str) else json.dumps(args),
+                },
+            }
+        )
+    kept.append(text[at:])
+    content = "".join(kept).strip() if calls else text
+    return (content or None) if calls else content, calls
+
+
+def tools_system_prompt(tools: Sequence[Mapping[str, Any]]) -> str:
+    """The tool list as system-prompt text (the Hermes / Qwen 2.5 convention): the functions'
+    JSON schemas inside `<tools></tools>` and how to call one."""
+    listing = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools)
+    return (
+        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        "You are provided with function signatures within <tools></tools> XML tags:\n"
+        f"<tools>\n{listing}\n</tools>\n\n"
+        "For each function call, return a json object with function name and arguments within "
+        "<tool_call></tool_call> XML tags:\n<tool_call>\n"
+        '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+    )
+
+
+def add_tools_prompt(
+    messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The conversation with the tools' prompt in its system turn, as the server sends it.
+
+    The [tools_system_prompt][fms_llm.finetune.chat.tools_system_prompt] text is appended to the
+    first message's content (after a blank line) when that message is a system turn, and is
+    a new system turn at the front otherwise. Without tools the messages are returned as they
+    are (copied). The input is not modified.
+    """
+    out = [dict(m) for m in messages]
+    if not tools:
+        return out
+    prefix = tools_system_prompt(tools)
+    if out and out[0].get("role") == "system":
+        out[0]["content"] = f"{out[0].get('content') or ''}\n\n{prefix}".lstrip()
+    else:
+        out.insert(0, {"role": "system", "content": prefix})
+    return out

@@ -8,18 +8,23 @@ and the body OpenAI's servers send,
 
 which the `openai` client turns into `openai.BadRequestError` (400), `openai.NotFoundError`
 (404), `openai.RateLimitError` (429) and so on.
+
+The tool-call text protocol ([tools_system_prompt][fms_llm.finetune.chat.tools_system_prompt]
+and [parse_tool_calls][fms_llm.finetune.chat.parse_tool_calls]) lives beside the chat template
+in [fms_llm.finetune.chat][], so that clients that run a model in process (the agent's
+`LocalBackend`) use it without FastAPI; it is re-exported here.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fms_llm.finetune.chat import TOOL_CALL_START, parse_tool_calls, tools_system_prompt
+
 __all__ = [
+    "TOOL_CALL_START",
     "APIError",
     "CompletionRequest",
     "StopStringFilter",
@@ -318,57 +323,3 @@ class StopStringFilter:
         new = visible[self.sent :] if len(visible) > self.sent else ""
         self.sent = max(self.sent, len(visible))
         return new, stopped
-
-
-_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
-TOOL_CALL_START = "<tool_call>"
-
-
-def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """Split an assistant answer into its text and its OpenAI `tool_calls`.
-
-    A call is `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, the layout the chat
-    template renders ([ChatTemplate][fms_llm.finetune.chat.ChatTemplate]). A block that is not
-    valid JSON with a string `name` stays text. Arguments are sent as a JSON string, as OpenAI
-    does.
-    """
-    calls: list[dict[str, Any]] = []
-    kept: list[str] = []
-    at = 0
-    for match in _TOOL_CALL.finditer(text):
-        try:
-            obj = json.loads(match.group(1))
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            continue
-        args = obj.get("arguments", {})
-        kept.append(text[at : match.start()])
-        at = match.end()
-        calls.append(
-            {
-                "id": f"call_{uuid.uuid4().hex[:24]}",
-                "type": "function",
-                "function": {
-                    "name": obj["name"],
-                    "arguments": args if isinstance(args, str) else json.dumps(args),
-                },
-            }
-        )
-    kept.append(text[at:])
-    content = "".join(kept).strip() if calls else text
-    return (content or None) if calls else content, calls
-
-
-def tools_system_prompt(tools: Sequence[Mapping[str, Any]]) -> str:
-    """The tool list as system-prompt text (the Hermes / Qwen 2.5 convention): the functions'
-    JSON schemas inside `<tools></tools>` and how to call one."""
-    listing = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools)
-    return (
-        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-        "You are provided with function signatures within <tools></tools> XML tags:\n"
-        f"<tools>\n{listing}\n</tools>\n\n"
-        "For each function call, return a json object with function name and arguments within "
-        "<tool_call></tool_call> XML tags:\n<tool_call>\n"
-        '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
-    )
