@@ -231,5 +231,8 @@ def test_exact_gelu_matches_torch_on_the_whole_line() -> None:
     assert a.grad is not None
     assert t.grad is not None
     np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=0, atol=1e-12)
-    inf = fms_dl.tensor(np.array([np.inf, -np.inf, np.nan])).gelu().numpy()
-    np.testing.assert_array_equal(inf, TF.gelu(torch.tensor([np.inf, -np.inf, np.nan])).numpy())
+    # non-finite inputs in float64 on both sides: torch's float32 kernel answers nan at +inf on
+    # AVX-512 CPUs and inf on AVX2 ones, so a float32 reference would test the CPU, not us
+    special = np.array([np.inf, -np.inf, np.nan])
+    inf = fms_dl.tensor(special).gelu().numpy()
+    np.testing.assert_array_equal(inf, TF.gelu(torch.tensor(special, dtype=torch.float64)).numpy())
