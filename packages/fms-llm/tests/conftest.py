@@ -70,6 +70,32 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> Path
     return out
 
 
+def run_arrivals(
+    engine: object, arrivals: list[tuple[int, list[int], object]]
+) -> dict[str, list[int]]:
+    """Drive an inference `Engine`: add each prompt at its step number (arrivals are
+    `(step, prompt ids, SamplingParams)`), step until every request is done, and return the
+    generated ids by request id. Bounded: a scheduler that never finishes fails the test."""
+    got: dict[str, list[int]] = {}
+    pending = sorted(arrivals, key=lambda a: a[0])
+    for step in range(2000):
+        while pending and pending[0][0] <= step:
+            _, prompt, params = pending.pop(0)
+            got[engine.add_request(prompt, params)] = []  # type: ignore[attr-defined]
+        if not pending and not engine.has_unfinished():  # type: ignore[attr-defined]
+            break
+        for out in engine.step():  # type: ignore[attr-defined]
+            got[out.request_id].extend(out.new_token_ids)
+    assert not engine.has_unfinished()  # type: ignore[attr-defined]
+    return got
+
+
+@pytest.fixture(scope="session")
+def engine_run() -> object:
+    """The `run_arrivals` helper."""
+    return run_arrivals
+
+
 @pytest.fixture(scope="session")
 def overrides() -> object:
     """The `tiny_overrides` helper."""

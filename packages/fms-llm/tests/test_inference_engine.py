@@ -4,12 +4,16 @@ the arrival order, chunked prefill, prefix sharing and preemption did to the bat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
 from fms_llm.generate import generate
 from fms_llm.inference.engine import Engine, SamplingParams
 from fms_llm.models import GPT, GPTConfig, Llama, LlamaConfig
+
+Runner = Callable[[Engine, list[tuple[int, list[int], SamplingParams]]], dict[str, list[int]]]
 
 VOCAB = 67
 
@@ -42,27 +46,11 @@ def _alone(model: GPT, prompt: list[int], n: int, **kw: float | int) -> list[int
     return out[0, len(prompt) :].tolist()
 
 
-def _run(
-    engine: Engine, arrivals: list[tuple[int, list[int], SamplingParams]]
-) -> dict[str, list[int]]:
-    """Add each prompt after its step number, step until done; the outputs by request id."""
-    got: dict[str, list[int]] = {}
-    pending = sorted(arrivals, key=lambda a: a[0])
-    for step in range(1000):
-        while pending and pending[0][0] <= step:
-            _, prompt, params = pending.pop(0)
-            got[engine.add_request(prompt, params)] = []
-        if not pending and not engine.has_unfinished():
-            break
-        for out in engine.step():
-            got[out.request_id].extend(out.new_token_ids)
-    assert not engine.has_unfinished()
-    return got
-
-
 @pytest.mark.parametrize("family", ["gpt", "llama"])
 @pytest.mark.parametrize("order", ["together", "staggered", "reversed"])
-def test_greedy_batched_equals_each_request_decoded_alone(family: str, order: str) -> None:
+def test_greedy_batched_equals_each_request_decoded_alone(
+    family: str, order: str, engine_run: Runner
+) -> None:
     """Six prompts (1 to 18 tokens, two sharing a prefix) under continuous batching with a
     4-token block and an 8-token step budget (so prompts are prefilled in chunks beside the
     others' decoding): each request's 12 greedy tokens equal `generate` alone, exactly."""
@@ -75,7 +63,7 @@ def test_greedy_batched_equals_each_request_decoded_alone(family: str, order: st
         idx.reverse()
     steps = {"together": [0] * 6, "staggered": [0, 2, 3, 7, 8, 15], "reversed": [0] * 6}[order]
     engine = Engine(model, block_size=4, max_num_batched_tokens=8)
-    got = _run(engine, [(s, prompts[i], params) for s, i in zip(steps, idx, strict=True)])
+    got = engine_run(engine, [(s, prompts[i], params) for s, i in zip(steps, idx, strict=True)])
     by_prompt = dict(zip(idx, got.values(), strict=True))
     for i in range(len(prompts)):
         assert by_prompt[i] == want[i], f"request {i} differs"

@@ -4,6 +4,8 @@ rate, with a check that the same test rejects a wrong rule); acceptance statisti
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,8 @@ from fms_llm.inference.engine import Engine, SamplingParams
 from fms_llm.inference.speculative import SpeculativeDecoder, SpeculativeError, verify
 from fms_llm.models import GPT, GPTConfig, Llama, LlamaConfig
 from fms_llm.quantize import quantize_linears
+
+Runner = Callable[[Engine, list[tuple[int, list[int], SamplingParams]]], dict[str, list[int]]]
 
 # Each chi-square test rejects a correct sampler with probability ALPHA; the seeds are fixed, so
 # a run is deterministic, and over random seeds a correct implementation fails 1 run in 1000.
@@ -182,27 +186,11 @@ def test_verify_checks_shapes() -> None:
 # -- speculative decoding inside the continuous-batching engine ---------------------------------
 
 
-def _engine_run(
-    engine: Engine, arrivals: list[tuple[int, list[int], SamplingParams]]
-) -> dict[str, list[int]]:
-    """Add each prompt at its step number and step until done; the outputs by request id."""
-    got: dict[str, list[int]] = {}
-    pending = sorted(arrivals, key=lambda a: a[0])
-    for step in range(2000):
-        while pending and pending[0][0] <= step:
-            _, prompt, params = pending.pop(0)
-            got[engine.add_request(prompt, params)] = []
-        if not pending and not engine.has_unfinished():
-            break
-        for out in engine.step():
-            got[out.request_id].extend(out.new_token_ids)
-    assert not engine.has_unfinished()
-    return got
-
-
 @pytest.mark.parametrize("family", ["llama", "gpt"])
 @pytest.mark.parametrize("k", [1, 4])
-def test_engine_with_a_draft_equals_each_request_decoded_alone(family: str, k: int) -> None:
+def test_engine_with_a_draft_equals_each_request_decoded_alone(
+    family: str, k: int, engine_run: Runner
+) -> None:
     """Greedy, token for token against `generate(target)`: staggered arrivals, two prompts
     sharing a prefix, a pool small enough to preempt; rejections and acceptances both happen."""
     make = _llama if family == "llama" else _gpt
@@ -216,7 +204,7 @@ def test_engine_with_a_draft_equals_each_request_decoded_alone(family: str, k: i
                     num_speculative_tokens=k)  # fmt: skip
     arrivals = [(2 * i, p, SamplingParams(max_tokens=m, temperature=0))
                 for i, (p, m) in enumerate(zip(prompts, lengths, strict=True))]  # fmt: skip
-    got = list(_engine_run(engine, arrivals).values())
+    got = list(engine_run(engine, arrivals).values())
     for prompt, m, out in zip(prompts, lengths, got, strict=True):
         ref = generate(target, torch.tensor([prompt]), m, temperature=0)[0, len(prompt) :]
         assert out == ref.tolist()
