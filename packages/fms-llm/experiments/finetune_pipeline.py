@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,8 +174,16 @@ def chat_scores(
     return scores(examples, answer(model, tok, [e.prompt for e in examples]), prefix)
 
 
-def pretrain_base(model: Llama, tok: BPETokenizer, texts: list[str], args: TrainArgs) -> None:
-    """Next-token loss on every token of every document (each ends with `<|im_end|>`)."""
+def pretrain_base(
+    model: Llama,
+    tok: BPETokenizer,
+    texts: list[str],
+    args: TrainArgs,
+    eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    eval_every: int | None = None,
+) -> None:
+    """Next-token loss on every token of every document (each ends with `<|im_end|>`); batch `i`
+    draws `args.batch_size` documents with `np.random.default_rng([args.seed, 99, i])`."""
     eos = tok.token_to_id(IM_END)
     docs = [(ids, [1] * len(ids)) for ids in ([*tok.encode(t), eos] for t in texts)]
 
@@ -182,7 +191,9 @@ def pretrain_base(model: Llama, tok: BPETokenizer, texts: list[str], args: Train
         rng = np.random.default_rng([args.seed, 99, index])
         return pad_batch([docs[j] for j in rng.integers(len(docs), size=args.batch_size)], eos)
 
-    run_trainer(model, args, batch_fn=batch_fn, loss_fn=sft_loss)
+    run_trainer(
+        model, args, batch_fn=batch_fn, loss_fn=sft_loss, eval_fn=eval_fn, eval_every=eval_every
+    )
 
 
 def pair_logp_margins(model: Llama, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
