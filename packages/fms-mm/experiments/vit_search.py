@@ -27,11 +27,8 @@ import torch
 from fms_mm.train import TrainSettings, digits_vit_config, train_vit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vit_search.json"
-ARCH = [  # (patch, width, depth)
-    (2, 64, 2), (2, 64, 4), (2, 128, 2), (2, 128, 4),
-    (4, 64, 2), (4, 64, 4), (4, 128, 4),
-    (1, 64, 2), (1, 64, 4),
-]  # fmt: skip
+ARCH = [(2, 64, 2), (2, 128, 4), (4, 64, 4), (4, 128, 4), (1, 64, 2)]  # (patch, width, depth)
+"""The shapes tried beside the default (2, 64, 4); `--arch` runs a subset."""
 
 
 def run(init: float, patch: int, width: int, depth: int, lr: float, steps: int) -> dict[str, Any]:
@@ -66,6 +63,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument(
+        "--arch", type=int, nargs="+", default=None, help="patch width depth [patch width depth...]"
+    )
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3])
     parser.add_argument("--step-list", type=int, nargs="+", default=[2000, 4000])
     args = parser.parse_args()
@@ -76,7 +76,12 @@ def main() -> None:
     if args.stage == "init":
         todo = [(i, args.patch, args.width, args.depth, 2e-3, args.steps) for i in args.inits]
     elif args.stage == "arch":
-        todo = [(args.init, p, w, d, 2e-3, args.steps) for p, w, d in ARCH]
+        shapes = (
+            ARCH
+            if args.arch is None
+            else [tuple(args.arch[i : i + 3]) for i in range(0, len(args.arch), 3)]
+        )
+        todo = [(args.init, p, w, d, 2e-3, args.steps) for p, w, d in shapes]
     else:
         todo = [
             (args.init, args.patch, args.width, args.depth, lr, steps)
@@ -89,6 +94,8 @@ def main() -> None:
             continue
         row = {"stage": args.stage, **run(i, p, w, d, lr, steps)}
         print(row, flush=True)
+        # re-read before writing: another process may have added its runs meanwhile
+        done = json.loads(RESULTS.read_text())["runs"] if RESULTS.is_file() else []
         done.append(row)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(

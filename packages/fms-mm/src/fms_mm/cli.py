@@ -24,7 +24,7 @@ __all__ = ["build_parser", "main"]
 
 TASKS = ("vit", "clip", "audio", "vlm")
 DEFAULTS = {
-    "vit": {"steps": 1500, "batch_size": 64, "lr": 1e-3},
+    "vit": {"steps": 1500, "batch_size": 64, "lr": 2e-3},
     "clip": {"steps": 1500, "batch_size": 128, "lr": 1e-3},
     "audio": {"steps": 1500, "batch_size": 64, "lr": 1e-3},
     "vlm": {"steps": 1500, "batch_size": 64, "lr": 1e-3},

@@ -140,15 +140,20 @@ def _batched(fn: Callable[[Tensor], Tensor], x: Tensor, size: int = 256) -> Tens
 
 
 def digits_vit_config(
-    patch_size: int = 2,
+    patch_size: int = 4,
     hidden_size: int = 64,
     num_hidden_layers: int = 4,
     dropout: float = 0.1,
-    initializer_range: float = 0.02,
+    initializer_range: float = 0.1,
 ) -> ViTConfig:
-    """The digits ViT: `patch_size` patches of the 8x8 image (2: 16 tokens + class), width
+    """The digits ViT: `patch_size` patches of the 8x8 image (4: 4 tokens + class), width
     `hidden_size` with `hidden_size / 16` heads of 16 and an MLP of twice the width,
-    `num_hidden_layers` blocks, weights drawn with standard deviation `initializer_range`."""
+    `num_hidden_layers` blocks, weights drawn with standard deviation `initializer_range`.
+
+    The defaults are what `experiments/vit_search.py` chose on a validation split (1,500 steps
+    each): the initialisation mattered most (transformers' 0.02 learns slowly at this size:
+    90.3% validation accuracy against 94.8% at 0.1, and 68.8% at 0.4), then 4x4 patches (95.9%)
+    over 2x2 ones (94.8%)."""
     return ViTConfig(
         image_size=8,
         patch_size=patch_size,
