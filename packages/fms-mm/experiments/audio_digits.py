@@ -17,6 +17,8 @@ with a 95% t-interval (`fms_ml.experiment.t_ci`), and the ratio ours / pocketsph
 per seed. The figure is both confusion matrices summed over the seeds.
 
     uv run python packages/fms-mm/experiments/audio_digits.py [--steps 1500] [--validate]
+    # or one process a seed, then the summary:
+    #   ... audio_digits.py --seeds 0 --rows runs/audio & (1, 2 likewise); ... --rows runs/audio --collect
     # writes packages/fms-mm/experiments/results/audio_digits.json (or audio_digits_validation.json)
     # and docs/figures/fms-mm/audio_confusion.png
 """
@@ -141,14 +143,32 @@ def main() -> None:
         "--validate", action="store_true", help="tune: hold out m4/f4 voices, score them"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument(
+        "--rows",
+        type=Path,
+        help="a folder: write each seed's row there (seeds run as parallel processes), or, "
+        "with --collect, read the rows from it",
+    )
+    parser.add_argument("--collect", action="store_true", help="summarise the rows in --rows")
     args = parser.parse_args()
+    if args.collect and args.rows is None:
+        parser.error("--collect needs --rows DIR")
     torch.set_num_threads(1)
-    rows = []
-    for seed in args.seeds:
-        row = run_seed(seed, args.steps, args.validate)
-        rows.append(row)
-        shown = {k: v for k, v in row.items() if not k.endswith(("confusion", "voices"))}
-        print(json.dumps(shown), flush=True)
+    tag = "validation" if args.validate else "test"
+    if args.collect:
+        rows = [json.loads((args.rows / f"{tag}_seed{s}.json").read_text()) for s in args.seeds]
+    else:
+        rows = []
+        for seed in args.seeds:
+            row = run_seed(seed, args.steps, args.validate)
+            rows.append(row)
+            shown = {k: v for k, v in row.items() if not k.endswith(("confusion", "voices"))}
+            print(json.dumps(shown), flush=True)
+            if args.rows is not None:
+                args.rows.mkdir(parents=True, exist_ok=True)
+                (args.rows / f"{tag}_seed{seed}.json").write_text(json.dumps(row) + "\n")
+        if args.rows is not None:
+            return
     record: dict[str, Any] = {
         "steps": args.steps,
         "augment": AudioAugment().__dict__,
