@@ -106,7 +106,7 @@ def plot(runs: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     n_seeds = max(len(summary[t]["seeds"]) for t in tasks)
     ax.set_title(f"Toy tasks, 2-layer d=64 decoder, {n_seeds} seeds", fontsize=10)
     low = min(100 * r["exact_acc"] for r in runs)
-    ax.set_ylim(max(0.0, min(95.0, low - 2)), 100.5)
+    ax.set_ylim(max(0.0, min(98.0, low - 1)), 100.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(OUT / "toy_tasks.png", dpi=100)
