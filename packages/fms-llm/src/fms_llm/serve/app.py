@@ -30,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fms_llm.finetune.chat import add_tools_prompt
 from fms_llm.inference.engine import Engine, RequestOutput, SamplingParams
 from fms_llm.serve.protocol import (
     TOOL_CALL_START,
@@ -39,7 +40,6 @@ from fms_llm.serve.protocol import (
     parse_chat_request,
     parse_completion_request,
     parse_tool_calls,
-    tools_system_prompt,
 )
 from fms_llm.serve.runtime import AsyncEngine, ServedModel
 
@@ -228,16 +228,8 @@ def create_app(
                 "and <|im_end|>); use /v1/completions",
                 param="messages",
             )
-        messages = list(req.messages or [])
         tools = req.tools if served.supports_tools else []
-        if tools:
-            prefix = tools_system_prompt(tools)
-            if messages and messages[0].get("role") == "system":
-                first = dict(messages[0])
-                first["content"] = f"{first.get('content') or ''}\n\n{prefix}".lstrip()
-                messages[0] = first
-            else:
-                messages.insert(0, {"role": "system", "content": prefix})
+        messages = add_tools_prompt(req.messages or [], tools)  # what LocalBackend renders too
         try:
             prompt, _ = template.encode(
                 tok, messages, add_generation_prompt=True, require_assistant=False
