@@ -66,11 +66,19 @@ def main() -> None:
     ap.add_argument("--curve-every", type=int, default=0, help="0: no learning curve")
     ap.add_argument("--sft-grid", default="100@1e-3", help="STEPS@LR[@lora],...")
     ap.add_argument("--n-eval", type=int, default=40, help="questions of each kind")
+    ap.add_argument(
+        "--answer-sep",
+        choices=("newline", "space"),
+        default="newline",
+        help="the base's plain format: `Answer:\\n<answer>` (the pipeline's) or `Answer: <answer>` "
+        "(its first revision's, whose answers are other tokens than the chat model's)",
+    )
     ap.add_argument("--json", type=Path, help="write every figure here")
     a = ap.parse_args()
     torch.set_num_threads(1)
     seed = a.seed
-    tok = train_tokenizer(1000)
+    sep = "\n" if a.answer_sep == "newline" else " "
+    tok = train_tokenizer(1000, sep)
     torch.manual_seed(seed)
     model = Llama(
         LlamaConfig(
@@ -98,8 +106,8 @@ def main() -> None:
     def eval_fn(m: torch.nn.Module) -> dict[str, float]:
         point = {
             "cpu": time.process_time() - c0,
-            **scores(small_h, plain_answers(model, tok, small_h), "held"),
-            **scores(small_s, plain_answers(model, tok, small_s), "seen"),
+            **scores(small_h, plain_answers(model, tok, small_h, sep), "held"),
+            **scores(small_s, plain_answers(model, tok, small_s, sep), "seen"),
         }
         res["curve"].append(point)
         print("CURVE", json.dumps(point), flush=True)
@@ -108,14 +116,14 @@ def main() -> None:
     pretrain_base(
         model,
         tok,
-        pretrain_texts(8000, 12000, seed),
+        pretrain_texts(8000, 12000, seed, sep),
         TrainArgs(steps=a.pre_steps, batch_size=a.pre_bs, lr=a.pre_lr, warmup_steps=20, seed=seed),
         eval_fn=eval_fn if a.curve_every else None,
         eval_every=a.curve_every or None,
     )
     res["cpu_seconds_pretrain"] = time.process_time() - c0
-    res.update(scores(held, plain_answers(model, tok, held), "base_plain_held"))
-    res.update(scores(seen, plain_answers(model, tok, seen), "base_plain_seen"))
+    res.update(scores(held, plain_answers(model, tok, held, sep), "base_plain_held"))
+    res.update(scores(seen, plain_answers(model, tok, seen, sep), "base_plain_seen"))
     base_state = copy.deepcopy(model.state_dict())
     res["sft"] = {}
     for spec in a.sft_grid.split(","):

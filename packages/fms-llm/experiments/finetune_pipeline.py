@@ -1,9 +1,11 @@
 """Base -> SFT -> DPO, and SFT -> GRPO, on questions with exact answers, over several seeds.
 
-The base model is a small Llama pretrained from scratch here, on plain text in the shape of the
-task: a story, then a question and `Answer: ...`, and arithmetic in words, phrased with *every*
-template (a pretrained model knows the language; what it lacks is the chat format). The stories
-it is pretrained on are not the ones it is fine-tuned or tested on. Then:
+The base model is a small Llama (3 layers, d=64) pretrained from scratch here, on plain text in
+the shape of the task: stories each followed by one question of every kind with its answer
+(`Answer:` then the answer on its own line, the tokens the chat format's answers use), and
+documents of sums in words, phrased with *every* template (a pretrained model knows the
+language; what it lacks is the chat format). The stories it is pretrained on are not the ones
+it is fine-tuned or tested on. Then:
 
 1. SFT on the chat-formatted training questions (training templates only; loss on assistant
    tokens);
@@ -12,19 +14,23 @@ it is pretrained on are not the ones it is fine-tuned or tested on. Then:
 3. GRPO from the SFT model on arithmetic prompts with the exact-match reward.
 
 Measured on questions held out by template (phrasings never seen in the chat format, on fresh
-stories): exact-match accuracy of greedy answers at each stage; the base model also in its own
-plain format (`Answer:` after the question), which separates what SFT teaches (the chat format,
-stopping) from what pretraining knows; the DPO implicit-reward margin and pair accuracy (against
-the SFT model as reference); arithmetic accuracy before and after GRPO. Each over `--seeds`
-seeds with 95% Student-t intervals (fms_ml.experiment.t_ci).
+stories): exact-match accuracy of greedy answers at each stage, overall and by question kind;
+the base model also in its own plain format, which separates what SFT teaches (the chat format,
+stopping) from what pretraining knows; the SFT model also on seen phrasings; the DPO
+implicit-reward margin and pair accuracy (against the SFT model as reference) and the
+log-probability margin of chosen over rejected for both models; arithmetic accuracy before and
+after GRPO; CPU seconds of each stage and the machine's load. Each over `--seeds` seeds with 95%
+Student-t intervals (fms_ml.experiment.t_ci). `finetune_diagnose.py` looks at one seed closely.
 
 Arithmetic uses operands below 10 (`max_operand=10`): with two-digit operands the digit-split
-BPE numbers make addition a task this 4-layer model does not learn in a CPU budget.
+BPE numbers make addition a task this small model does not learn in a CPU budget.
 
     uv run python packages/fms-llm/experiments/finetune_pipeline.py            # 3 seeds
+    uv run python packages/fms-llm/experiments/finetune_pipeline.py --only-seed 0  # one seed
+    uv run python packages/fms-llm/experiments/finetune_pipeline.py --combine  # the seeds' files
     uv run python packages/fms-llm/experiments/finetune_pipeline.py --quick    # a smoke run
 
-Writes docs/figures/fms-llm/finetune_pipeline.{json,png}.
+Writes docs/figures/fms-llm/finetune_pipeline.{json,png} (or --out).
 """
 
 from __future__ import annotations
@@ -80,16 +86,16 @@ FULL: dict[str, Any] = {
     "n_math": 3000,
     "n_eval": 200,
     "n_tok": 1000,
-    "n_layers": 4,
-    "d_model": 128,
+    "n_layers": 3,
+    "d_model": 64,
     "n_heads": 4,
-    "pretrain": 1000,
-    "pretrain_lr": 3e-3,
-    "sft": 300,
+    "pretrain": 1500,
+    "pretrain_lr": 5e-3,
+    "sft": 200,
     "sft_lr": 1e-3,
-    "dpo": 150,
+    "dpo": 100,
     "dpo_lr": 2e-4,
-    "grpo": 60,
+    "grpo": 40,
     "grpo_lr": 5e-5,
 }
 QUICK: dict[str, Any] = {
@@ -107,40 +113,48 @@ QUICK: dict[str, Any] = {
 }
 
 
-def plain(e: Example) -> str:
-    """One question of an example in the base's plain format: `story\nquestion\nAnswer: ...`."""
-    return f"{e.messages[1]['content']}\nAnswer: {e.answer}\n"
+def plain(e: Example, sep: str = "\n") -> str:
+    """One question in the base's plain format: `story\nquestion\nAnswer:\n<answer>\n`.
+
+    The answer starts a line, as in the chat format (`<|im_start|>assistant\n<answer>`): BPE
+    tokens carry their leading space (` Maya` and `Maya` are different ids), so `Answer: Maya`
+    would teach the base answers in tokens the chat model never writes.
+    """
+    return f"{e.messages[1]['content']}\nAnswer:{sep}{e.answer}\n"
 
 
-def pretrain_texts(n_stories: int, n_math: int, seed: int) -> list[str]:
+def pretrain_texts(n_stories: int, n_math: int, seed: int, sep: str = "\n") -> list[str]:
     """The base's pretraining documents, plain text in the task's shape, every phrasing.
 
-    A story document is a story followed by one question of every kind, each with `Answer: ...`
+    A story document is a story followed by one question of every kind, each with its answer
     (four answers a story: [story_documents][fms_llm.finetune.data.story_documents]); an
-    arithmetic document is `MATH_PER_DOC` questions with their answers. Seeds `seed + 100` on:
+    arithmetic document is `MATH_PER_DOC` questions with their answers. `sep` follows `Answer:`
+    (see `plain`). Seeds `seed + 100` on:
     never the stories that are fine-tuned on or tested.
     """
     docs = []
     for doc in story_documents(n_stories, seed=seed + 100):
         story = doc[0].messages[1]["content"].split("\n")[0]
         qa = "".join(
-            f"{e.messages[1]['content'].split(chr(10))[1]}\nAnswer: {e.answer}\n" for e in doc
+            f"{e.messages[1]['content'].split(chr(10))[1]}\nAnswer:{sep}{e.answer}\n" for e in doc
         )
         docs.append(f"{story}\n{qa}")
     sums = arithmetic(n_math, seed=seed + 100, ops=("add", "sub"), max_operand=MAX_OPERAND)
     docs += [
-        "".join(plain(e) for e in sums[i : i + MATH_PER_DOC])
+        "".join(plain(e, sep) for e in sums[i : i + MATH_PER_DOC])
         for i in range(0, len(sums), MATH_PER_DOC)
     ]
     return docs
 
 
 @torch.no_grad()
-def plain_answers(model: Llama, tok: BPETokenizer, examples: list[Example]) -> list[str]:
+def plain_answers(
+    model: Llama, tok: BPETokenizer, examples: list[Example], sep: str = "\n"
+) -> list[str]:
     """Greedy answers of the base prompted in its own format (`story\nquestion\nAnswer:`), to
     the end of the line; prompts of equal length decoded together."""
     eos = tok.token_to_id(IM_END)
-    enc = [tok.encode(f"{e.messages[1]['content']}\nAnswer:") for e in examples]
+    enc = [tok.encode(f"{e.messages[1]['content']}\nAnswer:{sep}".rstrip(" ")) for e in examples]
     out = [""] * len(examples)
     groups: dict[int, list[int]] = {}
     for i, ids in enumerate(enc):
@@ -400,14 +414,14 @@ def main() -> None:
     report(runs, sizes, a.out, a.quick)
 
 
-def train_tokenizer(n: int) -> BPETokenizer:
+def train_tokenizer(n: int, sep: str = "\n") -> BPETokenizer:
     """A 700-token BPE on chat-rendered questions (`2n` stories, `n` sums) and `n` plain ones."""
     t = ChatTemplate()
     corpus = [
         t.render(e.messages)
         for e in story_qa(2 * n, seed=1000) + arithmetic(n, seed=1000, max_operand=MAX_OPERAND)
     ]
-    corpus += [plain(e) for e in story_qa(n, seed=1001)]
+    corpus += [plain(e, sep) for e in story_qa(n, seed=1001)]
     return BPETokenizer.train(
         corpus, vocab_size=700, special_tokens=[IM_START, IM_END], progress=False
     )
