@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from fms_mm._fused import quick_gelu
+from fms_llm.models.fused import quick_gelu
 from fms_mm.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from fms_mm.vision import ViT, ViTConfig
 from fms_transformer.ffn import quick_gelu as reference_quick_gelu

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fms_llm.models.gpt import use_fused_kernels
 from fms_mm._files import load_renamed, read_model_dir, renamed_state, write_model_dir
-from fms_mm._fused import use_fused_kernels
 from fms_mm.vision import PatchEmbedding, check_images
 from fms_transformer.blocks import EncoderBlock
 from fms_transformer.norm import LayerNorm

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from fms_llm.models import cpu_kernels
 
-__all__ = ["linear_cross_entropy", "rms_norm"]
+__all__ = ["QUICK_GELU_ALPHA", "linear_cross_entropy", "quick_gelu", "rms_norm"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,3 +282,39 @@ def linear_cross_entropy(
             in_c,
         )
     return loss
+
+
+# --------------------------------------------------------------------------------------------------
+# QuickGELU (CLIP's activation, for the vision towers of fms-mm)
+# --------------------------------------------------------------------------------------------------
+
+
+QUICK_GELU_ALPHA = 1.702
+"""The slope inside QuickGELU's sigmoid (Hendrycks & Gimpel 2016; OpenAI's CLIP)."""
+
+
+class _QuickGELU(torch.autograd.Function):
+    r"""$y = x\,\sigma(\alpha x)$ with $\frac{dy}{dx} = \sigma\,(1 + \alpha x (1 - \sigma))$.
+
+    The forward keeps $\alpha x$ and $\sigma$; the backward is two new tensors and three in-place
+    updates (autograd's chain through the product, the sigmoid and the scale allocates more).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ax = x * QUICK_GELU_ALPHA
+        s = torch.sigmoid(ax)
+        ctx.save_for_backward(ax, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        ax, s = ctx.saved_tensors
+        slope = (1.0 - s).mul_(ax).add_(1.0)  # 1 + a x (1 - s)
+        return grad.mul(s).mul_(slope)
+
+
+def quick_gelu(x: Tensor) -> Tensor:
+    """QuickGELU with its derivative written out (same values as `fms_transformer.ffn.quick_gelu`)."""
+    out: Tensor = _QuickGELU.apply(x)
+    return out

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fms_llm.models import cpu_kernels
-from fms_llm.models.fused import linear_cross_entropy, rms_norm
+from fms_llm.models.fused import linear_cross_entropy, quick_gelu, rms_norm
 from fms_transformer.attention import MultiHeadAttention
 from fms_transformer.blocks import DecoderBlock, make_norm
 from fms_transformer.ffn import MLP, SwiGLU
@@ -57,6 +58,7 @@ __all__ = [
     "ModelConfig",
     "ModelConfigError",
     "document_mask",
+    "use_fused_kernels",
 ]
 
 
@@ -340,15 +342,24 @@ def _gelu_tanh(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-def _use_fused_kernels(model: nn.Module) -> None:
-    """Swap the readable reference norms and activations for PyTorch's fused kernels (same math).
+_FAST_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu_tanh": _gelu_tanh,
+    "gelu": F.gelu,
+    "quick_gelu": quick_gelu,
+}
+
+
+def use_fused_kernels(model: nn.Module) -> None:
+    """Swap, in place, the readable reference norms and activations under `model` for PyTorch's
+    fused kernels (same math, same parameters under the same names).
 
     The fms_transformer modules spell each operation out (a LayerNorm is a mean, a variance, a
-    division: several kernels forward and backward). For speed the language model uses
-    `F.layer_norm`, [rms_norm][fms_llm.models.fused.rms_norm] (a hand-derived backward),
-    `F.gelu(approximate="tanh")` and `F.silu` instead, with the same
-    parameters under the same names, and drops the no-op dropouts of a `dropout=0` model; the
-    parity tests run through this fast path, and a test checks it against the reference modules.
+    division: several kernels forward and backward). For speed the models use `F.layer_norm`,
+    [rms_norm][fms_llm.models.fused.rms_norm] (a hand-derived backward), `F.silu` in SwiGLU,
+    `F.gelu` (exact or tanh) and [quick_gelu][fms_llm.models.fused.quick_gelu] (its derivative
+    written out) in the MLP, and drop the no-op dropouts of a `dropout=0` model. The language
+    models here and fms-mm's vision towers call it at construction; the parity tests run through
+    this fast path, and tests check it against the reference modules.
     """
     for name, child in list(model.named_children()):
         if type(child) is LayerNorm:
@@ -366,13 +377,13 @@ def _use_fused_kernels(model: nn.Module) -> None:
             setattr(model, name, nn.Identity())  # skips a function call per sub-layer per step
             continue
         else:
-            if type(child) is MLP and child.activation == "gelu_tanh":
-                child.act = _gelu_tanh
-            _use_fused_kernels(child)
+            if type(child) is MLP and child.activation in _FAST_ACTIVATIONS:
+                child.act = _FAST_ACTIVATIONS[child.activation]
+            use_fused_kernels(child)
             continue
         new.load_state_dict(child.state_dict())
         setattr(model, name, new)
-        _use_fused_kernels(new)
+        use_fused_kernels(new)
 
 
 def document_mask(
@@ -460,7 +471,7 @@ class GPT(nn.Module):
         if c.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
         if fused:
-            _use_fused_kernels(self)
+            use_fused_kernels(self)
             table: _RotaryTable | None = None
             for block in self.blocks:
                 assert isinstance(block, DecoderBlock)
