@@ -413,9 +413,8 @@ class LocalBackend:
         seed: int = 0,
         device: str | None = None,
     ) -> None:
-        from fms_llm.finetune.chat import IM_END, ChatTemplate
+        from fms_llm.finetune.chat import IM_END, ChatTemplate, saved_chat_setup
         from fms_llm.models.hf import ModelFileError, load_with_tokenizer
-        from fms_llm.train.pretrain import EOS_TOKEN
 
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
             raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
@@ -435,17 +434,7 @@ class LocalBackend:
                 "renders chats as the fms-llm server does, in ChatML; fine-tune the model with "
                 "fms-llm finetune (which adds them) first"
             )
-        saved = _read_json_object(path / "tokenizer_config.json")
-        jinja = saved.get("chat_template")
-        if isinstance(jinja, str) and jinja != self.template.jinja:
-            raise ModelFileError(
-                f"{path / 'tokenizer_config.json'} holds a chat_template that is not fms_llm's "
-                "ChatML template; LocalBackend (like the fms-llm server) renders ChatML only"
-            )
-        eos = _read_json_object(path / "generation_config.json").get("eos_token_id")
-        eos_ids = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
-        if not eos_ids and EOS_TOKEN in specials:
-            eos_ids = [specials[EOS_TOKEN]]
+        _, eos_ids = saved_chat_setup(path, specials)  # the server's reading of the directory
         self.stop_ids = frozenset(int(i) for i in [*eos_ids, specials[IM_END]])
         self.max_new_tokens = max_new_tokens
         self.temperature = float(temperature)
@@ -520,20 +509,3 @@ class LocalBackend:
         if msg.content:
             yield Chunk(msg.content)
         yield Chunk("", msg)
-
-
-def _read_json_object(path: Path) -> JSON:
-    """A JSON object file's contents; `{}` when the file is absent or holds no object.
-
-    Raises:
-        fms_llm.models.hf.ModelFileError: the file is unreadable or not JSON.
-    """
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        from fms_llm.models.hf import ModelFileError
-
-        raise ModelFileError(f"{path} is unreadable or not JSON ({e})") from None
-    return data if isinstance(data, dict) else {}

@@ -61,6 +61,7 @@ __all__ = [
     "Message",
     "add_tools_prompt",
     "parse_tool_calls",
+    "saved_chat_setup",
     "tools_system_prompt",
     "validate_messages",
 ]
@@ -406,3 +407,59 @@ def add_tools_prompt(
     else:
         out.insert(0, {"role": "system", "content": prefix})
     return out
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file's contents; `{}` when the file is absent or holds no object."""
+    from fms_llm.models.hf import ModelFileError
+
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path} is unreadable or not JSON ({exc})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def saved_chat_setup(
+    directory: str | os.PathLike[str], special_tokens: Mapping[str, int]
+) -> tuple[ChatTemplate | None, tuple[int, ...]]:
+    """How a saved model directory says chats are rendered and where a reply ends.
+
+    The one reading of `tokenizer_config.json` and `generation_config.json` that the server
+    ([load_served_model][fms_llm.serve.runtime.load_served_model]) and fms-agent's in-process
+    back end share, so both render and stop alike.
+
+    Args:
+        directory: The model directory.
+        special_tokens: Its tokenizer's special tokens (name to id).
+
+    Returns:
+        The chat template (ChatML when the tokenizer has `<|im_start|>` and `<|im_end|>`, else
+        None) and the end-of-text ids (`generation_config.json`'s `eos_token_id`, one or a list,
+        else `<|endoftext|>` when the tokenizer has it).
+
+    Raises:
+        fms_llm.models.hf.ModelFileError: a file is unreadable or not JSON, or the saved
+            `chat_template` is not fms_llm's ChatML template (the only one rendered here).
+    """
+    from fms_llm.models.hf import ModelFileError
+    from fms_llm.train.pretrain import EOS_TOKEN
+
+    path = Path(directory)
+    template: ChatTemplate | None = None
+    if all(s in special_tokens for s in ChatTemplate.special_tokens):
+        template = ChatTemplate()
+        jinja = _read_json_object(path / "tokenizer_config.json").get("chat_template")
+        if isinstance(jinja, str) and jinja != template.jinja:
+            raise ModelFileError(
+                f"{path / 'tokenizer_config.json'} holds a chat_template that is not fms_llm's "
+                "ChatML template; fms-llm (its server, and fms-agent's LocalBackend) renders "
+                "ChatML only"
+            )
+    eos = _read_json_object(path / "generation_config.json").get("eos_token_id")
+    eos_ids = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
+    if not eos_ids and EOS_TOKEN in special_tokens:
+        eos_ids = [special_tokens[EOS_TOKEN]]
+    return template, tuple(int(i) for i in eos_ids)

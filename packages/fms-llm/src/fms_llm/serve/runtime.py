@@ -14,7 +14,6 @@ unbounded work.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections import deque
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fms_llm.finetune.chat import IM_END, ChatTemplate
+from fms_llm.finetune.chat import IM_END, ChatTemplate, saved_chat_setup
 from fms_llm.inference.engine import Engine, RequestOutput, SamplingParams
 from fms_llm.models.gpt import GPT
 from fms_llm.serve.protocol import APIError
@@ -96,9 +95,8 @@ def load_served_model(
         QuantizationError: (a `ValueError`) an unknown format, or a group size that does not
             divide a layer's input width.
     """
-    from fms_llm.models.hf import ModelFileError, load_with_tokenizer
+    from fms_llm.models.hf import load_with_tokenizer
     from fms_llm.quantize import FORMATS, QuantizationError, quantize_model
-    from fms_llm.train.pretrain import EOS_TOKEN
 
     if quantize is not None and quantize not in FORMATS:
         raise QuantizationError(f"quantize must be one of {FORMATS} or None, got {quantize!r}")
@@ -106,28 +104,13 @@ def load_served_model(
     model, tokenizer = load_with_tokenizer(directory, map_location=device)
     if quantize is not None:
         quantize_model(model, quantize, group_size=group_size)  # type: ignore[arg-type]
-    saved = _read_json(directory / "tokenizer_config.json")
-    generation = _read_json(directory / "generation_config.json")
-    template: ChatTemplate | None = None
-    specials = tokenizer.special_tokens
-    if all(s in specials for s in ChatTemplate.special_tokens):
-        template = ChatTemplate()
-        jinja = saved.get("chat_template")
-        if isinstance(jinja, str) and jinja != template.jinja:
-            raise ModelFileError(
-                f"{directory / 'tokenizer_config.json'} holds a chat_template that is not "
-                "fms_llm's ChatML template; the server renders ChatML only"
-            )
-    eos = generation.get("eos_token_id")
-    eos_ids = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
-    if not eos_ids and EOS_TOKEN in specials:
-        eos_ids = [specials[EOS_TOKEN]]
+    template, eos_ids = saved_chat_setup(directory, tokenizer.special_tokens)
     return ServedModel(
         name=name or directory.resolve().name,
         model=model,
         tokenizer=tokenizer,
         chat_template=template,
-        stop_token_ids=tuple(int(i) for i in eos_ids),
+        stop_token_ids=eos_ids,
         supports_tools=template is not None and "tool_call" in template.jinja,
         quantization=quantize,
     )
@@ -176,18 +159,6 @@ def load_draft_model(
             f"than the target's {target.max_seq_len}"
         )
     return draft
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        from fms_llm.models.hf import ModelFileError
-
-        raise ModelFileError(f"{path} is unreadable or not JSON ({exc})") from None
-    return data if isinstance(data, dict) else {}
 
 
 class AsyncEngine:
