@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from fms_llm.inference.engine import Engine, SamplingParams
+
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -71,7 +76,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> Path
 
 
 def run_arrivals(
-    engine: object, arrivals: list[tuple[int, list[int], object]]
+    engine: Engine, arrivals: list[tuple[int, list[int], SamplingParams]]
 ) -> dict[str, list[int]]:
     """Drive an inference `Engine`: add each prompt at its step number (arrivals are
     `(step, prompt ids, SamplingParams)`), step until every request is done, and return the
@@ -81,12 +86,12 @@ def run_arrivals(
     for step in range(2000):
         while pending and pending[0][0] <= step:
             _, prompt, params = pending.pop(0)
-            got[engine.add_request(prompt, params)] = []  # type: ignore[attr-defined]
-        if not pending and not engine.has_unfinished():  # type: ignore[attr-defined]
+            got[engine.add_request(prompt, params)] = []
+        if not pending and not engine.has_unfinished():
             break
-        for out in engine.step():  # type: ignore[attr-defined]
+        for out in engine.step():
             got[out.request_id].extend(out.new_token_ids)
-    assert not engine.has_unfinished()  # type: ignore[attr-defined]
+    assert not engine.has_unfinished()
     return got
 
 
