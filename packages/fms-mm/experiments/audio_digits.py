@@ -40,13 +40,13 @@ import numpy as np
 import torch
 
 from fms_ml.experiment import environment, t_ci
+from fms_ml.metrics import confusion_matrix
 from fms_mm.data import DIGIT_WORDS, spoken_digits
 from fms_mm.train import (
     AUDIO_SAMPLES,
     TEST_VOICES_PER_ACCENT,
     AudioAugment,
     TrainSettings,
-    confusion_matrix,
     train_audio,
 )
 
@@ -102,7 +102,9 @@ def run_seed(seed: int, steps: int, validate: bool) -> dict[str, Any]:
         row[f"{name}_accuracy"] = float((pred == test.labels).mean())
         row[f"{name}_no_hypothesis"] = int((pred < 0).sum())
         hit = pred >= 0
-        row[f"{name}_confusion"] = confusion_matrix(test.labels[hit], pred[hit])
+        row[f"{name}_confusion"] = confusion_matrix(
+            test.labels[hit], pred[hit], labels=np.arange(10)
+        ).tolist()
         row[f"{name}_cpu_s"] = time.process_time() - c0
     return row
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fms_ml.metrics import confusion_matrix
 from fms_mm.train import (
     AUDIO_SAMPLES,
     AudioAugment,
     TrainSettings,
     _augmented_batch,
     _speed_variants,
-    confusion_matrix,
     train_audio,
 )
 
@@ -52,7 +52,9 @@ def test_bad_augmentation_is_named(kwargs: dict, match: str) -> None:  # type: i
 
 
 def test_confusion_matrix_counts_true_by_predicted() -> None:
-    m = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), n=3)
+    m = confusion_matrix(
+        np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), labels=np.arange(3)
+    ).tolist()
     assert m == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
 
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from fms_dl.torch import AdamW, cosine_with_warmup, seed_everything, set_lr
 from fms_llm.models import GPT, GPTConfig
+from fms_ml.metrics import confusion_matrix
 from fms_mm.audio import AudioConfig, AudioEncoder, log_mel_spectrogram
 from fms_mm.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig, zero_shot_classifier
 from fms_mm.data import (
@@ -51,7 +52,6 @@ __all__ = [
     "audio_digits_config",
     "audio_features",
     "clip_metrics",
-    "confusion_matrix",
     "evaluate",
     "train_audio",
     "train_clip",
@@ -454,13 +454,6 @@ def _spec_mask(features: Tensor, rng: np.random.Generator, aug: AudioAugment) ->
     return x
 
 
-def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n: int = 10) -> list[list[int]]:
-    """`[true][predicted]` counts."""
-    m = np.zeros((n, n), dtype=np.int64)
-    np.add.at(m, (truth, pred), 1)
-    return m.tolist()
-
-
 def train_audio(
     settings: TrainSettings,
     voices: list[str] | None = None,
@@ -512,7 +505,7 @@ def train_audio(
     metrics = {
         f"{name}_accuracy": float((pred == test.labels).mean()),
         f"{name}_voices": sorted(set(test.voices)),
-        f"{name}_confusion": confusion_matrix(test.labels, pred),
+        f"{name}_confusion": confusion_matrix(test.labels, pred, labels=np.arange(10)).tolist(),
         "n_train": len(train.labels),
         f"n_{name}": len(test.labels),
         "loss": losses[-1],
